@@ -1,0 +1,1 @@
+"""Mesh Marketplace: self-service access to a Lake Formation data mesh."""

@@ -1,0 +1,77 @@
+"""Start the demo's AWS stand-in: a moto server on loopback, patched, then seeded over HTTP.
+
+The app and the CLI reach it exactly as they reach AWS, through boto3 with an endpoint URL,
+so the demo runs the same code path as aws mode. A running stand-in records its endpoint in
+a small JSON file beside the demo database, which is how the CLI finds the running demo.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mesh.aws import ClientFactory
+from mesh.demo import data, patches
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StandIn:
+    endpoint: str
+    server: Any
+    tables: int
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def is_alive(endpoint: str) -> bool:
+    """True if a moto server answers at ``endpoint``."""
+    try:
+        with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def find_running(state_file: Path) -> str | None:
+    """The endpoint of the stand-in recorded in ``state_file``, if it still answers."""
+    try:
+        endpoint = str(json.loads(state_file.read_text())["endpoint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return endpoint if is_alive(endpoint) else None
+
+
+def reset_database(db_path: Path) -> None:
+    """Remove the demo's SQLite file: its requests describe a stand-in that is gone."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+
+
+def start(*, state_file: Path, db_path: Path, port: int = 0) -> StandIn:
+    """Start, patch and seed a moto server on 127.0.0.1, and record where it listens."""
+    from moto.server import ThreadedMotoServer
+
+    patches.apply()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    _, bound = server.get_host_and_port()
+    endpoint = f"http://127.0.0.1:{bound}"
+    tables = data.seed(ClientFactory(demo_endpoint=endpoint).client("glue"))
+    reset_database(db_path)
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps({
+        "endpoint": endpoint, "pid": os.getpid(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }))
+    log.info("demo stand-in on %s with %d tables", endpoint, tables)
+    return StandIn(endpoint=endpoint, server=server, tables=tables)

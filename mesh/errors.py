@@ -1,0 +1,59 @@
+"""Domain errors: every refusal a person or a script can see is one of these.
+
+Each carries a one-sentence message meant for a person, and the CLI maps each class to its
+exit code (see ``EXIT_CODES``).
+"""
+
+from __future__ import annotations
+
+
+class MeshError(Exception):
+    """Base class: a refusal or failure with a message a person understands."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(MeshError):
+    """Malformed input: bad account id, empty reason, unowned database, bad setting."""
+
+    exit_code = 2
+
+
+class SettingError(InvalidInput):
+    """A missing or invalid setting; the message names it and says what to do."""
+
+
+class Forbidden(MeshError):
+    """The acting user may not do this: unknown user, wrong role, not the owner."""
+
+    exit_code = 3
+
+
+class NotFound(MeshError):
+    """A database, table or request that does not exist."""
+
+    exit_code = 4
+
+
+class Conflict(MeshError):
+    """The request is in the wrong state, or an identical active request exists."""
+
+    exit_code = 5
+
+
+class AwsFailure(MeshError):
+    """An AWS call failed; ``code`` holds the AWS error code."""
+
+    exit_code = 1
+
+
+class AwsUnavailable(AwsFailure):
+    """AWS could not be reached or timed out; trying again later may work."""

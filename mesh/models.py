@@ -1,0 +1,230 @@
+"""Value objects of the marketplace: catalog entries, users, requests, grants, audit events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Role(StrEnum):
+    CONSUMER = "consumer"
+    OWNER = "owner"
+    ADMIN = "admin"
+
+
+class Status(StrEnum):
+    """Lifecycle of an access request; docs/statuses.md describes each one."""
+
+    PENDING_APPROVAL = "pending_approval"
+    GRANTING = "granting"
+    GRANTED = "granted"
+    DENIED = "denied"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE_STATUSES = frozenset({Status.PENDING_APPROVAL, Status.GRANTING, Status.GRANTED})
+
+
+class Action(StrEnum):
+    """What an audit row records."""
+
+    REQUEST_SUBMITTED = "request_submitted"
+    POLICY_EVALUATED = "policy_evaluated"
+    APPROVED = "approved"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+    RETRY_REQUESTED = "retry_requested"
+    GRANT_ATTEMPTED = "grant_attempted"
+    GRANT_SUCCEEDED = "grant_succeeded"
+    GRANT_FAILED = "grant_failed"
+
+
+class Permission(StrEnum):
+    SELECT = "SELECT"
+    DESCRIBE = "DESCRIBE"
+
+
+class FlagState(StrEnum):
+    """How a ``pii_flag`` value reads; ``UNRECOGNISED`` counts as set (fail closed)."""
+
+    SET = "set"
+    UNSET = "unset"
+    UNRECOGNISED = "unrecognised"
+
+    @property
+    def truthy(self) -> bool:
+        return self is not FlagState.UNSET
+
+
+@dataclass(frozen=True, kw_only=True)
+class Column:
+    name: str
+    type: str = ""
+    comment: str = ""
+    parameters: dict[str, str] = field(default_factory=dict)
+    is_partition_key: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Table:
+    database: str
+    name: str
+    description: str = ""
+    parameters: dict[str, str] = field(default_factory=dict)
+    columns: tuple[Column, ...] = ()
+    partition_keys: tuple[Column, ...] = ()
+
+    @property
+    def all_columns(self) -> tuple[Column, ...]:
+        """Columns in order, then partition keys in order."""
+        return self.columns + self.partition_keys
+
+
+@dataclass(frozen=True, kw_only=True)
+class Database:
+    name: str
+    description: str = ""
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def owner_account(self) -> str | None:
+        value = (self.parameters.get("data_owner") or "").strip()
+        return value or None
+
+    @property
+    def owner_name(self) -> str:
+        return (self.parameters.get("data_owner_name") or "").strip()
+
+
+@dataclass(frozen=True, kw_only=True)
+class User:
+    username: str
+    name: str = ""
+    email: str = ""
+    roles: frozenset[Role] = frozenset()
+    accounts: tuple[str, ...] = ()
+    owner_of: frozenset[str] = frozenset()
+
+    @property
+    def is_admin(self) -> bool:
+        return Role.ADMIN in self.roles
+
+    @property
+    def is_owner(self) -> bool:
+        return Role.OWNER in self.roles
+
+    @property
+    def can_request(self) -> bool:
+        return self.is_admin or bool(self.accounts)
+
+    @property
+    def can_approve(self) -> bool:
+        return self.is_admin or self.is_owner
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scope:
+    """What a request asks for: a whole database, or one table in it."""
+
+    database: str
+    table: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.database}.{self.table}" if self.table else f"{self.database}.*"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GrantSpec:
+    """One Lake Formation ``grant_permissions`` call for a principal on a resource."""
+
+    principal: str
+    resource: dict[str, Any]
+    permissions: tuple[Permission, ...]
+    grantable: tuple[Permission, ...]
+
+    @property
+    def key(self) -> str:
+        """A stable, readable name for this grant, used to record which grants are done."""
+        if "Database" in self.resource:
+            return f"database {self.resource['Database']['Name']}"
+        table = self.resource["Table"]
+        return f"table {table['DatabaseName']}.{table.get('Name', '*')}"
+
+    def to_api(self) -> dict[str, Any]:
+        """The keyword arguments of ``lakeformation.grant_permissions``."""
+        return {
+            "Principal": {"DataLakePrincipalIdentifier": self.principal},
+            "Resource": self.resource,
+            "Permissions": [p.value for p in self.permissions],
+            "PermissionsWithGrantOption": [p.value for p in self.grantable],
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccessRequest:
+    id: str
+    status: Status
+    database: str
+    table: str | None
+    account: str
+    requester: str
+    reason: str
+    policy_reason: str = ""
+    needs_approval: bool = False
+    pii_columns: tuple[str, ...] = ()
+    owner_account: str | None = None
+    decided_by: str | None = None
+    decided_at: str | None = None
+    comment: str = ""
+    error_code: str | None = None
+    error: str | None = None
+    grants_done: tuple[str, ...] = ()
+    attempts: int = 0
+    created_at: str = ""
+    updated_at: str = ""
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(database=self.database, table=self.table)
+
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON shape of a request (the CLI contract)."""
+        return {
+            "id": self.id,
+            "status": self.status.value,
+            "database": self.database,
+            "table": self.table,
+            "account": self.account,
+            "requester": self.requester,
+            "reason": self.reason,
+            "policy_reason": self.policy_reason,
+            "decided_by": self.decided_by,
+            "comment": self.comment,
+            "error": self.error,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditEvent:
+    id: int
+    at: str
+    actor: str
+    action: str
+    request_id: str | None
+    scope: str
+    details: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "actor": self.actor,
+            "action": self.action,
+            "request_id": self.request_id,
+            "scope": self.scope,
+            "details": self.details,
+        }

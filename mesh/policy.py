@@ -1,0 +1,203 @@
+"""Pure rules: what is sensitive, which grants a request needs, who may do what.
+
+Nothing here performs I/O; every function takes the catalog entries and users it needs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from mesh.models import (
+    AccessRequest,
+    Column,
+    Database,
+    FlagState,
+    GrantSpec,
+    Permission,
+    Scope,
+    Status,
+    Table,
+    User,
+)
+
+PII_FLAG = "pii_flag"
+_SET = frozenset({"true", "yes", "1", "y"})
+_UNSET = frozenset({"false", "no", "0", "n", ""})
+_ACCOUNT_ID = re.compile(r"\d{12}")
+MAX_REASON = 1000
+_REASONS_SHOWN = 3
+
+
+def read_flag(value: str | None) -> FlagState:
+    """Read a ``pii_flag`` value; anything not clearly false counts as set (fail closed)."""
+    text = (value or "").strip().lower()
+    if text in _UNSET:
+        return FlagState.UNSET
+    if text in _SET:
+        return FlagState.SET
+    return FlagState.UNRECOGNISED
+
+
+def flag_of(parameters: dict[str, str] | None) -> FlagState:
+    return read_flag((parameters or {}).get(PII_FLAG))
+
+
+def _describe(where: str, raw: str | None) -> str:
+    state = read_flag(raw)
+    shown = (raw or "").strip()
+    if state is FlagState.UNRECOGNISED:
+        return f"{where} has pii_flag={shown!r}, an unrecognised value treated as PII"
+    return f"{where} has pii_flag={shown}"
+
+
+def is_valid_account(account: str) -> bool:
+    return bool(_ACCOUNT_ID.fullmatch(account))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Assessment:
+    """Why a scope is (or is not) sensitive, and which columns hold PII."""
+
+    sensitive: bool
+    reasons: tuple[str, ...] = ()
+    pii_columns: tuple[str, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        if not self.reasons:
+            return ""
+        shown = "; ".join(self.reasons[:_REASONS_SHOWN])
+        more = len(self.reasons) - _REASONS_SHOWN
+        return f"{shown}; and {more} more" if more > 0 else shown
+
+
+def pii_columns(table: Table) -> tuple[Column, ...]:
+    """Flagged columns in column order, then flagged partition keys in their order."""
+    return tuple(c for c in table.all_columns if flag_of(c.parameters).truthy)
+
+
+def unrecognised_flags(parameters: dict[str, str] | None) -> bool:
+    return flag_of(parameters) is FlagState.UNRECOGNISED
+
+
+def assess_table(database: Database, table: Table) -> Assessment:
+    """A table is sensitive if its database, itself, or any column or partition key is flagged."""
+    reasons: list[str] = []
+    if flag_of(database.parameters).truthy:
+        reasons.append(_describe(f"database {database.name}", database.parameters[PII_FLAG]))
+    if flag_of(table.parameters).truthy:
+        reasons.append(_describe(f"table {table.name}", table.parameters[PII_FLAG]))
+    flagged = pii_columns(table)
+    for column in flagged:
+        kind = "partition key" if column.is_partition_key else "column"
+        reasons.append(_describe(f"{kind} {column.name}", column.parameters[PII_FLAG]))
+    return Assessment(
+        sensitive=bool(reasons),
+        reasons=tuple(reasons),
+        pii_columns=tuple(c.name for c in flagged),
+    )
+
+
+def assess_database(database: Database, tables: Iterable[Table]) -> Assessment:
+    """A database request is sensitive if the database or any of its tables is sensitive.
+
+    The reference design looked only at the database flag, so a database-level request could
+    auto-share tables with PII columns; this closes that hole.
+    """
+    reasons: list[str] = []
+    columns: list[str] = []
+    if flag_of(database.parameters).truthy:
+        reasons.append(_describe(f"database {database.name}", database.parameters[PII_FLAG]))
+    for table in tables:
+        if flag_of(table.parameters).truthy:
+            reasons.append(_describe(f"table {table.name}", table.parameters[PII_FLAG]))
+        for column in pii_columns(table):
+            kind = "partition key" if column.is_partition_key else "column"
+            where = f"{kind} {table.name}.{column.name}"
+            reasons.append(_describe(where, column.parameters[PII_FLAG]))
+            columns.append(f"{table.name}.{column.name}")
+    return Assessment(sensitive=bool(reasons), reasons=tuple(reasons), pii_columns=tuple(columns))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evaluation:
+    """The policy's verdict on a request: approval needed or not, and why."""
+
+    needs_approval: bool
+    reason: str
+    pii_columns: tuple[str, ...]
+
+
+def evaluate(scope: Scope, database: Database, tables: Sequence[Table]) -> Evaluation:
+    """Decide whether a request for ``scope`` needs approval.
+
+    ``tables`` holds the one requested table for a table request, or every table of the
+    database for a database request.
+    """
+    if scope.table is None:
+        found = assess_database(database, tables)
+        clean = f"no pii_flag is set on database {database.name}, its tables or their columns"
+    else:
+        found = assess_table(database, tables[0])
+        clean = (
+            f"no pii_flag is set on database {database.name}, table {scope.table} "
+            "or its columns"
+        )
+    if found.sensitive:
+        return Evaluation(needs_approval=True, reason=found.reason, pii_columns=found.pii_columns)
+    return Evaluation(needs_approval=False, reason=clean, pii_columns=())
+
+
+# Grants --------------------------------------------------------------------------------------
+
+_READ = (Permission.SELECT, Permission.DESCRIBE)
+
+
+def grants_for(scope: Scope, *, account: str, catalog_id: str) -> tuple[GrantSpec, ...]:
+    """The exact Lake Formation grants that give ``account`` the requested scope.
+
+    External accounts need the grant option so that their own data lake admin can re-grant,
+    and a cross-account grant on all tables does not imply DESCRIBE on the database, so a
+    database request grants that explicitly (see ../shared/AWS_NOTES.md).
+    """
+    if scope.table is not None:
+        table = {"CatalogId": catalog_id, "DatabaseName": scope.database, "Name": scope.table}
+        return (GrantSpec(principal=account, resource={"Table": table}, permissions=_READ,
+                          grantable=_READ),)
+    describe = (Permission.DESCRIBE,)
+    database = {"CatalogId": catalog_id, "Name": scope.database}
+    wildcard = {"CatalogId": catalog_id, "DatabaseName": scope.database, "TableWildcard": {}}
+    return (
+        GrantSpec(principal=account, resource={"Database": database}, permissions=describe,
+                  grantable=describe),
+        GrantSpec(principal=account, resource={"Table": wildcard}, permissions=_READ,
+                  grantable=_READ),
+    )
+
+
+# Who may do what ----------------------------------------------------------------------------
+
+
+def may_request_for(user: User, account: str) -> bool:
+    return user.is_admin or account in user.accounts
+
+
+def owns(user: User, owner_account: str | None) -> bool:
+    return user.is_owner and owner_account is not None and owner_account in user.owner_of
+
+
+def may_decide(user: User, request: AccessRequest, owner_account: str | None) -> bool:
+    """Owners of the product and admins decide; nobody decides their own request."""
+    if user.username == request.requester:
+        return False
+    return user.is_admin or owns(user, owner_account)
+
+
+def may_retry(user: User, request: AccessRequest, owner_account: str | None) -> bool:
+    return user.username == request.requester or user.is_admin or owns(user, owner_account)
+
+
+def may_cancel(user: User, request: AccessRequest) -> bool:
+    return user.username == request.requester and request.status is Status.PENDING_APPROVAL

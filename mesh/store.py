@@ -1,0 +1,359 @@
+"""SQLite persistence (sqlite-utils): requests, the append-only audit log, sign-in sessions.
+
+A connection is opened per operation: sqlite3 connections belong to the thread that made
+them, and Streamlit runs every session in a thread of its own. Every state change and its
+audit row are written in one ``BEGIN IMMEDIATE`` transaction; AWS is never called inside one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from mesh.models import AccessRequest, AuditEvent, Status
+
+migrations = Migrations("mesh")
+
+_AUDIT_IS_APPEND_ONLY = "the audit log is append-only"
+
+
+@migrations(name="0001_requests")
+def _requests(db: sqlite_utils.Database) -> None:
+    db["requests"].create(  # type: ignore[union-attr]
+        {
+            "id": str,
+            "status": str,
+            "database": str,
+            "table_name": str,
+            "account": str,
+            "requester": str,
+            "reason": str,
+            "policy_reason": str,
+            "needs_approval": int,
+            "pii_columns": str,
+            "owner_account": str,
+            "decided_by": str,
+            "decided_at": str,
+            "comment": str,
+            "error_code": str,
+            "error": str,
+            "grants_done": str,
+            "attempts": int,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk="id",
+        not_null={"status", "database", "account", "requester", "reason", "created_at"},
+    )
+    db["requests"].create_index(["requester"])  # type: ignore[union-attr]
+    db["requests"].create_index(["status"])  # type: ignore[union-attr]
+    db["requests"].create_index(["database", "table_name", "account"])  # type: ignore[union-attr]
+
+
+@migrations(name="0002_audit_log")
+def _audit(db: sqlite_utils.Database) -> None:
+    db["audit"].create(  # type: ignore[union-attr]
+        {
+            "id": int,
+            "at": str,
+            "actor": str,
+            "action": str,
+            "request_id": str,
+            "scope": str,
+            "details": str,
+        },
+        pk="id",
+        not_null={"at", "actor", "action"},
+    )
+    db["audit"].create_index(["request_id"])  # type: ignore[union-attr]
+    for verb in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER audit_no_{verb.lower()} BEFORE {verb} ON audit "
+            f"BEGIN SELECT RAISE(ABORT, '{_AUDIT_IS_APPEND_ONLY}'); END"
+        )
+
+
+@migrations(name="0003_sign_in_sessions")
+def _sessions(db: sqlite_utils.Database) -> None:
+    db["sessions"].create(  # type: ignore[union-attr]
+        {"token_id": str, "username": str, "created_at": str, "revoked_at": str},
+        pk="token_id",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewEvent:
+    """An audit row to append; ``id`` is assigned by SQLite."""
+
+    at: str
+    actor: str
+    action: str
+    request_id: str | None
+    scope: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "actor": self.actor,
+            "action": self.action,
+            "request_id": self.request_id,
+            "scope": self.scope,
+            "details": json.dumps(self.details, sort_keys=True, default=str),
+        }
+
+
+def _to_row(request: AccessRequest) -> dict[str, Any]:
+    return {
+        "id": request.id,
+        "status": request.status.value,
+        "database": request.database,
+        "table_name": request.table,
+        "account": request.account,
+        "requester": request.requester,
+        "reason": request.reason,
+        "policy_reason": request.policy_reason,
+        "needs_approval": int(request.needs_approval),
+        "pii_columns": json.dumps(list(request.pii_columns)),
+        "owner_account": request.owner_account,
+        "decided_by": request.decided_by,
+        "decided_at": request.decided_at,
+        "comment": request.comment,
+        "error_code": request.error_code,
+        "error": request.error,
+        "grants_done": json.dumps(list(request.grants_done)),
+        "attempts": request.attempts,
+        "created_at": request.created_at,
+        "updated_at": request.updated_at,
+    }
+
+
+def _from_row(row: Mapping[str, Any]) -> AccessRequest:
+    return AccessRequest(
+        id=row["id"],
+        status=Status(row["status"]),
+        database=row["database"],
+        table=row["table_name"],
+        account=row["account"],
+        requester=row["requester"],
+        reason=row["reason"],
+        policy_reason=row["policy_reason"] or "",
+        needs_approval=bool(row["needs_approval"]),
+        pii_columns=tuple(json.loads(row["pii_columns"] or "[]")),
+        owner_account=row["owner_account"],
+        decided_by=row["decided_by"],
+        decided_at=row["decided_at"],
+        comment=row["comment"] or "",
+        error_code=row["error_code"],
+        error=row["error"],
+        grants_done=tuple(json.loads(row["grants_done"] or "[]")),
+        attempts=row["attempts"] or 0,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"] or row["created_at"],
+    )
+
+
+def _event_from_row(row: Mapping[str, Any]) -> AuditEvent:
+    return AuditEvent(
+        id=row["id"],
+        at=row["at"],
+        actor=row["actor"],
+        action=row["action"],
+        request_id=row["request_id"],
+        scope=row["scope"] or "",
+        details=json.loads(row["details"] or "{}"),
+    )
+
+
+class Store:
+    """Requests, audit log and sessions in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def migrate(self) -> None:
+        """Create the file and apply pending named migrations."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            migrations.apply(db)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite_utils.Database]:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        try:
+            yield sqlite_utils.Database(conn)
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite_utils.Database]:
+        """One write transaction that takes the write lock up front (no upgrade deadlocks)."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    # Requests ---------------------------------------------------------------------------
+
+    def add_request(
+        self, request: AccessRequest, events: Sequence[NewEvent]
+    ) -> AccessRequest | None:
+        """Insert a request and its audit rows unless an identical active request exists.
+
+        Returns the existing active request when there is one (nothing is written then), or
+        None when the new one was stored. The check and the insert share one transaction, so
+        two identical submissions at once cannot both get in.
+        """
+        with self._write() as db:
+            existing = self._active_duplicate(db, request)
+            if existing is not None:
+                return existing
+            db["requests"].insert(_to_row(request))  # type: ignore[union-attr]
+            self._append(db, events)
+        return None
+
+    @staticmethod
+    def _active_duplicate(
+        db: sqlite_utils.Database, request: AccessRequest
+    ) -> AccessRequest | None:
+        active = [Status.PENDING_APPROVAL, Status.GRANTING, Status.GRANTED]
+        rows = list(
+            db.query(
+                "SELECT * FROM requests WHERE database = ? AND account = ? "
+                "AND table_name IS ? AND status IN (?, ?, ?) ORDER BY created_at LIMIT 1",
+                [request.database, request.account, request.table, *active],
+            )
+        )
+        return _from_row(rows[0]) if rows else None
+
+    def transition(
+        self,
+        request_id: str,
+        *,
+        allowed_from: Sequence[Status],
+        changes: Mapping[str, Any],
+        events: Sequence[NewEvent],
+    ) -> AccessRequest | None:
+        """Change a request only if its status is still one of ``allowed_from``.
+
+        This conditional UPDATE is what makes a decision happen exactly once: of two
+        approvers clicking together, one UPDATE matches and the other matches no row.
+        Returns the updated request, or None if the status had already moved on.
+        """
+        row_changes = {("table_name" if k == "table" else k): _column_value(v)
+                       for k, v in changes.items()}
+        assignments = ", ".join(f"[{column}] = ?" for column in row_changes)
+        marks = ", ".join("?" for _ in allowed_from)
+        with self._write() as db:
+            cursor = db.execute(
+                f"UPDATE requests SET {assignments} WHERE id = ? AND status IN ({marks})",
+                [*row_changes.values(), request_id, *[s.value for s in allowed_from]],
+            )
+            if cursor.rowcount != 1:
+                return None
+            self._append(db, events)
+            return _from_row(db["requests"].get(request_id))  # type: ignore[union-attr]
+
+    def get(self, request_id: str) -> AccessRequest | None:
+        with self._connect() as db:
+            rows = list(db.query("SELECT * FROM requests WHERE id = ?", [request_id]))
+        return _from_row(rows[0]) if rows else None
+
+    def requests(
+        self,
+        *,
+        requester: str | None = None,
+        statuses: Sequence[Status] | None = None,
+    ) -> list[AccessRequest]:
+        """Requests, newest first, optionally of one requester and in some statuses."""
+        where, params = [], []
+        if requester is not None:
+            where.append("requester = ?")
+            params.append(requester)
+        if statuses:
+            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+            params.extend(s.value for s in statuses)
+        sql = "SELECT * FROM requests"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, rowid DESC"
+        with self._connect() as db:
+            return [_from_row(row) for row in db.query(sql, params)]
+
+    # Audit ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _append(db: sqlite_utils.Database, events: Sequence[NewEvent]) -> None:
+        if events:
+            db["audit"].insert_all([e.row() for e in events])  # type: ignore[union-attr]
+
+    def append(self, *events: NewEvent) -> None:
+        """Append audit rows on their own, such as the intent recorded before an AWS call."""
+        with self._write() as db:
+            self._append(db, events)
+
+    def audit(
+        self,
+        *,
+        request_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+    ) -> list[AuditEvent]:
+        """Audit rows in the order they were written, optionally filtered."""
+        where, params = [], []
+        for column, value in (("request_id", request_id), ("actor", actor), ("action", action)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT * FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id"
+        with self._connect() as db:
+            return [_event_from_row(row) for row in db.query(sql, params)]
+
+    # Sign-in sessions -------------------------------------------------------------------
+
+    def open_session(self, token_id: str, username: str, *, at: str) -> None:
+        with self._write() as db:
+            db["sessions"].insert(  # type: ignore[union-attr]
+                {"token_id": token_id, "username": username, "created_at": at,
+                 "revoked_at": None},
+                replace=True,
+            )
+
+    def session_is_open(self, token_id: str, username: str) -> bool:
+        with self._connect() as db:
+            rows = list(db.query(
+                "SELECT 1 FROM sessions WHERE token_id = ? AND username = ? "
+                "AND revoked_at IS NULL", [token_id, username]))
+        return bool(rows)
+
+    def revoke_session(self, token_id: str, *, at: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE sessions SET revoked_at = ? WHERE token_id = ?", [at, token_id])
+
+
+def _column_value(value: Any) -> Any:
+    if isinstance(value, Status):
+        return value.value
+    if isinstance(value, (tuple, list)):
+        return json.dumps(list(value))
+    if isinstance(value, bool):
+        return int(value)
+    return value

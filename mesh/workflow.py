@@ -1,0 +1,401 @@
+"""Use cases: submit, approve, deny, cancel, retry, and the reads the pages and CLI need.
+
+Every permission check happens here, not only in the pages. When several refusals apply,
+the first in this order wins: unknown user, malformed input, something missing, unowned
+database, not allowed, wrong state or duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from mesh import policy
+from mesh.errors import AwsFailure, Conflict, Forbidden, InvalidInput, MeshError, NotFound
+from mesh.models import (
+    AccessRequest,
+    Action,
+    AuditEvent,
+    Database,
+    GrantSpec,
+    Scope,
+    Status,
+    Table,
+    User,
+)
+from mesh.store import NewEvent, Store
+
+log = logging.getLogger(__name__)
+
+POLICY_ACTOR = "policy"
+NO_OWNER = "this data product has no owner; ask a catalog admin to set data_owner"
+
+
+class Catalog(Protocol):
+    catalog_id: str
+
+    def database(self, name: str) -> Database: ...
+    def table(self, database: str, name: str) -> Table: ...
+    def tables(self, database: str) -> list[Table]: ...
+
+
+class Grants(Protocol):
+    def grant(self, spec: GrantSpec) -> dict[str, Any]: ...
+
+
+class Users(Protocol):
+    def get(self, username: str | None) -> User | None: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_request_id() -> str:
+    return "r-" + secrets.token_hex(4)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingItem:
+    """A request awaiting a decision, with what an approver needs to see."""
+
+    request: AccessRequest
+    owner_account: str | None
+    owner_name: str
+    grants: tuple[dict[str, Any], ...]
+
+
+class Marketplace:
+    """The marketplace's use cases over a store, a catalog, Lake Formation and the users."""
+
+    def __init__(self, *, store: Store, catalog: Catalog, grants: Grants, users: Users,
+                 clock: Callable[[], datetime] = utc_now, stale_granting: int = 300) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.grants = grants
+        self.users = users
+        self.clock = clock
+        self.stale_granting = stale_granting
+
+    # Helpers --------------------------------------------------------------------------
+
+    def _user(self, username: str | None) -> User:
+        user = self.users.get(username)
+        if user is None:
+            raise Forbidden(f"There is no user {username!r} in the users file.")
+        return user
+
+    def _now(self) -> str:
+        return iso(self.clock())
+
+    def _event(self, actor: str, action: Action, request: AccessRequest,
+               **details: Any) -> NewEvent:
+        return NewEvent(at=self._now(), actor=actor, action=action.value,
+                        request_id=request.id, scope=str(request.scope), details=details)
+
+    def _request(self, request_id: str) -> AccessRequest:
+        request = self.store.get(request_id.strip())
+        if request is None:
+            raise NotFound(f"There is no request {request_id!r}.")
+        return request
+
+    def _owner_now(self, request: AccessRequest) -> str | None:
+        """The product's owner as the catalog says now (decisions never trust a cache)."""
+        try:
+            return self.catalog.database(request.database).owner_account
+        except NotFound:
+            return None
+
+    def _moved_on(self, request_id: str, verb: str) -> Conflict:
+        current = self.store.get(request_id)
+        status = current.status.value if current else "gone"
+        return Conflict(f"Request {request_id} cannot be {verb}: it is {status}, "
+                        "no longer pending approval.")
+
+    # Submit ---------------------------------------------------------------------------
+
+    def submit(self, username: str, *, database: str, table: str | None, account: str,
+               reason: str) -> AccessRequest:
+        """Validate a request, evaluate the policy, store it, and grant at once if allowed."""
+        user = self._user(username)
+        database, table, account, reason = _clean_scope(database, table, account, reason)
+        db = self.catalog.database(database)
+        tables = [self.catalog.table(database, table)] if table else self.catalog.tables(database)
+        if db.owner_account is None:
+            raise InvalidInput(NO_OWNER[0].upper() + NO_OWNER[1:] + ".")
+        if not user.can_request:
+            raise Forbidden(f"User {user.username} has no consumer accounts to request for; ask "
+                            "an admin to add accounts to your user.")
+        if not policy.may_request_for(user, account):
+            raise Forbidden(f"Account {account} is not one of your consumer accounts "
+                            f"({', '.join(user.accounts) or 'none'}).")
+        scope = Scope(database=database, table=table)
+        verdict = policy.evaluate(scope, db, tables)
+        now = self._now()
+        request = AccessRequest(
+            id=new_request_id(),
+            status=Status.PENDING_APPROVAL if verdict.needs_approval else Status.GRANTING,
+            database=database, table=table, account=account, requester=user.username,
+            reason=reason, policy_reason=verdict.reason, needs_approval=verdict.needs_approval,
+            pii_columns=verdict.pii_columns, owner_account=db.owner_account,
+            created_at=now, updated_at=now,
+        )
+        events = [
+            self._event(user.username, Action.REQUEST_SUBMITTED, request, account=account,
+                        reason=reason, owner_account=db.owner_account),
+            self._event(POLICY_ACTOR, Action.POLICY_EVALUATED, request,
+                        needs_approval=verdict.needs_approval, reason=verdict.reason,
+                        pii_columns=list(verdict.pii_columns)),
+        ]
+        existing = self.store.add_request(request, events)
+        if existing is not None:
+            raise Conflict(f"An identical request is already {existing.status.value}: "
+                           f"{existing.id}.")
+        if verdict.needs_approval:
+            return request
+        return self._grant(request, actor=POLICY_ACTOR)
+
+    # Decisions ------------------------------------------------------------------------
+
+    def _authorise_decision(self, user: User, request_id: str) -> AccessRequest:
+        request = self._request(request_id)
+        if user.username == request.requester:
+            raise Forbidden(f"You cannot decide your own request {request.id}.")
+        if not policy.may_decide(user, request, self._owner_now(request)):
+            raise Forbidden(f"User {user.username} may not decide request {request.id}: only "
+                            "an owner of the data product or an admin can.")
+        if request.status is not Status.PENDING_APPROVAL:
+            raise self._moved_on(request.id, "decided")
+        return request
+
+    def approve(self, request_id: str, username: str, *, comment: str = "") -> AccessRequest:
+        """Approve a pending request and grant it; only one approval can ever win."""
+        user = self._user(username)
+        comment = _clean_comment(comment)
+        request = self._authorise_decision(user, request_id)
+        now = self._now()
+        decided = self.store.transition(
+            request.id, allowed_from=[Status.PENDING_APPROVAL],
+            changes={"status": Status.GRANTING, "decided_by": user.username, "decided_at": now,
+                     "comment": comment, "updated_at": now},
+            events=[self._event(user.username, Action.APPROVED, request, comment=comment)],
+        )
+        if decided is None:
+            raise self._moved_on(request.id, "approved")
+        return self._grant(decided, actor=user.username)
+
+    def deny(self, request_id: str, username: str, *, comment: str) -> AccessRequest:
+        user = self._user(username)
+        comment = _clean_comment(comment)
+        if not comment:
+            raise InvalidInput("A denial needs a comment that tells the requester why.")
+        request = self._authorise_decision(user, request_id)
+        now = self._now()
+        decided = self.store.transition(
+            request.id, allowed_from=[Status.PENDING_APPROVAL],
+            changes={"status": Status.DENIED, "decided_by": user.username, "decided_at": now,
+                     "comment": comment, "updated_at": now},
+            events=[self._event(user.username, Action.DENIED, request, comment=comment)],
+        )
+        if decided is None:
+            raise self._moved_on(request.id, "denied")
+        return decided
+
+    def cancel(self, request_id: str, username: str) -> AccessRequest:
+        user = self._user(username)
+        request = self._request(request_id)
+        if user.username != request.requester:
+            raise Forbidden(f"Only {request.requester}, who made request {request.id}, can "
+                            "cancel it.")
+        if request.status is not Status.PENDING_APPROVAL:
+            raise self._moved_on(request.id, "cancelled")
+        cancelled = self.store.transition(
+            request.id, allowed_from=[Status.PENDING_APPROVAL],
+            changes={"status": Status.CANCELLED, "updated_at": self._now()},
+            events=[self._event(user.username, Action.CANCELLED, request)],
+        )
+        if cancelled is None:
+            raise self._moved_on(request.id, "cancelled")
+        return cancelled
+
+    def retry(self, request_id: str, username: str) -> AccessRequest:
+        """Re-run an approved request's remaining grants; it never asks for approval again."""
+        user = self._user(username)
+        request = self._request(request_id)
+        if not policy.may_retry(user, request, self._owner_now(request)):
+            raise Forbidden(f"User {user.username} may not retry request {request.id}: the "
+                            "requester, an owner of the product or an admin can.")
+        retryable = [Status.FAILED]
+        if request.status is Status.GRANTING and self._is_stale(request):
+            retryable.append(Status.GRANTING)
+        if request.status not in retryable:
+            raise Conflict(f"Request {request.id} is {request.status.value}; only a failed "
+                           "request (or one stuck granting) can be retried.")
+        resumed = self.store.transition(
+            request.id, allowed_from=retryable,
+            changes={"status": Status.GRANTING, "updated_at": self._now()},
+            events=[self._event(user.username, Action.RETRY_REQUESTED, request,
+                                previous_error=request.error_code,
+                                already_granted=list(request.grants_done))],
+        )
+        if resumed is None:
+            raise Conflict(f"Request {request.id} changed while retrying; look at it again.")
+        return self._grant(resumed, actor=user.username)
+
+    def _is_stale(self, request: AccessRequest) -> bool:
+        updated = datetime.fromisoformat(request.updated_at.replace("Z", "+00:00"))
+        return self.clock() - updated > timedelta(seconds=self.stale_granting)
+
+    # Granting -------------------------------------------------------------------------
+
+    def grant_plan(self, request: AccessRequest) -> tuple[GrantSpec, ...]:
+        return policy.grants_for(request.scope, account=request.account,
+                                 catalog_id=self.catalog.catalog_id)
+
+    def _grant(self, request: AccessRequest, *, actor: str) -> AccessRequest:
+        """Make the grants not yet done, recording intent before each call and outcome after.
+
+        A database request needs two calls. Each success is recorded at once, so a failure
+        of the second leaves an exact record of what was granted, and retry completes it.
+        """
+        done = list(request.grants_done)
+        made: list[dict[str, Any]] = []
+        for spec in self.grant_plan(request):
+            if spec.key in done:
+                continue
+            self.store.append(self._event(actor, Action.GRANT_ATTEMPTED, request,
+                                          call=spec.to_api(), attempt=request.attempts + 1))
+            try:
+                made.append(self.grants.grant(spec))
+            except Exception as exc:  # noqa: BLE001 - any failure must leave a named state
+                return self._fail(request, actor=actor, exc=exc, done=done, made=made,
+                                  call=spec.to_api())
+            done.append(spec.key)
+            self.store.transition(request.id, allowed_from=[Status.GRANTING],
+                                  changes={"grants_done": done, "updated_at": self._now()},
+                                  events=[])
+        granted = self.store.transition(
+            request.id, allowed_from=[Status.GRANTING],
+            changes={"status": Status.GRANTED, "grants_done": done, "error_code": None,
+                     "error": None, "attempts": request.attempts + 1,
+                     "updated_at": self._now()},
+            events=[self._event(actor, Action.GRANT_SUCCEEDED, request, calls=made,
+                                grants=done)],
+        )
+        return granted or self._request(request.id)
+
+    def _fail(self, request: AccessRequest, *, actor: str, exc: Exception, done: list[str],
+              made: list[dict[str, Any]], call: dict[str, Any]) -> AccessRequest:
+        if isinstance(exc, MeshError):
+            code, message = exc.code or type(exc).__name__, exc.message
+        else:
+            log.exception("unexpected failure while granting %s", request.id)
+            code, message = "Unexpected", f"An unexpected error stopped the grant ({exc})."
+        if isinstance(exc, AwsFailure) or not isinstance(exc, MeshError):
+            message += " Fix the cause, then retry the request."
+        failed = self.store.transition(
+            request.id, allowed_from=[Status.GRANTING],
+            changes={"status": Status.FAILED, "grants_done": done, "error_code": code,
+                     "error": message, "attempts": request.attempts + 1,
+                     "updated_at": self._now()},
+            events=[self._event(actor, Action.GRANT_FAILED, request, error_code=code,
+                                error=message, failed_call=call, calls=made,
+                                granted_so_far=done)],
+        )
+        return failed or self._request(request.id)
+
+    # Reads ----------------------------------------------------------------------------
+
+    def requests(self, *, username: str | None = None,
+                 status: str | None = None) -> list[AccessRequest]:
+        """All requests, or those ``username`` made, optionally in one status."""
+        if username is not None:
+            self._user(username)
+        statuses = [_status(status)] if status else None
+        return self.store.requests(requester=username and username.strip().lower(),
+                                   statuses=statuses)
+
+    def pending_for(self, username: str) -> list[PendingItem]:
+        """Pending requests ``username`` may decide now, oldest first."""
+        user = self._user(username)
+        if not user.can_approve:
+            raise Forbidden(f"User {user.username} is neither an owner nor an admin, so has "
+                            "nothing to approve.")
+        owners: dict[str, Database | None] = {}
+        items = []
+        for request in reversed(self.store.requests(statuses=[Status.PENDING_APPROVAL])):
+            if request.database not in owners:
+                owners[request.database] = _maybe(self.catalog.database, request.database)
+            db = owners[request.database]
+            owner = db.owner_account if db else None
+            if not policy.may_decide(user, request, owner):
+                continue
+            items.append(PendingItem(
+                request=request, owner_account=owner, owner_name=db.owner_name if db else "",
+                grants=tuple(spec.to_api() for spec in self.grant_plan(request))))
+        return items
+
+    def request_for(self, request_id: str, username: str) -> AccessRequest:
+        """One request, for its requester, an owner of its product or an admin."""
+        user = self._user(username)
+        request = self._request(request_id)
+        if not policy.may_retry(user, request, self._owner_now(request)):
+            raise Forbidden(f"User {user.username} may not see request {request.id}.")
+        return request
+
+    def audit(self, *, request_id: str | None = None, actor: str | None = None,
+              action: str | None = None) -> list[AuditEvent]:
+        return self.store.audit(request_id=request_id, actor=actor, action=action)
+
+
+def _maybe(read: Callable[[str], Database], name: str) -> Database | None:
+    try:
+        return read(name)
+    except NotFound:
+        return None
+
+
+def _status(raw: str) -> Status:
+    try:
+        return Status(raw.strip().lower())
+    except ValueError:
+        names = ", ".join(s.value for s in Status)
+        raise InvalidInput(f"{raw!r} is not a status; use one of {names}.") from None
+
+
+def _clean_scope(database: str, table: str | None, account: str,
+                 reason: str) -> tuple[str, str | None, str, str]:
+    database = (database or "").strip()
+    table = (table or "").strip() or None
+    account = (account or "").strip()
+    reason = (reason or "").strip()
+    if not database:
+        raise InvalidInput("Name the database to request.")
+    if not policy.is_valid_account(account):
+        raise InvalidInput(f"The account {account!r} is not an AWS account id: it must be "
+                           "exactly 12 digits.")
+    if not reason:
+        raise InvalidInput("Give a reason for the request; the data owner reads it.")
+    if len(reason) > policy.MAX_REASON:
+        raise InvalidInput(f"The reason has {len(reason)} characters; keep it to "
+                           f"{policy.MAX_REASON} at most.")
+    return database, table, account, reason
+
+
+def _clean_comment(comment: str | None) -> str:
+    comment = (comment or "").strip()
+    if len(comment) > policy.MAX_REASON:
+        raise InvalidInput(f"The comment has {len(comment)} characters; keep it to "
+                           f"{policy.MAX_REASON} at most.")
+    return comment
+
+
+__all__ = ["Marketplace", "PendingItem", "Sequence", "replace"]
