@@ -18,7 +18,7 @@ from mesh.errors import SettingError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECRETS_FILE = PROJECT_ROOT / ".streamlit" / "secrets.toml"
-DEMO_USERS = PROJECT_ROOT / "demo" / "users.yaml"
+DEMO_USERS = PROJECT_ROOT / "mesh" / "demo" / "users.yaml"
 MIN_COOKIE_KEY = 32
 
 
@@ -40,7 +40,7 @@ SETTINGS = (
             help="`demo` runs on the embedded moto stand-in; `aws` uses boto3's usual chain"),
     Setting(name="MESH_DB", default="var/mesh.db (aws) or var/demo.db (demo)",
             help="SQLite file holding requests, the audit log and sign-in sessions"),
-    Setting(name="MESH_USERS", default="demo/users.yaml in demo mode; required in aws mode",
+    Setting(name="MESH_USERS", default="mesh/demo/users.yaml in demo mode; required in aws mode",
             help="users file: streamlit-authenticator format plus roles, accounts, owner_of"),
     Setting(name="MESH_COOKIE_KEY", default="random per start in demo mode; required in aws",
             help="secret (32+ characters) that signs the login cookie; the CLI ignores it"),
@@ -131,7 +131,7 @@ def load_settings(
     users = get("MESH_USERS")
     if users is None and mode is Mode.AWS:
         raise SettingError("MESH_USERS is not set, and aws mode needs a users file; "
-                           "set MESH_USERS to its path (see demo/users.yaml for the format).")
+                           "set MESH_USERS to its path (see mesh/demo/users.yaml for the format).")
     users_path = _resolve(users) if users else DEMO_USERS
     if not users_path.is_file():
         raise SettingError(f"MESH_USERS points at {users_path}, which is not a file; "

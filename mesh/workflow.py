@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -45,6 +45,8 @@ class Catalog(Protocol):
 
 class Grants(Protocol):
     def grant(self, spec: GrantSpec) -> dict[str, Any]: ...
+    def list_permissions(self, *, principal: str | None = None,
+                         resource: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
 
 
 class Users(Protocol):
@@ -351,6 +353,15 @@ class Marketplace:
             raise Forbidden(f"User {user.username} may not see request {request.id}.")
         return request
 
+    def lake_formation_view(self, request_id: str, username: str) -> list[dict[str, Any]]:
+        """What Lake Formation holds now for a request's account on its resources."""
+        request = self.request_for(request_id, username)
+        entries: list[dict[str, Any]] = []
+        for spec in self.grant_plan(request):
+            entries.extend(self.grants.list_permissions(principal=request.account,
+                                                        resource=spec.resource))
+        return entries
+
     def audit(self, *, request_id: str | None = None, actor: str | None = None,
               action: str | None = None) -> list[AuditEvent]:
         return self.store.audit(request_id=request_id, actor=actor, action=action)
@@ -397,5 +408,3 @@ def _clean_comment(comment: str | None) -> str:
                            f"{policy.MAX_REASON} at most.")
     return comment
 
-
-__all__ = ["Marketplace", "PendingItem", "Sequence", "replace"]

@@ -1,0 +1,13 @@
+"""Mesh Marketplace: the frame. Who is signed in, which pages their roles get, then run one."""
+
+import streamlit as st
+
+from mesh import ui
+
+st.set_page_config(page_title="Mesh Marketplace", page_icon=":material/storefront:", layout="wide")
+
+services = ui.services()
+user = ui.sign_in(services)
+navigation = st.navigation(ui.pages_for(user))
+ui.sidebar(services, user)
+navigation.run()

@@ -1,0 +1,195 @@
+"""``python -m mesh``: a thin command line over the same use cases as the web app.
+
+The CLI trusts ``--as USER``: running it already takes access to the server, its settings
+and its database. Every role and ownership rule still applies to that user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from mesh import browse
+from mesh.errors import InvalidInput, MeshError
+from mesh.models import AccessRequest, AuditEvent
+from mesh.services import Services, build
+from mesh.settings import Mode, load_settings
+
+log = logging.getLogger("mesh")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one sentence and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InvalidInput(f"{message[0].upper()}{message[1:]} (see `python -m mesh "
+                           f"{self.prog.split()[-1]} --help`).")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m mesh", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    def verb(name: str, text: str, *, json_flag: bool = True) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=text, description=text)
+        if json_flag:
+            sub.add_argument("--json", action="store_true", help="print JSON")
+        return sub
+
+    verb("catalog", "list the central catalog's databases and tables")
+    request = verb("request", "request access to a database or a table")
+    request.add_argument("--as", dest="user", required=True)
+    request.add_argument("--database", required=True)
+    request.add_argument("--table")
+    request.add_argument("--account", required=True)
+    request.add_argument("--reason", required=True)
+    requests = verb("requests", "list requests: all, or those USER made")
+    requests.add_argument("--as", dest="user")
+    requests.add_argument("--status")
+    pending = verb("pending", "list what USER may decide now")
+    pending.add_argument("--as", dest="user", required=True)
+    for name, text in (("approve", "approve a pending request"),
+                       ("deny", "deny a pending request"),
+                       ("cancel", "cancel your own pending request"),
+                       ("retry", "retry a failed grant")):
+        sub = verb(name, text)
+        sub.add_argument("request_id", metavar="REQUEST_ID")
+        sub.add_argument("--as", dest="user", required=True)
+        if name in ("approve", "deny"):
+            sub.add_argument("--comment", required=name == "deny", default="")
+    audit = verb("audit", "print the audit log")
+    audit.add_argument("--request", dest="request_id")
+    demo = verb("demo", "start the demo stand-in and the web app", json_flag=False)
+    demo.add_argument("--port", type=int, default=8501, help="web app port (default 8501)")
+    demo.add_argument("--standin-port", type=int, default=0,
+                      help="moto server port (default: any free port)")
+    demo.add_argument("--no-app", action="store_true",
+                      help="start only the stand-in, for the CLI and tests")
+    verb("hash-password", "print a bcrypt hash of a password read from standard input",
+         json_flag=False)
+    return parser
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False))
+
+
+def _request_line(r: AccessRequest) -> str:
+    scope = f"{r.database}.{r.table}" if r.table else f"{r.database} (whole database)"
+    line = f"{r.id}  {r.status.value:<16} {scope} for {r.account} by {r.requester}"
+    if r.error:
+        line += f"\n    error: {r.error}"
+    return line
+
+
+def _show_request(request: AccessRequest, as_json: bool) -> int:
+    if as_json:
+        _print_json(request.to_json())
+    else:
+        print(_request_line(request))
+        if request.needs_approval and request.policy_reason:
+            print(f"    policy: {request.policy_reason}")
+    if request.error:
+        print(f"Request {request.id} failed: {request.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _audit_line(e: AuditEvent) -> str:
+    return f"{e.id:>5} {e.at} {e.actor:<10} {e.action:<18} {e.request_id or '-':<11} {e.scope}"
+
+
+def _catalog(services: Services, args: argparse.Namespace) -> int:
+    snapshot = services.catalog.snapshot()
+    if args.json:
+        _print_json(browse.catalog_json(snapshot))
+        return 0
+    for row in browse.database_rows(snapshot):
+        marks = " ".join(m for m in (row.pii, "contains PII" if row.contains_pii else "",
+                                     "NO OWNER" if row.no_owner else "") if m)
+        print(f"{row.name:<26} {row.owner:<28} {row.tables:>3} tables  {marks}")
+    return 0
+
+
+def _run_verb(services: Services, args: argparse.Namespace) -> int:
+    m = services.marketplace
+    single: dict[str, Callable[[], AccessRequest]] = {
+        "request": lambda: m.submit(args.user, database=args.database, table=args.table,
+                                    account=args.account, reason=args.reason),
+        "approve": lambda: m.approve(args.request_id, args.user, comment=args.comment),
+        "deny": lambda: m.deny(args.request_id, args.user, comment=args.comment),
+        "cancel": lambda: m.cancel(args.request_id, args.user),
+        "retry": lambda: m.retry(args.request_id, args.user),
+    }
+    if args.verb in single:
+        return _show_request(single[args.verb](), args.json)
+    if args.verb == "catalog":
+        return _catalog(services, args)
+    if args.verb == "requests":
+        found = m.requests(username=args.user, status=args.status)
+        _print_list([r.to_json() for r in found], [_request_line(r) for r in found], args.json)
+    elif args.verb == "pending":
+        items = m.pending_for(args.user)
+        _print_list([i.request.to_json() for i in items],
+                    [_request_line(i.request) + f"\n    policy: {i.request.policy_reason}"
+                     for i in items], args.json)
+    elif args.verb == "audit":
+        events = m.audit(request_id=args.request_id)
+        _print_list([e.to_json() for e in events], [_audit_line(e) for e in events], args.json)
+    return 0
+
+
+def _print_list(as_json: list[dict[str, Any]], lines: list[str], use_json: bool) -> None:
+    if use_json:
+        _print_json(as_json)
+    elif lines:
+        print("\n".join(lines))
+    else:
+        print("(none)")
+
+
+def _hash_password() -> int:
+    import bcrypt
+
+    prompt = sys.stdin.isatty()
+    password = getpass.getpass("Password: ") if prompt else sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise InvalidInput("Give a non-empty password on standard input.")
+    print(bcrypt.hashpw(password.encode(), bcrypt.gensalt(12)).decode())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    level = os.environ.get("MESH_LOG", "warning").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.WARNING),
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args = _parser().parse_args(argv)
+        if args.verb == "hash-password":
+            return _hash_password()
+        settings = load_settings()
+        if args.verb == "demo":
+            from mesh.demo.launcher import run_demo
+
+            if settings.mode is not Mode.DEMO:
+                raise InvalidInput("`python -m mesh demo` runs only with MESH_MODE=demo.")
+            return run_demo(settings, port=args.port, standin_port=args.standin_port,
+                            with_app=not args.no_app)
+        return _run_verb(build(settings), args)
+    except MeshError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a person never sees a stack trace
+        log.debug("unexpected failure", exc_info=True)
+        print(f"error: an unexpected failure stopped the command ({type(exc).__name__}: {exc}); "
+              "run with MESH_LOG=debug for details.", file=sys.stderr)
+        return 1

@@ -1,0 +1,335 @@
+"""Everything Streamlit: the one module in mesh/ that imports it.
+
+It holds the cached loaders, the session keys, sign-in, page registration by role and the
+shared widgets (request form, error guard). Pages stay short: read widgets, call one use
+case, render the result or the error.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+import streamlit_authenticator as stauth
+
+from mesh import browse
+from mesh.catalog import CatalogSnapshot
+from mesh.demo import standin
+from mesh.errors import MeshError
+from mesh.models import AccessRequest, Role, User
+from mesh.services import Services, build, demo_endpoint
+from mesh.settings import Mode, Settings, load_settings
+from mesh.workflow import iso, utc_now
+
+log = logging.getLogger("mesh.ui")
+
+
+class Keys:
+    """Every session-state key the app uses, in one place."""
+
+    SESSION_TOKEN = "mesh_session_token"
+    DATABASE = "mesh_selected_database"
+    TABLE = "mesh_selected_table"
+    FLASH = "mesh_flash"
+
+
+PAGES_DIR = "pages"
+PASSWORD_HINT = "mesh-demo"
+
+
+# Start-up --------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner="Starting the demo AWS stand-in…")
+def _embedded_standin(state_file: str, db_path: str) -> str:
+    """Start a stand-in inside this server process when no running demo was found."""
+    from pathlib import Path
+
+    return standin.start(state_file=Path(state_file), db_path=Path(db_path)).endpoint
+
+
+@st.cache_resource(show_spinner="Connecting…")
+def _services(settings: Settings, endpoint: str | None) -> Services:
+    return build(settings, endpoint=endpoint)
+
+
+@st.cache_resource
+def _demo_cookie_key() -> str:
+    """In demo mode the cookie key is random for each start of the server."""
+    return secrets.token_urlsafe(48)
+
+
+def services() -> Services:
+    """Settings and services for this server process; a bad setting stops the app politely."""
+    try:
+        settings = load_settings(web=True)
+        endpoint = None
+        if settings.mode is Mode.DEMO:
+            endpoint = demo_endpoint(settings) or _embedded_standin(
+                str(settings.demo_state_file), str(settings.db_path))
+        return _services(settings, endpoint)
+    except MeshError as exc:
+        st.error(f"Mesh Marketplace cannot start: {exc.message}")
+        st.stop()
+        raise  # unreachable: st.stop() ends the run
+
+
+# Cached catalog reads --------------------------------------------------------------------
+
+_snapshot_loaders: dict[int, Any] = {}
+
+
+def _read_snapshot(_services: Services, endpoint: str | None) -> CatalogSnapshot:
+    return _services.catalog.snapshot()
+
+
+def catalog(svc: Services) -> CatalogSnapshot:
+    """The catalog, read from Glue at most once per MESH_CATALOG_TTL seconds."""
+    ttl = svc.settings.catalog_ttl
+    if ttl not in _snapshot_loaders:
+        _snapshot_loaders[ttl] = st.cache_data(ttl=ttl, show_spinner="Reading the catalog…")(
+            _read_snapshot)
+    snapshot: CatalogSnapshot = _snapshot_loaders[ttl](svc, svc.endpoint)
+    return snapshot
+
+
+def refresh_catalog() -> None:
+    for loader in _snapshot_loaders.values():
+        loader.clear()
+
+
+# Sign-in ---------------------------------------------------------------------------------
+
+
+def _authenticator(svc: Services) -> stauth.Authenticate:
+    directory = svc.users.directory()
+    key = svc.settings.cookie_key or _demo_cookie_key()
+    return stauth.Authenticate(copy.deepcopy(directory.credentials), directory.cookie_name, key,
+                               directory.cookie_expiry_days, auto_hash=False,
+                               login_sleep_time=0)
+
+
+def _token_id(username: str, exp_date: Any) -> str:
+    return f"{username}:{exp_date}" if exp_date else f"{username}:{secrets.token_hex(8)}"
+
+
+def _demo_hint(svc: Services) -> None:
+    if svc.settings.mode is not Mode.DEMO:
+        return
+    users = svc.users.directory().users
+    rows = [{"user": u.username, "roles": ", ".join(sorted(r.value for r in u.roles)),
+             "accounts": ", ".join(u.accounts), "owner of": ", ".join(sorted(u.owner_of))}
+            for u in users.values()]
+    st.info(f"Demo mode: every demo user's password is **{PASSWORD_HINT}**.")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="demo_users")
+
+
+def sign_in(svc: Services) -> User:
+    """Show the login form until someone signs in; return the signed-in user.
+
+    streamlit-authenticator's cookie holds only a username and an expiry, and stays valid
+    after logout, so the server keeps its own list of open sessions: a cookie whose session
+    was signed out (or never opened here) is refused.
+    """
+    auth = _authenticator(svc)
+    was_signed_in = bool(st.session_state.get("authentication_status"))
+    try:
+        auth.login(location="main", key="login", fields={
+            "Form name": "Sign in to Mesh Marketplace", "Username": "Username",
+            "Password": "Password", "Login": "Sign in"})
+    except Exception as exc:  # noqa: BLE001 - the library raises LoginError and friends
+        log.warning("sign-in failed: %s", exc)
+        st.error("Sign-in failed; check the user name and password.")
+    status = st.session_state.get("authentication_status")
+    if status is False:
+        st.error("Wrong user name or password.")
+    if not status:
+        _demo_hint(svc)
+        _no_pages()
+    username = str(st.session_state["username"])
+    if not was_signed_in:
+        _open_or_refuse_session(svc, auth, username)
+    token = st.session_state.get(Keys.SESSION_TOKEN)
+    user = svc.users.get(username)
+    if token is None or user is None or not svc.marketplace.store.session_is_open(token, username):
+        _sign_out(svc, auth, revoke=False)
+        st.warning("Your session has ended; sign in again.")
+        _no_pages()
+    st.session_state["auth"] = auth
+    return user
+
+
+def _no_pages() -> None:
+    """Register no page before sign-in, so Streamlit never lists the pages/ folder."""
+    st.navigation([st.Page(_signed_out, title="Sign in", url_path="sign-in")],
+                  position="hidden")
+    st.stop()
+
+
+def _signed_out() -> None:
+    """The only page before sign-in; the frame has already drawn the login form."""
+
+
+def _open_or_refuse_session(svc: Services, auth: stauth.Authenticate, username: str) -> None:
+    cookie = auth.cookie_controller.cookie_model
+    store = svc.marketplace.store
+    if cookie.exp_date is not None or cookie.token is None:
+        token = _token_id(username, cookie.exp_date)  # a password sign-in just now
+        store.open_session(token, username, at=iso(utc_now()))
+        st.session_state[Keys.SESSION_TOKEN] = token
+        return
+    token = _token_id(username, cookie.token.get("exp_date"))  # signed in by cookie
+    st.session_state[Keys.SESSION_TOKEN] = token if store.session_is_open(token, username) else None
+
+
+def _sign_out(svc: Services, auth: stauth.Authenticate, *, revoke: bool = True) -> None:
+    token = st.session_state.pop(Keys.SESSION_TOKEN, None)
+    if revoke and token:
+        svc.marketplace.store.revoke_session(token, at=iso(utc_now()))
+    if st.session_state.get("authentication_status"):
+        auth.logout(location="unrendered")
+
+
+def sidebar(svc: Services, user: User) -> None:
+    with st.sidebar:
+        st.caption(f"Signed in as **{user.username}** ({', '.join(sorted(user.roles))})")
+        if svc.settings.mode is Mode.DEMO:
+            st.caption("Demo mesh on a local moto stand-in")
+        if st.button("Refresh catalog", key="refresh_catalog",
+                     help="Read the catalog from Glue again"):
+            refresh_catalog()
+        if st.button("Sign out", key="sign_out"):
+            _sign_out(svc, st.session_state["auth"])
+            st.rerun()
+
+
+# Pages -----------------------------------------------------------------------------------
+
+
+def pages_for(user: User) -> dict[str, list[Any]]:
+    """The pages this user's roles get; a page not registered here cannot be reached."""
+    sections: dict[str, list[Any]] = {
+        "Catalog": [
+            st.Page(f"{PAGES_DIR}/databases.py", title="Databases", icon=":material/dataset:",
+                    url_path="databases", default=True),
+            st.Page(f"{PAGES_DIR}/database.py", title="Database detail", icon=":material/folder_open:",
+                    url_path="database"),
+            st.Page(f"{PAGES_DIR}/table.py", title="Table detail", icon=":material/table:", url_path="table"),
+        ],
+        "Access": [st.Page(f"{PAGES_DIR}/my_requests.py", title="My requests", icon=":material/outbox:",
+                           url_path="my-requests")],
+    }
+    if user.can_approve:
+        sections["Access"].append(st.Page(f"{PAGES_DIR}/approvals.py", title="Approvals",
+                                          icon=":material/rule:", url_path="approvals"))
+    if Role.ADMIN in user.roles:
+        sections["Admin"] = [st.Page(f"{PAGES_DIR}/audit.py", title="Audit log", icon=":material/history:",
+                                     url_path="audit")]
+    return sections
+
+
+@dataclass(frozen=True, kw_only=True)
+class Context:
+    services: Services
+    user: User
+
+
+def context() -> Context:
+    """For a page: the services and the signed-in user, re-read from the users file."""
+    svc = services()
+    user = svc.users.get(st.session_state.get("username"))
+    if user is None:
+        st.error("You are not signed in.")
+        st.stop()
+    return Context(services=svc, user=user)
+
+
+@contextmanager
+def guard() -> Iterator[None]:
+    """Show a MeshError as its sentence, and anything else without a stack trace."""
+    try:
+        yield
+    except MeshError as exc:
+        st.error(exc.message)
+    except Exception:  # noqa: BLE001 - a person never sees a stack trace
+        log.exception("page failed")
+        st.error("Something went wrong on our side; the details are in the server log.")
+
+
+def flash(message: str, kind: str = "success") -> None:
+    """Keep a message to show after the next rerun."""
+    st.session_state[Keys.FLASH] = (kind, message)
+
+
+def show_flash() -> None:
+    kind, message = st.session_state.pop(Keys.FLASH, (None, None))
+    if message:
+        getattr(st, kind)(message)
+
+
+# Shared widgets --------------------------------------------------------------------------
+
+
+def describe_outcome(request: AccessRequest) -> tuple[str, str]:
+    scope = f"{request.database}.{request.table}" if request.table else request.database
+    if request.status.value == "granted":
+        return "success", f"Access to {scope} for {request.account} is granted ({request.id})."
+    if request.status.value == "pending_approval":
+        return "info", (f"Request {request.id} for {scope} needs the owner's approval: "
+                        f"{request.policy_reason}.")
+    if request.status.value == "failed":
+        return "error", (f"Request {request.id} was approved but the grant failed: "
+                         f"{request.error} You can retry it from My requests.")
+    return "info", f"Request {request.id} is {request.status.value}."
+
+
+def request_form(ctx: Context, *, database: str, table: str | None) -> None:
+    """The access request form for a database or one table; values survive an error."""
+    user = ctx.user
+    scope = f"table {database}.{table}" if table else f"the whole database {database}"
+    key = f"request-{database}-{table or '*'}"
+    if not user.can_request:
+        st.info("Your user has no consumer accounts, so it cannot request access; ask an "
+                "admin to add accounts to your user.")
+        return
+    with st.form(key=key):
+        st.subheader(f"Request access to {scope}")
+        if user.is_admin:
+            account = st.text_input("Consumer account id (12 digits)", key=f"{key}-account",
+                                    value=user.accounts[0] if user.accounts else "")
+        else:
+            account = st.selectbox("For consumer account", user.accounts, key=f"{key}-account")
+        reason = st.text_area("Reason (the data owner reads it)", max_chars=1000,
+                              key=f"{key}-reason")
+        submitted = st.form_submit_button("Request access", type="primary")
+    if submitted:
+        with guard():
+            request = ctx.services.marketplace.submit(
+                user.username, database=database, table=table, account=str(account or ""),
+                reason=reason)
+            kind, message = describe_outcome(request)
+            getattr(st, kind)(message)
+
+
+def requests_frame(requests: list[AccessRequest]) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "id": r.id, "status": r.status.value, "database": r.database,
+        "table": r.table or "(whole database)", "account": r.account,
+        "requester": r.requester, "created": r.created_at, "updated": r.updated_at,
+        "decided by": r.decided_by or ("policy" if not r.needs_approval else ""),
+        "comment": r.comment, "error": r.error or "",
+    } for r in requests])
+
+
+def badges_frame(rows: list[Any]) -> pd.DataFrame:
+    return pd.DataFrame([row.__dict__ for row in rows])
+
+
+__all__ = ["Context", "Keys", "browse", "context", "guard", "pages_for", "request_form"]

@@ -1,0 +1,50 @@
+"""Approvals: pending requests this owner or admin may decide, with what approval grants."""
+
+import streamlit as st
+
+from mesh import ui
+
+ctx = ui.context()
+market = ctx.services.marketplace
+st.title("Pending approvals")
+ui.show_flash()
+
+with ui.guard():
+    items = market.pending_for(ctx.user.username)
+    if not items:
+        st.info("Nothing is waiting for your decision.")
+    for item in items:
+        request = item.request
+        scope = f"{request.database}.{request.table}" if request.table else (
+            f"{request.database} (whole database)")
+        with st.container(border=True, key=f"pending-{request.id}"):
+            st.subheader(f"{scope}")
+            left, right = st.columns(2)
+            left.markdown(f"**Request** `{request.id}`  \n**Requester** `{request.requester}`  \n"
+                          f"**Target account** `{request.account}`  \n"
+                          f"**Owner** {item.owner_name or 'unnamed'} "
+                          f"(`{item.owner_account or 'none'}`)  \n"
+                          f"**Submitted** {request.created_at}")
+            right.markdown("**Reason**")
+            right.text(request.reason)
+            right.markdown("**Why approval is needed**")
+            right.text(request.policy_reason)
+            st.markdown("**PII columns in scope:** " + (", ".join(
+                f"`{c}`" for c in request.pii_columns) or "none (flagged at database or table "
+                "level)"))
+            with st.expander("Lake Formation grants that approval will make"):
+                st.json(list(item.grants))
+            with st.form(key=f"decide-{request.id}"):
+                comment = st.text_input("Comment (required to deny)",
+                                        key=f"comment-{request.id}")
+                approve = st.form_submit_button("Approve", type="primary")
+                deny = st.form_submit_button("Deny")
+            if approve or deny:
+                with ui.guard():
+                    if approve:
+                        outcome = market.approve(request.id, ctx.user.username, comment=comment)
+                        ui.flash(*reversed(ui.describe_outcome(outcome)))
+                    else:
+                        market.deny(request.id, ctx.user.username, comment=comment)
+                        ui.flash(f"Request {request.id} is denied.", "info")
+                    st.rerun()
