@@ -24,9 +24,15 @@ DEMO_REGION = "us-east-1"
 _DEMO_CREDENTIALS = {"aws_access_key_id": "demo", "aws_secret_access_key": "demo"}
 
 _TRANSIENT = {
-    "ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded",
-    "InternalServiceException", "InternalFailure", "ServiceUnavailable",
-    "OperationTimeoutException", "ConcurrentModificationException",
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "InternalServiceException",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "OperationTimeoutException",
+    "ConcurrentModificationException",
 }
 _MISSING = {"EntityNotFoundException", "NoSuchEntity", "ResourceNotFoundException"}
 
@@ -56,13 +62,19 @@ class ClientFactory:
 
     def client(self, service: str) -> Any:
         if self.demo_endpoint:
-            return boto3.session.Session(region_name=DEMO_REGION, **_DEMO_CREDENTIALS).client(
-                service, endpoint_url=self.demo_endpoint, config=self._config())  # type: ignore[call-overload]
+            session = boto3.session.Session(
+                aws_access_key_id=_DEMO_CREDENTIALS["aws_access_key_id"],
+                aws_secret_access_key=_DEMO_CREDENTIALS["aws_secret_access_key"],
+                region_name=DEMO_REGION,
+            )
+            return session.client(service, endpoint_url=self.demo_endpoint, config=self._config())  # type: ignore[call-overload]
         try:
             return boto3.session.Session().client(service, config=self._config())  # type: ignore[call-overload]
         except NoRegionError as exc:
-            raise SettingError("AWS_REGION is not set, and boto3 needs a region; set AWS_REGION "
-                               "(or AWS_DEFAULT_REGION, or a region in your AWS profile).") from exc
+            raise SettingError(
+                "AWS_REGION is not set, and boto3 needs a region; set AWS_REGION "
+                "(or AWS_DEFAULT_REGION, or a region in your AWS profile)."
+            ) from exc
 
 
 def error_code(exc: ClientError) -> str:
@@ -84,18 +96,26 @@ def call(service: str, operation: str, fn: Callable[[], T], *, missing: str | No
         if missing is not None and code in _MISSING:
             raise NotFound(missing, code=code) from exc
         if code in _TRANSIENT:
-            raise AwsUnavailable(f"{service} {operation} failed for now ({code}: {message}); "
-                                 "try again in a moment.", code=code) from exc
-        raise AwsFailure(f"{service} {operation} was refused ({code}: {message}).",
-                         code=code) from exc
+            raise AwsUnavailable(
+                f"{service} {operation} failed for now ({code}: {message}); try again in a moment.",
+                code=code,
+            ) from exc
+        raise AwsFailure(
+            f"{service} {operation} was refused ({code}: {message}).", code=code
+        ) from exc
     except NoCredentialsError as exc:
-        raise AwsFailure("No AWS credentials were found; configure them as for the AWS CLI "
-                         "(environment, profile or instance role).", code="NoCredentials") from exc
+        raise AwsFailure(
+            "No AWS credentials were found; configure them as for the AWS CLI "
+            "(environment, profile or instance role).",
+            code="NoCredentials",
+        ) from exc
     except BotoCoreError as exc:
         log.warning("%s %s could not complete: %s", service, operation, exc)
-        raise AwsUnavailable(f"{service} {operation} could not reach AWS ({exc}); check the "
-                             "endpoint and network, then try again.",
-                             code=type(exc).__name__) from exc
+        raise AwsUnavailable(
+            f"{service} {operation} could not reach AWS ({exc}); check the "
+            "endpoint and network, then try again.",
+            code=type(exc).__name__,
+        ) from exc
 
 
 def central_account(sts: Any) -> str:

@@ -40,8 +40,9 @@ class DatabaseRow:
 
     def matches(self, text: str) -> bool:
         needle = text.strip().lower()
-        haystack = " ".join([self.name, self.description, self.owner_name,
-                             self.owner_account or "no owner"]).lower()
+        haystack = " ".join(
+            [self.name, self.description, self.owner_name, self.owner_account or "no owner"]
+        ).lower()
         return not needle or needle in haystack
 
 
@@ -49,11 +50,14 @@ def database_row(database: Database, tables: tuple[Table, ...]) -> DatabaseRow:
     own = policy.flag_of(database.parameters).truthy
     assessment = policy.assess_database(database, tables)
     return DatabaseRow(
-        name=database.name, description=database.description,
-        owner_account=database.owner_account, owner_name=database.owner_name,
+        name=database.name,
+        description=database.description,
+        owner_account=database.owner_account,
+        owner_name=database.owner_name,
         pii=badge(database.parameters),
         contains_pii=assessment.sensitive and not own,
-        sensitive=assessment.sensitive, no_owner=database.owner_account is None,
+        sensitive=assessment.sensitive,
+        no_owner=database.owner_account is None,
         tables=len(tables),
     )
 
@@ -77,10 +81,16 @@ def table_rows(database: Database, tables: tuple[Table, ...]) -> list[TableRow]:
     rows = []
     for table in tables:
         found = policy.assess_table(database, table)
-        rows.append(TableRow(name=table.name, description=table.description,
-                             pii=badge(table.parameters),
-                             pii_columns=len(found.pii_columns), sensitive=found.sensitive,
-                             reason=found.reason))
+        rows.append(
+            TableRow(
+                name=table.name,
+                description=table.description,
+                pii=badge(table.parameters),
+                pii_columns=len(found.pii_columns),
+                sensitive=found.sensitive,
+                reason=found.reason,
+            )
+        )
     return rows
 
 
@@ -98,8 +108,13 @@ def column_rows(table: Table) -> list[ColumnRow]:
 
 
 def _column_row(column: Column) -> ColumnRow:
-    return ColumnRow(name=column.name, type=column.type, comment=column.comment,
-                     pii=badge(column.parameters), partition_key=column.is_partition_key)
+    return ColumnRow(
+        name=column.name,
+        type=column.type,
+        comment=column.comment,
+        pii=badge(column.parameters),
+        partition_key=column.is_partition_key,
+    )
 
 
 def catalog_json(snapshot: CatalogSnapshot) -> list[dict[str, Any]]:
@@ -107,17 +122,22 @@ def catalog_json(snapshot: CatalogSnapshot) -> list[dict[str, Any]]:
     result = []
     for database in snapshot.databases:
         tables = snapshot.tables.get(database.name, ())
-        result.append({
-            "name": database.name,
-            "description": database.description,
-            "owner_account": database.owner_account,
-            "owner_name": database.owner_name,
-            "pii_flag": policy.flag_of(database.parameters).truthy,
-            "sensitive": policy.assess_database(database, tables).sensitive,
-            "tables": [{
-                "name": t.name,
-                "pii_columns": [c.name for c in policy.pii_columns(t)],
-                "sensitive": policy.assess_table(database, t).sensitive,
-            } for t in tables],
-        })
+        result.append(
+            {
+                "name": database.name,
+                "description": database.description,
+                "owner_account": database.owner_account,
+                "owner_name": database.owner_name,
+                "pii_flag": policy.flag_of(database.parameters).truthy,
+                "sensitive": policy.assess_database(database, tables).sensitive,
+                "tables": [
+                    {
+                        "name": t.name,
+                        "pii_columns": [c.name for c in policy.pii_columns(t)],
+                        "sensitive": policy.assess_table(database, t).sensitive,
+                    }
+                    for t in tables
+                ],
+            }
+        )
     return result

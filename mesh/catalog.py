@@ -67,29 +67,43 @@ class GlueCatalog:
     def databases(self) -> list[Database]:
         """Every database, skipping resource links (they point at another catalog)."""
         pages = self._glue.get_paginator("get_databases").paginate(
-            CatalogId=self.catalog_id, PaginationConfig={"PageSize": PAGE_SIZE})
+            CatalogId=self.catalog_id, PaginationConfig={"PageSize": PAGE_SIZE}
+        )
         raw = call("Glue", "GetDatabases", lambda: [d for p in pages for d in p["DatabaseList"]])
         return [_database(d) for d in raw if "TargetDatabase" not in d]
 
     def tables(self, database: str) -> list[Table]:
         pages = self._glue.get_paginator("get_tables").paginate(
-            CatalogId=self.catalog_id, DatabaseName=database,
-            PaginationConfig={"PageSize": PAGE_SIZE})
-        raw = call("Glue", "GetTables", lambda: [t for p in pages for t in p["TableList"]],
-                   missing=f"There is no database {database!r} in the catalog.")
+            CatalogId=self.catalog_id,
+            DatabaseName=database,
+            PaginationConfig={"PageSize": PAGE_SIZE},
+        )
+        raw = call(
+            "Glue",
+            "GetTables",
+            lambda: [t for p in pages for t in p["TableList"]],
+            missing=f"There is no database {database!r} in the catalog.",
+        )
         return [_table(t) for t in raw if "TargetTable" not in t]
 
     def database(self, name: str) -> Database:
-        raw = call("Glue", "GetDatabase",
-                   lambda: self._glue.get_database(CatalogId=self.catalog_id, Name=name),
-                   missing=f"There is no database {name!r} in the catalog.")
+        raw = call(
+            "Glue",
+            "GetDatabase",
+            lambda: self._glue.get_database(CatalogId=self.catalog_id, Name=name),
+            missing=f"There is no database {name!r} in the catalog.",
+        )
         return _database(raw["Database"])
 
     def table(self, database: str, name: str) -> Table:
-        raw = call("Glue", "GetTable",
-                   lambda: self._glue.get_table(CatalogId=self.catalog_id,
-                                                DatabaseName=database, Name=name),
-                   missing=f"There is no table {name!r} in database {database!r}.")
+        raw = call(
+            "Glue",
+            "GetTable",
+            lambda: self._glue.get_table(
+                CatalogId=self.catalog_id, DatabaseName=database, Name=name
+            ),
+            missing=f"There is no table {name!r} in database {database!r}.",
+        )
         return _table(raw["Table"])
 
     def snapshot(self) -> CatalogSnapshot:

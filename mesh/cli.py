@@ -28,13 +28,18 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad option as one sentence and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        raise InvalidInput(f"{message[0].upper()}{message[1:]} (see `python -m mesh "
-                           f"{self.prog.split()[-1]} --help`).")
+        raise InvalidInput(
+            f"{message[0].upper()}{message[1:]} (see `python -m mesh "
+            f"{self.prog.split()[-1]} --help`)."
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m mesh", description=__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="python -m mesh",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
 
     def verb(name: str, text: str, *, json_flag: bool = True) -> argparse.ArgumentParser:
@@ -55,10 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     requests.add_argument("--status")
     pending = verb("pending", "list what USER may decide now")
     pending.add_argument("--as", dest="user", required=True)
-    for name, text in (("approve", "approve a pending request"),
-                       ("deny", "deny a pending request"),
-                       ("cancel", "cancel your own pending request"),
-                       ("retry", "retry a failed grant")):
+    for name, text in (
+        ("approve", "approve a pending request"),
+        ("deny", "deny a pending request"),
+        ("cancel", "cancel your own pending request"),
+        ("retry", "retry a failed grant"),
+    ):
         sub = verb(name, text)
         sub.add_argument("request_id", metavar="REQUEST_ID")
         sub.add_argument("--as", dest="user", required=True)
@@ -68,12 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--request", dest="request_id")
     demo = verb("demo", "start the demo stand-in and the web app", json_flag=False)
     demo.add_argument("--port", type=int, default=8501, help="web app port (default 8501)")
-    demo.add_argument("--standin-port", type=int, default=0,
-                      help="moto server port (default: any free port)")
-    demo.add_argument("--no-app", action="store_true",
-                      help="start only the stand-in, for the CLI and tests")
-    verb("hash-password", "print a bcrypt hash of a password read from standard input",
-         json_flag=False)
+    demo.add_argument(
+        "--standin-port", type=int, default=0, help="moto server port (default: any free port)"
+    )
+    demo.add_argument(
+        "--no-app", action="store_true", help="start only the stand-in, for the CLI and tests"
+    )
+    verb(
+        "hash-password",
+        "print a bcrypt hash of a password read from standard input",
+        json_flag=False,
+    )
     return parser
 
 
@@ -112,8 +124,15 @@ def _catalog(services: Services, args: argparse.Namespace) -> int:
         _print_json(browse.catalog_json(snapshot))
         return 0
     for row in browse.database_rows(snapshot):
-        marks = " ".join(m for m in (row.pii, "contains PII" if row.contains_pii else "",
-                                     "NO OWNER" if row.no_owner else "") if m)
+        marks = " ".join(
+            m
+            for m in (
+                row.pii,
+                "contains PII" if row.contains_pii else "",
+                "NO OWNER" if row.no_owner else "",
+            )
+            if m
+        )
         print(f"{row.name:<26} {row.owner:<28} {row.tables:>3} tables  {marks}")
     return 0
 
@@ -121,8 +140,13 @@ def _catalog(services: Services, args: argparse.Namespace) -> int:
 def _run_verb(services: Services, args: argparse.Namespace) -> int:
     m = services.marketplace
     single: dict[str, Callable[[], AccessRequest]] = {
-        "request": lambda: m.submit(args.user, database=args.database, table=args.table,
-                                    account=args.account, reason=args.reason),
+        "request": lambda: m.submit(
+            args.user,
+            database=args.database,
+            table=args.table,
+            account=args.account,
+            reason=args.reason,
+        ),
         "approve": lambda: m.approve(args.request_id, args.user, comment=args.comment),
         "deny": lambda: m.deny(args.request_id, args.user, comment=args.comment),
         "cancel": lambda: m.cancel(args.request_id, args.user),
@@ -137,9 +161,11 @@ def _run_verb(services: Services, args: argparse.Namespace) -> int:
         _print_list([r.to_json() for r in found], [_request_line(r) for r in found], args.json)
     elif args.verb == "pending":
         items = m.pending_for(args.user)
-        _print_list([i.request.to_json() for i in items],
-                    [_request_line(i.request) + f"\n    policy: {i.request.policy_reason}"
-                     for i in items], args.json)
+        _print_list(
+            [i.request.to_json() for i in items],
+            [_request_line(i.request) + f"\n    policy: {i.request.policy_reason}" for i in items],
+            args.json,
+        )
     elif args.verb == "audit":
         events = m.audit(request_id=args.request_id)
         _print_list([e.to_json() for e in events], [_audit_line(e) for e in events], args.json)
@@ -168,8 +194,9 @@ def _hash_password() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     level = os.environ.get("MESH_LOG", "warning").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.WARNING),
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level, logging.WARNING), format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         args = _parser().parse_args(argv)
         if args.verb == "hash-password":
@@ -180,16 +207,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if settings.mode is not Mode.DEMO:
                 raise InvalidInput("`python -m mesh demo` runs only with MESH_MODE=demo.")
-            return run_demo(settings, port=args.port, standin_port=args.standin_port,
-                            with_app=not args.no_app)
+            return run_demo(
+                settings, port=args.port, standin_port=args.standin_port, with_app=not args.no_app
+            )
         return _run_verb(build(settings), args)
     except MeshError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - a person never sees a stack trace
+    except Exception as exc:
         log.debug("unexpected failure", exc_info=True)
-        print(f"error: an unexpected failure stopped the command ({type(exc).__name__}: {exc}); "
-              "run with MESH_LOG=debug for details.", file=sys.stderr)
+        print(
+            f"error: an unexpected failure stopped the command ({type(exc).__name__}: {exc}); "
+            "run with MESH_LOG=debug for details.",
+            file=sys.stderr,
+        )
         return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from mesh.aws import call
@@ -22,8 +23,9 @@ class LakeFormation:
         call("Lake Formation", "GrantPermissions", lambda: self._lf.grant_permissions(**params))
         return params
 
-    def list_permissions(self, *, principal: str | None = None,
-                         resource: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def list_permissions(
+        self, *, principal: str | None = None, resource: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         """Every permission entry, optionally for one principal and resource.
 
         list_permissions has no botocore paginator, so this loops on NextToken; passing a
@@ -38,8 +40,11 @@ class LakeFormation:
         token: str | None = None
         while True:
             page_params = {**params, **({"NextToken": token} if token else {})}
-            page = call("Lake Formation", "ListPermissions",
-                        lambda: self._lf.list_permissions(**page_params))
+            page = call(
+                "Lake Formation",
+                "ListPermissions",
+                partial(self._lf.list_permissions, **page_params),
+            )
             entries.extend(page.get("PrincipalResourcePermissions", []))
             token = page.get("NextToken")
             if not token:

@@ -142,8 +142,7 @@ def evaluate(scope: Scope, database: Database, tables: Sequence[Table]) -> Evalu
     else:
         found = assess_table(database, tables[0])
         clean = (
-            f"no pii_flag is set on database {database.name}, table {scope.table} "
-            "or its columns"
+            f"no pii_flag is set on database {database.name}, table {scope.table} or its columns"
         )
     if found.sensitive:
         return Evaluation(needs_approval=True, reason=found.reason, pii_columns=found.pii_columns)
@@ -164,16 +163,24 @@ def grants_for(scope: Scope, *, account: str, catalog_id: str) -> tuple[GrantSpe
     """
     if scope.table is not None:
         table = {"CatalogId": catalog_id, "DatabaseName": scope.database, "Name": scope.table}
-        return (GrantSpec(principal=account, resource={"Table": table}, permissions=_READ,
-                          grantable=_READ),)
+        return (
+            GrantSpec(
+                principal=account, resource={"Table": table}, permissions=_READ, grantable=_READ
+            ),
+        )
     describe = (Permission.DESCRIBE,)
     database = {"CatalogId": catalog_id, "Name": scope.database}
     wildcard = {"CatalogId": catalog_id, "DatabaseName": scope.database, "TableWildcard": {}}
     return (
-        GrantSpec(principal=account, resource={"Database": database}, permissions=describe,
-                  grantable=describe),
-        GrantSpec(principal=account, resource={"Table": wildcard}, permissions=_READ,
-                  grantable=_READ),
+        GrantSpec(
+            principal=account,
+            resource={"Database": database},
+            permissions=describe,
+            grantable=describe,
+        ),
+        GrantSpec(
+            principal=account, resource={"Table": wildcard}, permissions=_READ, grantable=_READ
+        ),
     )
 
 

@@ -50,8 +50,11 @@ def build(settings: Settings, *, endpoint: str | None = None) -> Services:
     """Build the services; in demo mode ``endpoint`` is the stand-in's URL."""
     if settings.mode is Mode.DEMO and endpoint is None:
         endpoint = require_demo_endpoint(settings)
-    factory = ClientFactory(max_attempts=settings.aws_max_attempts, timeout=settings.aws_timeout,
-                            demo_endpoint=endpoint if settings.mode is Mode.DEMO else None)
+    factory = ClientFactory(
+        max_attempts=settings.aws_max_attempts,
+        timeout=settings.aws_timeout,
+        demo_endpoint=endpoint if settings.mode is Mode.DEMO else None,
+    )
     account = central_account(factory.client("sts"))
     catalog = GlueCatalog(factory.client("glue"), catalog_id=account)
     lakeformation = LakeFormation(factory.client("lakeformation"))
@@ -59,8 +62,19 @@ def build(settings: Settings, *, endpoint: str | None = None) -> Services:
     users.directory()  # a broken users file stops start-up, not the first sign-in
     store = Store(settings.db_path)
     store.migrate()
-    marketplace = Marketplace(store=store, catalog=catalog, grants=lakeformation, users=users,
-                              stale_granting=settings.stale_granting)
-    return Services(settings=settings, marketplace=marketplace, catalog=catalog,
-                    lakeformation=lakeformation, users=users, central_account=account,
-                    endpoint=endpoint)
+    marketplace = Marketplace(
+        store=store,
+        catalog=catalog,
+        grants=lakeformation,
+        users=users,
+        stale_granting=settings.stale_granting,
+    )
+    return Services(
+        settings=settings,
+        marketplace=marketplace,
+        catalog=catalog,
+        lakeformation=lakeformation,
+        users=users,
+        central_account=account,
+        endpoint=endpoint,
+    )

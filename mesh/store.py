@@ -255,8 +255,9 @@ class Store:
         approvers clicking together, one UPDATE matches and the other matches no row.
         Returns the updated request, or None if the status had already moved on.
         """
-        row_changes = {("table_name" if k == "table" else k): _column_value(v)
-                       for k, v in changes.items()}
+        row_changes = {
+            ("table_name" if k == "table" else k): _column_value(v) for k, v in changes.items()
+        }
         assignments = ", ".join(f"[{column}] = ?" for column in row_changes)
         marks = ", ".join("?" for _ in allowed_from)
         with self._write() as db:
@@ -332,16 +333,19 @@ class Store:
     def open_session(self, token_id: str, username: str, *, at: str) -> None:
         with self._write() as db:
             db["sessions"].insert(  # type: ignore[union-attr]
-                {"token_id": token_id, "username": username, "created_at": at,
-                 "revoked_at": None},
+                {"token_id": token_id, "username": username, "created_at": at, "revoked_at": None},
                 replace=True,
             )
 
     def session_is_open(self, token_id: str, username: str) -> bool:
         with self._connect() as db:
-            rows = list(db.query(
-                "SELECT 1 FROM sessions WHERE token_id = ? AND username = ? "
-                "AND revoked_at IS NULL", [token_id, username]))
+            rows = list(
+                db.query(
+                    "SELECT 1 FROM sessions WHERE token_id = ? AND username = ? "
+                    "AND revoked_at IS NULL",
+                    [token_id, username],
+                )
+            )
         return bool(rows)
 
     def revoke_session(self, token_id: str, *, at: str) -> None:

@@ -73,7 +73,8 @@ def services() -> Services:
         endpoint = None
         if settings.mode is Mode.DEMO:
             endpoint = demo_endpoint(settings) or _embedded_standin(
-                str(settings.demo_state_file), str(settings.db_path))
+                str(settings.demo_state_file), str(settings.db_path)
+            )
         return _services(settings, endpoint)
     except MeshError as exc:
         st.error(f"Mesh Marketplace cannot start: {exc.message}")
@@ -95,7 +96,8 @@ def catalog(svc: Services) -> CatalogSnapshot:
     ttl = svc.settings.catalog_ttl
     if ttl not in _snapshot_loaders:
         _snapshot_loaders[ttl] = st.cache_data(ttl=ttl, show_spinner="Reading the catalog…")(
-            _read_snapshot)
+            _read_snapshot
+        )
     snapshot: CatalogSnapshot = _snapshot_loaders[ttl](svc, svc.endpoint)
     return snapshot
 
@@ -111,9 +113,14 @@ def refresh_catalog() -> None:
 def _authenticator(svc: Services) -> stauth.Authenticate:
     directory = svc.users.directory()
     key = svc.settings.cookie_key or _demo_cookie_key()
-    return stauth.Authenticate(copy.deepcopy(directory.credentials), directory.cookie_name, key,
-                               directory.cookie_expiry_days, auto_hash=False,
-                               login_sleep_time=0)
+    return stauth.Authenticate(
+        copy.deepcopy(directory.credentials),
+        directory.cookie_name,
+        key,
+        directory.cookie_expiry_days,
+        auto_hash=False,
+        login_sleep_time=0,
+    )
 
 
 def _token_id(username: str, exp_date: Any) -> str:
@@ -124,9 +131,15 @@ def _demo_hint(svc: Services) -> None:
     if svc.settings.mode is not Mode.DEMO:
         return
     users = svc.users.directory().users
-    rows = [{"user": u.username, "roles": ", ".join(sorted(r.value for r in u.roles)),
-             "accounts": ", ".join(u.accounts), "owner of": ", ".join(sorted(u.owner_of))}
-            for u in users.values()]
+    rows = [
+        {
+            "user": u.username,
+            "roles": ", ".join(sorted(r.value for r in u.roles)),
+            "accounts": ", ".join(u.accounts),
+            "owner of": ", ".join(sorted(u.owner_of)),
+        }
+        for u in users.values()
+    ]
     st.info(f"Demo mode: every demo user's password is **{PASSWORD_HINT}**.")
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="demo_users")
 
@@ -141,9 +154,16 @@ def sign_in(svc: Services) -> User:
     auth = _authenticator(svc)
     was_signed_in = bool(st.session_state.get("authentication_status"))
     try:
-        auth.login(location="main", key="login", fields={
-            "Form name": "Sign in to Mesh Marketplace", "Username": "Username",
-            "Password": "Password", "Login": "Sign in"})
+        auth.login(
+            location="main",
+            key="login",
+            fields={
+                "Form name": "Sign in to Mesh Marketplace",
+                "Username": "Username",
+                "Password": "Password",
+                "Login": "Sign in",
+            },
+        )
     except Exception as exc:  # noqa: BLE001 - the library raises LoginError and friends
         log.warning("sign-in failed: %s", exc)
         st.error("Sign-in failed; check the user name and password.")
@@ -163,13 +183,12 @@ def sign_in(svc: Services) -> User:
         st.warning("Your session has ended; sign in again.")
         _no_pages()
     st.session_state["auth"] = auth
-    return user
+    return user  # type: ignore[return-value]  # None was ruled out above
 
 
 def _no_pages() -> None:
     """Register no page before sign-in, so Streamlit never lists the pages/ folder."""
-    st.navigation([st.Page(_signed_out, title="Sign in", url_path="sign-in")],
-                  position="hidden")
+    st.navigation([st.Page(_signed_out, title="Sign in", url_path="sign-in")], position="hidden")
     st.stop()
 
 
@@ -202,8 +221,9 @@ def sidebar(svc: Services, user: User) -> None:
         st.caption(f"Signed in as **{user.username}** ({', '.join(sorted(user.roles))})")
         if svc.settings.mode is Mode.DEMO:
             st.caption("Demo mesh on a local moto stand-in")
-        if st.button("Refresh catalog", key="refresh_catalog",
-                     help="Read the catalog from Glue again"):
+        if st.button(
+            "Refresh catalog", key="refresh_catalog", help="Read the catalog from Glue again"
+        ):
             refresh_catalog()
         if st.button("Sign out", key="sign_out"):
             _sign_out(svc, st.session_state["auth"])
@@ -217,21 +237,53 @@ def pages_for(user: User) -> dict[str, list[Any]]:
     """The pages this user's roles get; a page not registered here cannot be reached."""
     sections: dict[str, list[Any]] = {
         "Catalog": [
-            st.Page(f"{PAGES_DIR}/databases.py", title="Databases", icon=":material/dataset:",
-                    url_path="databases", default=True),
-            st.Page(f"{PAGES_DIR}/database.py", title="Database detail", icon=":material/folder_open:",
-                    url_path="database"),
-            st.Page(f"{PAGES_DIR}/table.py", title="Table detail", icon=":material/table:", url_path="table"),
+            st.Page(
+                f"{PAGES_DIR}/databases.py",
+                title="Databases",
+                icon=":material/dataset:",
+                url_path="databases",
+                default=True,
+            ),
+            st.Page(
+                f"{PAGES_DIR}/database.py",
+                title="Database detail",
+                icon=":material/folder_open:",
+                url_path="database",
+            ),
+            st.Page(
+                f"{PAGES_DIR}/table.py",
+                title="Table detail",
+                icon=":material/table:",
+                url_path="table",
+            ),
         ],
-        "Access": [st.Page(f"{PAGES_DIR}/my_requests.py", title="My requests", icon=":material/outbox:",
-                           url_path="my-requests")],
+        "Access": [
+            st.Page(
+                f"{PAGES_DIR}/my_requests.py",
+                title="My requests",
+                icon=":material/outbox:",
+                url_path="my-requests",
+            )
+        ],
     }
     if user.can_approve:
-        sections["Access"].append(st.Page(f"{PAGES_DIR}/approvals.py", title="Approvals",
-                                          icon=":material/rule:", url_path="approvals"))
+        sections["Access"].append(
+            st.Page(
+                f"{PAGES_DIR}/approvals.py",
+                title="Approvals",
+                icon=":material/rule:",
+                url_path="approvals",
+            )
+        )
     if Role.ADMIN in user.roles:
-        sections["Admin"] = [st.Page(f"{PAGES_DIR}/audit.py", title="Audit log", icon=":material/history:",
-                                     url_path="audit")]
+        sections["Admin"] = [
+            st.Page(
+                f"{PAGES_DIR}/audit.py",
+                title="Audit log",
+                icon=":material/history:",
+                url_path="audit",
+            )
+        ]
     return sections
 
 
@@ -258,7 +310,7 @@ def guard() -> Iterator[None]:
         yield
     except MeshError as exc:
         st.error(exc.message)
-    except Exception:  # noqa: BLE001 - a person never sees a stack trace
+    except Exception:  # a person never sees a stack trace
         log.exception("page failed")
         st.error("Something went wrong on our side; the details are in the server log.")
 
@@ -282,11 +334,14 @@ def describe_outcome(request: AccessRequest) -> tuple[str, str]:
     if request.status.value == "granted":
         return "success", f"Access to {scope} for {request.account} is granted ({request.id})."
     if request.status.value == "pending_approval":
-        return "info", (f"Request {request.id} for {scope} needs the owner's approval: "
-                        f"{request.policy_reason}.")
+        return "info", (
+            f"Request {request.id} for {scope} needs the owner's approval: {request.policy_reason}."
+        )
     if request.status.value == "failed":
-        return "error", (f"Request {request.id} was approved but the grant failed: "
-                         f"{request.error} You can retry it from My requests.")
+        return "error", (
+            f"Request {request.id} was approved but the grant failed: "
+            f"{request.error} You can retry it from My requests."
+        )
     return "info", f"Request {request.id} is {request.status.value}."
 
 
@@ -296,36 +351,57 @@ def request_form(ctx: Context, *, database: str, table: str | None) -> None:
     scope = f"table {database}.{table}" if table else f"the whole database {database}"
     key = f"request-{database}-{table or '*'}"
     if not user.can_request:
-        st.info("Your user has no consumer accounts, so it cannot request access; ask an "
-                "admin to add accounts to your user.")
+        st.info(
+            "Your user has no consumer accounts, so it cannot request access; ask an "
+            "admin to add accounts to your user."
+        )
         return
     with st.form(key=key):
         st.subheader(f"Request access to {scope}")
         if user.is_admin:
-            account = st.text_input("Consumer account id (12 digits)", key=f"{key}-account",
-                                    value=user.accounts[0] if user.accounts else "")
+            account = st.text_input(
+                "Consumer account id (12 digits)",
+                key=f"{key}-account",
+                value=user.accounts[0] if user.accounts else "",
+            )
         else:
             account = st.selectbox("For consumer account", user.accounts, key=f"{key}-account")
-        reason = st.text_area("Reason (the data owner reads it)", max_chars=1000,
-                              key=f"{key}-reason")
+        reason = st.text_area(
+            "Reason (the data owner reads it)", max_chars=1000, key=f"{key}-reason"
+        )
         submitted = st.form_submit_button("Request access", type="primary")
     if submitted:
         with guard():
             request = ctx.services.marketplace.submit(
-                user.username, database=database, table=table, account=str(account or ""),
-                reason=reason)
+                user.username,
+                database=database,
+                table=table,
+                account=str(account or ""),
+                reason=reason,
+            )
             kind, message = describe_outcome(request)
             getattr(st, kind)(message)
 
 
 def requests_frame(requests: list[AccessRequest]) -> pd.DataFrame:
-    return pd.DataFrame([{
-        "id": r.id, "status": r.status.value, "database": r.database,
-        "table": r.table or "(whole database)", "account": r.account,
-        "requester": r.requester, "created": r.created_at, "updated": r.updated_at,
-        "decided by": r.decided_by or ("policy" if not r.needs_approval else ""),
-        "comment": r.comment, "error": r.error or "",
-    } for r in requests])
+    return pd.DataFrame(
+        [
+            {
+                "id": r.id,
+                "status": r.status.value,
+                "database": r.database,
+                "table": r.table or "(whole database)",
+                "account": r.account,
+                "requester": r.requester,
+                "created": r.created_at,
+                "updated": r.updated_at,
+                "decided by": r.decided_by or ("policy" if not r.needs_approval else ""),
+                "comment": r.comment,
+                "error": r.error or "",
+            }
+            for r in requests
+        ]
+    )
 
 
 def badges_frame(rows: list[Any]) -> pd.DataFrame:

@@ -58,8 +58,11 @@ def _accounts(path: Path, username: str, key: str, value: Any) -> tuple[str, ...
     accounts = tuple(str(a).strip() for a in value)
     wrong = [a for a in accounts if not is_valid_account(a)]
     if wrong:
-        raise _bad(path, f"{key} of user {username!r} holds {wrong[0]!r}, which is not a "
-                         "12-digit account id (quote ids in YAML)")
+        raise _bad(
+            path,
+            f"{key} of user {username!r} holds {wrong[0]!r}, which is not a "
+            "12-digit account id (quote ids in YAML)",
+        )
     return accounts
 
 
@@ -67,14 +70,20 @@ def _user(path: Path, username: str, entry: Any) -> User:
     if not isinstance(entry, dict):
         raise _bad(path, f"user {username!r} must be a mapping")
     if not _BCRYPT.match(str(entry.get("password", ""))):
-        raise _bad(path, f"the password of user {username!r} is not a bcrypt hash "
-                         "(make one with `python -m mesh hash-password`)")
+        raise _bad(
+            path,
+            f"the password of user {username!r} is not a bcrypt hash "
+            "(make one with `python -m mesh hash-password`)",
+        )
     raw_roles = entry.get("roles") or []
     valid = {r.value for r in Role}
     unknown = [r for r in raw_roles if r not in valid]
     if unknown or not isinstance(raw_roles, list):
-        raise _bad(path, f"user {username!r} has role {unknown[0] if unknown else raw_roles!r}; "
-                         "roles are consumer, owner and admin")
+        raise _bad(
+            path,
+            f"user {username!r} has role {unknown[0] if unknown else raw_roles!r}; "
+            "roles are consumer, owner and admin",
+        )
     name = " ".join(str(entry.get(k) or "") for k in ("first_name", "last_name")).strip()
     return User(
         username=username,
@@ -100,10 +109,12 @@ def parse(path: Path, document: Any) -> Directory:
     cookie = document.get("cookie") or {}
     if "key" in cookie:
         raise _bad(path, "cookie.key must not be in the users file; set MESH_COOKIE_KEY instead")
-    credentials = {"usernames": {
-        str(k).strip().lower(): {**copy.deepcopy(v), "roles": list(v.get("roles") or [])}
-        for k, v in usernames.items()
-    }}
+    credentials = {
+        "usernames": {
+            str(k).strip().lower(): {**copy.deepcopy(v), "roles": list(v.get("roles") or [])}
+            for k, v in usernames.items()
+        }
+    }
     return Directory(
         users=users,
         credentials=credentials,

@@ -45,8 +45,9 @@ class Catalog(Protocol):
 
 class Grants(Protocol):
     def grant(self, spec: GrantSpec) -> dict[str, Any]: ...
-    def list_permissions(self, *, principal: str | None = None,
-                         resource: dict[str, Any] | None = None) -> list[dict[str, Any]]: ...
+    def list_permissions(
+        self, *, principal: str | None = None, resource: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]: ...
 
 
 class Users(Protocol):
@@ -78,8 +79,16 @@ class PendingItem:
 class Marketplace:
     """The marketplace's use cases over a store, a catalog, Lake Formation and the users."""
 
-    def __init__(self, *, store: Store, catalog: Catalog, grants: Grants, users: Users,
-                 clock: Callable[[], datetime] = utc_now, stale_granting: int = 300) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        catalog: Catalog,
+        grants: Grants,
+        users: Users,
+        clock: Callable[[], datetime] = utc_now,
+        stale_granting: int = 300,
+    ) -> None:
         self.store = store
         self.catalog = catalog
         self.grants = grants
@@ -98,10 +107,17 @@ class Marketplace:
     def _now(self) -> str:
         return iso(self.clock())
 
-    def _event(self, actor: str, action: Action, request: AccessRequest,
-               **details: Any) -> NewEvent:
-        return NewEvent(at=self._now(), actor=actor, action=action.value,
-                        request_id=request.id, scope=str(request.scope), details=details)
+    def _event(
+        self, actor: str, action: Action, request: AccessRequest, **details: Any
+    ) -> NewEvent:
+        return NewEvent(
+            at=self._now(),
+            actor=actor,
+            action=action.value,
+            request_id=request.id,
+            scope=str(request.scope),
+            details=details,
+        )
 
     def _request(self, request_id: str) -> AccessRequest:
         request = self.store.get(request_id.strip())
@@ -119,13 +135,15 @@ class Marketplace:
     def _moved_on(self, request_id: str, verb: str) -> Conflict:
         current = self.store.get(request_id)
         status = current.status.value if current else "gone"
-        return Conflict(f"Request {request_id} cannot be {verb}: it is {status}, "
-                        "no longer pending approval.")
+        return Conflict(
+            f"Request {request_id} cannot be {verb}: it is {status}, no longer pending approval."
+        )
 
     # Submit ---------------------------------------------------------------------------
 
-    def submit(self, username: str, *, database: str, table: str | None, account: str,
-               reason: str) -> AccessRequest:
+    def submit(
+        self, username: str, *, database: str, table: str | None, account: str, reason: str
+    ) -> AccessRequest:
         """Validate a request, evaluate the policy, store it, and grant at once if allowed."""
         user = self._user(username)
         database, table, account, reason = _clean_scope(database, table, account, reason)
@@ -134,33 +152,56 @@ class Marketplace:
         if db.owner_account is None:
             raise InvalidInput(NO_OWNER[0].upper() + NO_OWNER[1:] + ".")
         if not user.can_request:
-            raise Forbidden(f"User {user.username} has no consumer accounts to request for; ask "
-                            "an admin to add accounts to your user.")
+            raise Forbidden(
+                f"User {user.username} has no consumer accounts to request for; ask "
+                "an admin to add accounts to your user."
+            )
         if not policy.may_request_for(user, account):
-            raise Forbidden(f"Account {account} is not one of your consumer accounts "
-                            f"({', '.join(user.accounts) or 'none'}).")
+            raise Forbidden(
+                f"Account {account} is not one of your consumer accounts "
+                f"({', '.join(user.accounts) or 'none'})."
+            )
         scope = Scope(database=database, table=table)
         verdict = policy.evaluate(scope, db, tables)
         now = self._now()
         request = AccessRequest(
             id=new_request_id(),
             status=Status.PENDING_APPROVAL if verdict.needs_approval else Status.GRANTING,
-            database=database, table=table, account=account, requester=user.username,
-            reason=reason, policy_reason=verdict.reason, needs_approval=verdict.needs_approval,
-            pii_columns=verdict.pii_columns, owner_account=db.owner_account,
-            created_at=now, updated_at=now,
+            database=database,
+            table=table,
+            account=account,
+            requester=user.username,
+            reason=reason,
+            policy_reason=verdict.reason,
+            needs_approval=verdict.needs_approval,
+            pii_columns=verdict.pii_columns,
+            owner_account=db.owner_account,
+            created_at=now,
+            updated_at=now,
         )
         events = [
-            self._event(user.username, Action.REQUEST_SUBMITTED, request, account=account,
-                        reason=reason, owner_account=db.owner_account),
-            self._event(POLICY_ACTOR, Action.POLICY_EVALUATED, request,
-                        needs_approval=verdict.needs_approval, reason=verdict.reason,
-                        pii_columns=list(verdict.pii_columns)),
+            self._event(
+                user.username,
+                Action.REQUEST_SUBMITTED,
+                request,
+                account=account,
+                reason=reason,
+                owner_account=db.owner_account,
+            ),
+            self._event(
+                POLICY_ACTOR,
+                Action.POLICY_EVALUATED,
+                request,
+                needs_approval=verdict.needs_approval,
+                reason=verdict.reason,
+                pii_columns=list(verdict.pii_columns),
+            ),
         ]
         existing = self.store.add_request(request, events)
         if existing is not None:
-            raise Conflict(f"An identical request is already {existing.status.value}: "
-                           f"{existing.id}.")
+            raise Conflict(
+                f"An identical request is already {existing.status.value}: {existing.id}."
+            )
         if verdict.needs_approval:
             return request
         return self._grant(request, actor=POLICY_ACTOR)
@@ -172,8 +213,10 @@ class Marketplace:
         if user.username == request.requester:
             raise Forbidden(f"You cannot decide your own request {request.id}.")
         if not policy.may_decide(user, request, self._owner_now(request)):
-            raise Forbidden(f"User {user.username} may not decide request {request.id}: only "
-                            "an owner of the data product or an admin can.")
+            raise Forbidden(
+                f"User {user.username} may not decide request {request.id}: only "
+                "an owner of the data product or an admin can."
+            )
         if request.status is not Status.PENDING_APPROVAL:
             raise self._moved_on(request.id, "decided")
         return request
@@ -185,9 +228,15 @@ class Marketplace:
         request = self._authorise_decision(user, request_id)
         now = self._now()
         decided = self.store.transition(
-            request.id, allowed_from=[Status.PENDING_APPROVAL],
-            changes={"status": Status.GRANTING, "decided_by": user.username, "decided_at": now,
-                     "comment": comment, "updated_at": now},
+            request.id,
+            allowed_from=[Status.PENDING_APPROVAL],
+            changes={
+                "status": Status.GRANTING,
+                "decided_by": user.username,
+                "decided_at": now,
+                "comment": comment,
+                "updated_at": now,
+            },
             events=[self._event(user.username, Action.APPROVED, request, comment=comment)],
         )
         if decided is None:
@@ -202,9 +251,15 @@ class Marketplace:
         request = self._authorise_decision(user, request_id)
         now = self._now()
         decided = self.store.transition(
-            request.id, allowed_from=[Status.PENDING_APPROVAL],
-            changes={"status": Status.DENIED, "decided_by": user.username, "decided_at": now,
-                     "comment": comment, "updated_at": now},
+            request.id,
+            allowed_from=[Status.PENDING_APPROVAL],
+            changes={
+                "status": Status.DENIED,
+                "decided_by": user.username,
+                "decided_at": now,
+                "comment": comment,
+                "updated_at": now,
+            },
             events=[self._event(user.username, Action.DENIED, request, comment=comment)],
         )
         if decided is None:
@@ -215,12 +270,14 @@ class Marketplace:
         user = self._user(username)
         request = self._request(request_id)
         if user.username != request.requester:
-            raise Forbidden(f"Only {request.requester}, who made request {request.id}, can "
-                            "cancel it.")
+            raise Forbidden(
+                f"Only {request.requester}, who made request {request.id}, can cancel it."
+            )
         if request.status is not Status.PENDING_APPROVAL:
             raise self._moved_on(request.id, "cancelled")
         cancelled = self.store.transition(
-            request.id, allowed_from=[Status.PENDING_APPROVAL],
+            request.id,
+            allowed_from=[Status.PENDING_APPROVAL],
             changes={"status": Status.CANCELLED, "updated_at": self._now()},
             events=[self._event(user.username, Action.CANCELLED, request)],
         )
@@ -233,20 +290,31 @@ class Marketplace:
         user = self._user(username)
         request = self._request(request_id)
         if not policy.may_retry(user, request, self._owner_now(request)):
-            raise Forbidden(f"User {user.username} may not retry request {request.id}: the "
-                            "requester, an owner of the product or an admin can.")
+            raise Forbidden(
+                f"User {user.username} may not retry request {request.id}: the "
+                "requester, an owner of the product or an admin can."
+            )
         retryable = [Status.FAILED]
         if request.status is Status.GRANTING and self._is_stale(request):
             retryable.append(Status.GRANTING)
         if request.status not in retryable:
-            raise Conflict(f"Request {request.id} is {request.status.value}; only a failed "
-                           "request (or one stuck granting) can be retried.")
+            raise Conflict(
+                f"Request {request.id} is {request.status.value}; only a failed "
+                "request (or one stuck granting) can be retried."
+            )
         resumed = self.store.transition(
-            request.id, allowed_from=retryable,
+            request.id,
+            allowed_from=retryable,
             changes={"status": Status.GRANTING, "updated_at": self._now()},
-            events=[self._event(user.username, Action.RETRY_REQUESTED, request,
-                                previous_error=request.error_code,
-                                already_granted=list(request.grants_done))],
+            events=[
+                self._event(
+                    user.username,
+                    Action.RETRY_REQUESTED,
+                    request,
+                    previous_error=request.error_code,
+                    already_granted=list(request.grants_done),
+                )
+            ],
         )
         if resumed is None:
             raise Conflict(f"Request {request.id} changed while retrying; look at it again.")
@@ -259,8 +327,9 @@ class Marketplace:
     # Granting -------------------------------------------------------------------------
 
     def grant_plan(self, request: AccessRequest) -> tuple[GrantSpec, ...]:
-        return policy.grants_for(request.scope, account=request.account,
-                                 catalog_id=self.catalog.catalog_id)
+        return policy.grants_for(
+            request.scope, account=request.account, catalog_id=self.catalog.catalog_id
+        )
 
     def _grant(self, request: AccessRequest, *, actor: str) -> AccessRequest:
         """Make the grants not yet done, recording intent before each call and outcome after.
@@ -273,29 +342,53 @@ class Marketplace:
         for spec in self.grant_plan(request):
             if spec.key in done:
                 continue
-            self.store.append(self._event(actor, Action.GRANT_ATTEMPTED, request,
-                                          call=spec.to_api(), attempt=request.attempts + 1))
+            self.store.append(
+                self._event(
+                    actor,
+                    Action.GRANT_ATTEMPTED,
+                    request,
+                    call=spec.to_api(),
+                    attempt=request.attempts + 1,
+                )
+            )
             try:
                 made.append(self.grants.grant(spec))
             except Exception as exc:  # noqa: BLE001 - any failure must leave a named state
-                return self._fail(request, actor=actor, exc=exc, done=done, made=made,
-                                  call=spec.to_api())
+                return self._fail(
+                    request, actor=actor, exc=exc, done=done, made=made, call=spec.to_api()
+                )
             done.append(spec.key)
-            self.store.transition(request.id, allowed_from=[Status.GRANTING],
-                                  changes={"grants_done": done, "updated_at": self._now()},
-                                  events=[])
+            self.store.transition(
+                request.id,
+                allowed_from=[Status.GRANTING],
+                changes={"grants_done": done, "updated_at": self._now()},
+                events=[],
+            )
         granted = self.store.transition(
-            request.id, allowed_from=[Status.GRANTING],
-            changes={"status": Status.GRANTED, "grants_done": done, "error_code": None,
-                     "error": None, "attempts": request.attempts + 1,
-                     "updated_at": self._now()},
-            events=[self._event(actor, Action.GRANT_SUCCEEDED, request, calls=made,
-                                grants=done)],
+            request.id,
+            allowed_from=[Status.GRANTING],
+            changes={
+                "status": Status.GRANTED,
+                "grants_done": done,
+                "error_code": None,
+                "error": None,
+                "attempts": request.attempts + 1,
+                "updated_at": self._now(),
+            },
+            events=[self._event(actor, Action.GRANT_SUCCEEDED, request, calls=made, grants=done)],
         )
         return granted or self._request(request.id)
 
-    def _fail(self, request: AccessRequest, *, actor: str, exc: Exception, done: list[str],
-              made: list[dict[str, Any]], call: dict[str, Any]) -> AccessRequest:
+    def _fail(
+        self,
+        request: AccessRequest,
+        *,
+        actor: str,
+        exc: Exception,
+        done: list[str],
+        made: list[dict[str, Any]],
+        call: dict[str, Any],
+    ) -> AccessRequest:
         if isinstance(exc, MeshError):
             code, message = exc.code or type(exc).__name__, exc.message
         else:
@@ -304,33 +397,51 @@ class Marketplace:
         if isinstance(exc, AwsFailure) or not isinstance(exc, MeshError):
             message += " Fix the cause, then retry the request."
         failed = self.store.transition(
-            request.id, allowed_from=[Status.GRANTING],
-            changes={"status": Status.FAILED, "grants_done": done, "error_code": code,
-                     "error": message, "attempts": request.attempts + 1,
-                     "updated_at": self._now()},
-            events=[self._event(actor, Action.GRANT_FAILED, request, error_code=code,
-                                error=message, failed_call=call, calls=made,
-                                granted_so_far=done)],
+            request.id,
+            allowed_from=[Status.GRANTING],
+            changes={
+                "status": Status.FAILED,
+                "grants_done": done,
+                "error_code": code,
+                "error": message,
+                "attempts": request.attempts + 1,
+                "updated_at": self._now(),
+            },
+            events=[
+                self._event(
+                    actor,
+                    Action.GRANT_FAILED,
+                    request,
+                    error_code=code,
+                    error=message,
+                    failed_call=call,
+                    calls=made,
+                    granted_so_far=done,
+                )
+            ],
         )
         return failed or self._request(request.id)
 
     # Reads ----------------------------------------------------------------------------
 
-    def requests(self, *, username: str | None = None,
-                 status: str | None = None) -> list[AccessRequest]:
+    def requests(
+        self, *, username: str | None = None, status: str | None = None
+    ) -> list[AccessRequest]:
         """All requests, or those ``username`` made, optionally in one status."""
         if username is not None:
             self._user(username)
         statuses = [_status(status)] if status else None
-        return self.store.requests(requester=username and username.strip().lower(),
-                                   statuses=statuses)
+        return self.store.requests(
+            requester=username and username.strip().lower(), statuses=statuses
+        )
 
     def pending_for(self, username: str) -> list[PendingItem]:
         """Pending requests ``username`` may decide now, oldest first."""
         user = self._user(username)
         if not user.can_approve:
-            raise Forbidden(f"User {user.username} is neither an owner nor an admin, so has "
-                            "nothing to approve.")
+            raise Forbidden(
+                f"User {user.username} is neither an owner nor an admin, so has nothing to approve."
+            )
         owners: dict[str, Database | None] = {}
         items = []
         for request in reversed(self.store.requests(statuses=[Status.PENDING_APPROVAL])):
@@ -340,9 +451,14 @@ class Marketplace:
             owner = db.owner_account if db else None
             if not policy.may_decide(user, request, owner):
                 continue
-            items.append(PendingItem(
-                request=request, owner_account=owner, owner_name=db.owner_name if db else "",
-                grants=tuple(spec.to_api() for spec in self.grant_plan(request))))
+            items.append(
+                PendingItem(
+                    request=request,
+                    owner_account=owner,
+                    owner_name=db.owner_name if db else "",
+                    grants=tuple(spec.to_api() for spec in self.grant_plan(request)),
+                )
+            )
         return items
 
     def request_for(self, request_id: str, username: str) -> AccessRequest:
@@ -358,12 +474,14 @@ class Marketplace:
         request = self.request_for(request_id, username)
         entries: list[dict[str, Any]] = []
         for spec in self.grant_plan(request):
-            entries.extend(self.grants.list_permissions(principal=request.account,
-                                                        resource=spec.resource))
+            entries.extend(
+                self.grants.list_permissions(principal=request.account, resource=spec.resource)
+            )
         return entries
 
-    def audit(self, *, request_id: str | None = None, actor: str | None = None,
-              action: str | None = None) -> list[AuditEvent]:
+    def audit(
+        self, *, request_id: str | None = None, actor: str | None = None, action: str | None = None
+    ) -> list[AuditEvent]:
         return self.store.audit(request_id=request_id, actor=actor, action=action)
 
 
@@ -382,8 +500,9 @@ def _status(raw: str) -> Status:
         raise InvalidInput(f"{raw!r} is not a status; use one of {names}.") from None
 
 
-def _clean_scope(database: str, table: str | None, account: str,
-                 reason: str) -> tuple[str, str | None, str, str]:
+def _clean_scope(
+    database: str, table: str | None, account: str, reason: str
+) -> tuple[str, str | None, str, str]:
     database = (database or "").strip()
     table = (table or "").strip() or None
     account = (account or "").strip()
@@ -391,20 +510,22 @@ def _clean_scope(database: str, table: str | None, account: str,
     if not database:
         raise InvalidInput("Name the database to request.")
     if not policy.is_valid_account(account):
-        raise InvalidInput(f"The account {account!r} is not an AWS account id: it must be "
-                           "exactly 12 digits.")
+        raise InvalidInput(
+            f"The account {account!r} is not an AWS account id: it must be exactly 12 digits."
+        )
     if not reason:
         raise InvalidInput("Give a reason for the request; the data owner reads it.")
     if len(reason) > policy.MAX_REASON:
-        raise InvalidInput(f"The reason has {len(reason)} characters; keep it to "
-                           f"{policy.MAX_REASON} at most.")
+        raise InvalidInput(
+            f"The reason has {len(reason)} characters; keep it to {policy.MAX_REASON} at most."
+        )
     return database, table, account, reason
 
 
 def _clean_comment(comment: str | None) -> str:
     comment = (comment or "").strip()
     if len(comment) > policy.MAX_REASON:
-        raise InvalidInput(f"The comment has {len(comment)} characters; keep it to "
-                           f"{policy.MAX_REASON} at most.")
+        raise InvalidInput(
+            f"The comment has {len(comment)} characters; keep it to {policy.MAX_REASON} at most."
+        )
     return comment
-

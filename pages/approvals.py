@@ -15,28 +15,36 @@ with ui.guard():
         st.info("Nothing is waiting for your decision.")
     for item in items:
         request = item.request
-        scope = f"{request.database}.{request.table}" if request.table else (
-            f"{request.database} (whole database)")
+        scope = (
+            f"{request.database}.{request.table}"
+            if request.table
+            else (f"{request.database} (whole database)")
+        )
         with st.container(border=True, key=f"pending-{request.id}"):
             st.subheader(f"{scope}")
             left, right = st.columns(2)
-            left.markdown(f"**Request** `{request.id}`  \n**Requester** `{request.requester}`  \n"
-                          f"**Target account** `{request.account}`  \n"
-                          f"**Owner** {item.owner_name or 'unnamed'} "
-                          f"(`{item.owner_account or 'none'}`)  \n"
-                          f"**Submitted** {request.created_at}")
+            left.markdown(
+                f"**Request** `{request.id}`  \n**Requester** `{request.requester}`  \n"
+                f"**Target account** `{request.account}`  \n"
+                f"**Owner** {item.owner_name or 'unnamed'} "
+                f"(`{item.owner_account or 'none'}`)  \n"
+                f"**Submitted** {request.created_at}"
+            )
             right.markdown("**Reason**")
             right.text(request.reason)
             right.markdown("**Why approval is needed**")
             right.text(request.policy_reason)
-            st.markdown("**PII columns in scope:** " + (", ".join(
-                f"`{c}`" for c in request.pii_columns) or "none (flagged at database or table "
-                "level)"))
+            st.markdown(
+                "**PII columns in scope:** "
+                + (
+                    ", ".join(f"`{c}`" for c in request.pii_columns)
+                    or "none (flagged at database or table level)"
+                )
+            )
             with st.expander("Lake Formation grants that approval will make"):
                 st.json(list(item.grants))
             with st.form(key=f"decide-{request.id}"):
-                comment = st.text_input("Comment (required to deny)",
-                                        key=f"comment-{request.id}")
+                comment = st.text_input("Comment (required to deny)", key=f"comment-{request.id}")
                 approve = st.form_submit_button("Approve", type="primary")
                 deny = st.form_submit_button("Deny")
             if approve or deny:

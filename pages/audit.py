@@ -16,10 +16,10 @@ with ui.guard():
         st.error("Only admins can read the audit log.")
         st.stop()
     events = ctx.services.marketplace.audit()
-    frame = pd.DataFrame([{**e.to_json(), "details": json.dumps(e.details, sort_keys=True)}
-                          for e in events],
-                         columns=["id", "at", "actor", "action", "request_id", "scope",
-                                  "details"])
+    frame = pd.DataFrame(
+        [{**e.to_json(), "details": json.dumps(e.details, sort_keys=True)} for e in events],
+        columns=["id", "at", "actor", "action", "request_id", "scope", "details"],
+    )
     cols = st.columns(3)
     request_id = cols[0].text_input("Request id", key="audit_request").strip()
     actors = cols[1].multiselect("Actor", sorted(frame["actor"].unique()), key="audit_actor")
@@ -37,5 +37,10 @@ with ui.guard():
         shown = shown[haystack.str.contains(text, regex=False)]
     st.caption(f"{len(shown)} of {len(frame)} rows")
     st.dataframe(shown, hide_index=True, key="audit_table")
-    st.download_button("Download CSV", shown.to_csv(index=False).encode("utf-8"),
-                       file_name="mesh-audit.csv", mime="text/csv", key="audit_csv")
+    st.download_button(
+        "Download CSV",
+        shown.to_csv(index=False).encode("utf-8"),
+        file_name="mesh-audit.csv",
+        mime="text/csv",
+        key="audit_csv",
+    )

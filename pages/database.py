@@ -25,16 +25,23 @@ with ui.guard():
         cols[1].metric("PII", row.pii or ("in its tables" if row.contains_pii else "none"))
         cols[2].metric("Tables", row.tables)
         if row.no_owner:
-            st.warning("No owner: this data product has no data_owner, so it cannot be "
-                       "requested; ask a catalog admin to set data_owner.")
+            st.warning(
+                "No owner: this data product has no data_owner, so it cannot be "
+                "requested; ask a catalog admin to set data_owner."
+            )
         st.dataframe(
-            ui.badges_frame(browse.table_rows(database, tables)), hide_index=True,
+            ui.badges_frame(browse.table_rows(database, tables)),
+            hide_index=True,
             key="tables_table",
             column_order=["name", "description", "pii", "pii_columns", "sensitive", "reason"],
-            column_config={"name": "Table", "description": "Description", "pii": "PII",
-                           "pii_columns": "PII columns",
-                           "sensitive": st.column_config.CheckboxColumn("Needs approval"),
-                           "reason": "Why"},
+            column_config={
+                "name": "Table",
+                "description": "Description",
+                "pii": "PII",
+                "pii_columns": "PII columns",
+                "sensitive": st.column_config.CheckboxColumn("Needs approval"),
+                "reason": "Why",
+            },
         )
         if tables:
             table = st.selectbox("Open a table", [t.name for t in tables], key="open_table")

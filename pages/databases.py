@@ -6,23 +6,39 @@ from mesh import browse, ui
 
 ctx = ui.context()
 st.title("Data products")
-st.caption("Databases in the central Glue Data Catalog. Request access from a database or "
-           "table page.")
+st.caption(
+    "Databases in the central Glue Data Catalog. Request access from a database or table page."
+)
 
 with ui.guard():
     snapshot = ui.catalog(ctx.services)
     text = st.text_input("Filter by name, description or owner", key="db_filter")
     rows = browse.database_rows(snapshot, text)
     st.dataframe(
-        ui.badges_frame(rows), hide_index=True, key="databases_table",
-        column_order=["name", "description", "owner_name", "owner_account", "pii",
-                      "contains_pii", "no_owner", "tables"],
+        ui.badges_frame(rows),
+        hide_index=True,
+        key="databases_table",
+        column_order=[
+            "name",
+            "description",
+            "owner_name",
+            "owner_account",
+            "pii",
+            "contains_pii",
+            "no_owner",
+            "tables",
+        ],
         column_config={
-            "name": "Database", "description": "Description", "owner_name": "Owner",
-            "owner_account": "Owner account", "pii": "PII",
+            "name": "Database",
+            "description": "Description",
+            "owner_name": "Owner",
+            "owner_account": "Owner account",
+            "pii": "PII",
             "contains_pii": st.column_config.CheckboxColumn(
-                "Contains PII", help="PII sits in its tables or columns, not on the database"),
-            "no_owner": st.column_config.CheckboxColumn("No owner"), "tables": "Tables",
+                "Contains PII", help="PII sits in its tables or columns, not on the database"
+            ),
+            "no_owner": st.column_config.CheckboxColumn("No owner"),
+            "tables": "Tables",
         },
     )
     st.caption(f"{len(rows)} of {len(snapshot.databases)} databases")

@@ -22,8 +22,9 @@ with ui.guard():
             continue
         scope = f"{request.database}.{request.table or '*'}"
         with st.container(border=True, key=f"req-{request.id}"):
-            st.markdown(f"**{request.id}** · `{scope}` for `{request.account}` · "
-                        f"**{request.status.value}**")
+            st.markdown(
+                f"**{request.id}** · `{scope}` for `{request.account}` · **{request.status.value}**"
+            )
             if request.status is Status.PENDING_APPROVAL:
                 st.caption(f"Waiting for the owner: {request.policy_reason}")
                 if st.button("Cancel request", key=f"cancel-{request.id}"):

@@ -10,16 +10,24 @@ with ui.guard():
     snapshot = ui.catalog(ctx.services)
     names = [d.name for d in snapshot.databases]
     wanted_db = st.query_params.get("db") or st.session_state.get(ui.Keys.DATABASE)
-    db_name = st.selectbox("Database", names, key="table_database",
-                           index=names.index(wanted_db) if wanted_db in names else 0)
+    db_name = st.selectbox(
+        "Database",
+        names,
+        key="table_database",
+        index=names.index(wanted_db) if wanted_db in names else 0,
+    )
     tables = snapshot.tables.get(db_name, ())
     table_names = [t.name for t in tables]
     wanted = st.query_params.get("table") or st.session_state.get(ui.Keys.TABLE)
     if not table_names:
         st.info("This database has no tables.")
         st.stop()
-    name = st.selectbox("Table", table_names, key="table_choice",
-                        index=table_names.index(wanted) if wanted in table_names else 0)
+    name = st.selectbox(
+        "Table",
+        table_names,
+        key="table_choice",
+        index=table_names.index(wanted) if wanted in table_names else 0,
+    )
     st.query_params.update({"db": db_name, "table": name})
     st.session_state[ui.Keys.DATABASE], st.session_state[ui.Keys.TABLE] = db_name, name
     database, table = snapshot.database(db_name), snapshot.table(db_name, name)
@@ -32,13 +40,21 @@ with ui.guard():
         else:
             st.success("No PII in scope: access is granted at once.")
         st.dataframe(
-            ui.badges_frame(browse.column_rows(table)), hide_index=True, key="columns_table",
-            column_config={"name": "Column", "type": "Type", "comment": "Comment",
-                           "pii": "PII",
-                           "partition_key": st.column_config.CheckboxColumn("Partition key")},
+            ui.badges_frame(browse.column_rows(table)),
+            hide_index=True,
+            key="columns_table",
+            column_config={
+                "name": "Column",
+                "type": "Type",
+                "comment": "Comment",
+                "pii": "PII",
+                "partition_key": st.column_config.CheckboxColumn("Partition key"),
+            },
         )
         if database.owner_account is None:
-            st.warning("No owner: this data product has no data_owner, so it cannot be "
-                       "requested; ask a catalog admin to set data_owner.")
+            st.warning(
+                "No owner: this data product has no data_owner, so it cannot be "
+                "requested; ask a catalog admin to set data_owner."
+            )
         else:
             ui.request_form(ctx, database=db_name, table=name)

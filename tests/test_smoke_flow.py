@@ -12,14 +12,24 @@ def test_non_pii_table_is_granted_at_once_and_pii_table_after_owner_approval(
 ) -> None:
     # GIVEN carol, a consumer, and the seeded demo mesh
     # WHEN she requests a table with no PII
-    clean = market.submit("carol", database="sales_orders", table="orders",
-                          account="444455556666", reason="weekly revenue dashboard")
+    clean = market.submit(
+        "carol",
+        database="sales_orders",
+        table="orders",
+        account="444455556666",
+        reason="weekly revenue dashboard",
+    )
     # THEN it is granted at once, by the policy
     assert clean.status is Status.GRANTED
     assert clean.decided_by is None
     # WHEN she requests a table with PII columns
-    pii = market.submit("carol", database="sales_orders", table="customers",
-                        account="444455556666", reason="churn model")
+    pii = market.submit(
+        "carol",
+        database="sales_orders",
+        table="customers",
+        account="444455556666",
+        reason="churn model",
+    )
     # THEN it waits for the owner, with the policy's reason
     assert pii.status is Status.PENDING_APPROVAL
     assert "column email has pii_flag=TRUE" in pii.policy_reason

@@ -11,38 +11,70 @@ import threading
 from mesh.demo import standin
 from mesh.settings import PROJECT_ROOT, Settings
 
-DEMO_USERS = ("carol (consumer)", "dan (consumer)", "sam (owner: Sales)",
-              "mia (owner: Marketing, consumer)", "hank (owner: People)",
-              "fiona (owner: Finance)", "ada (admin)")
+DEMO_USERS = (
+    "carol (consumer)",
+    "dan (consumer)",
+    "sam (owner: Sales)",
+    "mia (owner: Marketing, consumer)",
+    "hank (owner: People)",
+    "fiona (owner: Finance)",
+    "ada (admin)",
+)
 
 
 def run_demo(settings: Settings, *, port: int, standin_port: int, with_app: bool) -> int:
     """Run until interrupted; the stand-in's state lives only as long as this process."""
-    running = standin.start(state_file=settings.demo_state_file, db_path=settings.db_path,
-                            port=standin_port)
-    env = {**os.environ, "MESH_MODE": "demo", "MESH_DEMO_ENDPOINT": running.endpoint,
-           "MESH_DB": str(settings.db_path)}
-    print(f"Demo AWS stand-in (moto) on {running.endpoint}: 10 databases, "
-          f"{running.tables} tables, central account 123456789012.", flush=True)
-    print("CLI, from another shell in this folder (it finds the running demo by itself):\n"
-          f"  MESH_DB={settings.db_path} .venv/bin/python -m mesh catalog\n"
-          "  or, as in aws mode against the same stand-in:\n"
-          f"  MESH_MODE=aws AWS_ENDPOINT_URL={running.endpoint} AWS_REGION=us-east-1 "
-          "AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo "
-          f"MESH_USERS=mesh/demo/users.yaml MESH_DB={settings.db_path} .venv/bin/python -m mesh "
-          "catalog", flush=True)
+    running = standin.start(
+        state_file=settings.demo_state_file, db_path=settings.db_path, port=standin_port
+    )
+    env = {
+        **os.environ,
+        "MESH_MODE": "demo",
+        "MESH_DEMO_ENDPOINT": running.endpoint,
+        "MESH_DB": str(settings.db_path),
+    }
+    print(
+        f"Demo AWS stand-in (moto) on {running.endpoint}: 10 databases, "
+        f"{running.tables} tables, central account 123456789012.",
+        flush=True,
+    )
+    print(
+        "CLI, from another shell in this folder (it finds the running demo by itself):\n"
+        f"  MESH_DB={settings.db_path} .venv/bin/python -m mesh catalog\n"
+        "  or, as in aws mode against the same stand-in:\n"
+        f"  MESH_MODE=aws AWS_ENDPOINT_URL={running.endpoint} AWS_REGION=us-east-1 "
+        "AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo "
+        f"MESH_USERS=mesh/demo/users.yaml MESH_DB={settings.db_path} .venv/bin/python -m mesh "
+        "catalog",
+        flush=True,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     app = None
     try:
         if with_app:
-            print(f"Web app on http://localhost:{port}; users: {', '.join(DEMO_USERS)}; "
-                  "password: mesh-demo", flush=True)
+            print(
+                f"Web app on http://localhost:{port}; users: {', '.join(DEMO_USERS)}; "
+                "password: mesh-demo",
+                flush=True,
+            )
             app = subprocess.Popen(
-                [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "app.py"),
-                 "--server.port", str(port), "--server.headless", "true",
-                 "--browser.gatherUsageStats", "false"],
-                env=env, cwd=PROJECT_ROOT)
+                [
+                    sys.executable,
+                    "-m",
+                    "streamlit",
+                    "run",
+                    str(PROJECT_ROOT / "app.py"),
+                    "--server.port",
+                    str(port),
+                    "--server.headless",
+                    "true",
+                    "--browser.gatherUsageStats",
+                    "false",
+                ],
+                env=env,
+                cwd=PROJECT_ROOT,
+            )
             while not stop.is_set() and app.poll() is None:
                 stop.wait(0.5)
         else:

@@ -39,20 +39,25 @@ def apply() -> None:
                 self.permissions = {p for p in self.permissions if not p.is_empty()}
                 return
 
-    models.PermissionCatalog.add_permission = add_permission
-    models.PermissionCatalog.remove_permission = remove_permission
+    models.PermissionCatalog.add_permission = add_permission  # type: ignore[method-assign]
+    models.PermissionCatalog.remove_permission = remove_permission  # type: ignore[method-assign]
 
     original = models.LakeFormationBackend.list_permissions
 
-    def list_permissions(self: Any, catalog_id: str, principal: Any = None,
-                         resource: Any = None, resource_type: Any = None) -> Any:
+    def list_permissions(
+        self: Any,
+        catalog_id: str,
+        principal: Any = None,
+        resource: Any = None,
+        resource_type: Any = None,
+    ) -> Any:
         table = getattr(resource, "table", None) if resource is not None else None
         if table is None or resource.catalog is not None or resource.database is not None:
             return original(self, catalog_id, principal, resource, resource_type)
         everything = original(self, catalog_id, principal, None, resource_type)
         return [entry for entry in everything if _table_matches(entry["Resource"], table)]
 
-    models.LakeFormationBackend.list_permissions = list_permissions
+    models.LakeFormationBackend.list_permissions = list_permissions  # type: ignore[method-assign]
     _applied = True
 
 
@@ -66,4 +71,4 @@ def _table_matches(stored: dict[str, Any], wanted: Any) -> bool:
         return False
     if wanted.table_wildcard is not None:
         return "TableWildcard" in table
-    return table.get("Name") == wanted.name
+    return bool(table.get("Name") == wanted.name)

@@ -69,9 +69,14 @@ def start(*, state_file: Path, db_path: Path, port: int = 0) -> StandIn:
     tables = data.seed(ClientFactory(demo_endpoint=endpoint).client("glue"))
     reset_database(db_path)
     state_file.parent.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps({
-        "endpoint": endpoint, "pid": os.getpid(),
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }))
+    state_file.write_text(
+        json.dumps(
+            {
+                "endpoint": endpoint,
+                "pid": os.getpid(),
+                "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        )
+    )
     log.info("demo stand-in on %s with %d tables", endpoint, tables)
     return StandIn(endpoint=endpoint, server=server, tables=tables)
