@@ -92,9 +92,9 @@ def call(service: str, operation: str, fn: Callable[[], T], *, missing: str | No
     except ClientError as exc:
         code = error_code(exc)
         message = str(exc.response.get("Error", {}).get("Message", "")) or code
-        log.warning("%s %s failed: %s %s", service, operation, code, message)
         if missing is not None and code in _MISSING:
             raise NotFound(missing, code=code) from exc
+        log.warning("%s %s failed: %s %s", service, operation, code, message)
         if code in _TRANSIENT:
             raise AwsUnavailable(
                 f"{service} {operation} failed for now ({code}: {message}); try again in a moment.",

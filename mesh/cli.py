@@ -29,8 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise InvalidInput(
-            f"{message[0].upper()}{message[1:]} (see `python -m mesh "
-            f"{self.prog.split()[-1]} --help`)."
+            f"{message[0].upper()}{message[1:]} (see `{self.prog} --help`)."
         )
 
 
