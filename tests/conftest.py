@@ -15,7 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from mesh.demo import data, patches
+from mesh.demo import data, standin
 from mesh.services import Services, build
 from mesh.settings import DEMO_USERS, Settings, load_settings
 from mesh.workflow import Marketplace
@@ -51,13 +51,8 @@ def clear_streamlit_caches() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """One patched moto server on 127.0.0.1 for the whole session."""
-    from moto.server import ThreadedMotoServer
-
-    patches.apply()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _, port = server.get_host_and_port()
-    yield f"http://127.0.0.1:{port}"
+    server, endpoint = standin.serve()
+    yield endpoint
     server.stop()
 
 

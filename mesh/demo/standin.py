@@ -56,8 +56,8 @@ def reset_database(db_path: Path) -> None:
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
 
 
-def start(*, state_file: Path, db_path: Path, port: int = 0) -> StandIn:
-    """Start, patch and seed a moto server on 127.0.0.1, and record where it listens."""
+def serve(port: int = 0) -> tuple[Any, str]:
+    """Start a patched, quiet moto server on 127.0.0.1; return it and its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
     patches.apply()
@@ -65,7 +65,12 @@ def start(*, state_file: Path, db_path: Path, port: int = 0) -> StandIn:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     _, bound = server.get_host_and_port()
-    endpoint = f"http://127.0.0.1:{bound}"
+    return server, f"http://127.0.0.1:{bound}"
+
+
+def start(*, state_file: Path, db_path: Path, port: int = 0) -> StandIn:
+    """Start, patch and seed a moto server on 127.0.0.1, and record where it listens."""
+    server, endpoint = serve(port)
     tables = data.seed(ClientFactory(demo_endpoint=endpoint).client("glue"))
     reset_database(db_path)
     state_file.parent.mkdir(parents=True, exist_ok=True)
