@@ -28,9 +28,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad option as one sentence and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        raise InvalidInput(
-            f"{message[0].upper()}{message[1:]} (see `{self.prog} --help`)."
-        )
+        raise InvalidInput(f"{message[0].upper()}{message[1:]} (see `{self.prog} --help`).")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ from mesh.models import (
 PII_FLAG = "pii_flag"
 _SET = frozenset({"true", "yes", "1", "y"})
 _UNSET = frozenset({"false", "no", "0", "n", ""})
-_ACCOUNT_ID = re.compile(r"\d{12}")
+_ACCOUNT_ID = re.compile(r"[0-9]{12}")  # ASCII only: \d also matches other scripts' digits
 MAX_REASON = 1000
 _REASONS_SHOWN = 3
 

@@ -125,7 +125,7 @@ def _lookup(name: str, env: Mapping[str, str], secrets: Mapping[str, Any]) -> st
 def _positive_int(name: str, raw: str | None, default: int) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) <= 0:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) <= 0:
         raise SettingError(
             f"{name} is {raw!r}, which is not a whole number of at least 1; "
             f"set it to a number such as {default}."

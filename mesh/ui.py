@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,14 @@ class Keys:
 
 
 PAGES_DIR = "pages"
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def md(text: object) -> str:
+    """Escape catalog or user text for Streamlit markdown (links, emphasis, icons, LaTeX)."""
+    return _MARKDOWN.sub(r"\\\1", str(text))
+
+
 PASSWORD_HINT = "mesh-demo"
 
 
@@ -77,7 +86,7 @@ def services() -> Services:
             )
         return _services(settings, endpoint)
     except MeshError as exc:
-        st.error(f"Mesh Marketplace cannot start: {exc.message}")
+        st.error(f"Mesh Marketplace cannot start: {md(exc.message)}")
         st.stop()
         raise  # unreachable: st.stop() ends the run
 
@@ -218,7 +227,7 @@ def _sign_out(svc: Services, auth: stauth.Authenticate, *, revoke: bool = True) 
 
 def sidebar(svc: Services, user: User) -> None:
     with st.sidebar:
-        st.caption(f"Signed in as **{user.username}** ({', '.join(sorted(user.roles))})")
+        st.caption(f"Signed in as **{md(user.username)}** ({', '.join(sorted(user.roles))})")
         if svc.settings.mode is Mode.DEMO:
             st.caption("Demo mesh on a local moto stand-in")
         if st.button(
@@ -309,7 +318,7 @@ def guard() -> Iterator[None]:
     try:
         yield
     except MeshError as exc:
-        st.error(exc.message)
+        st.error(md(exc.message))
     except Exception:  # a person never sees a stack trace
         log.exception("page failed")
         st.error("Something went wrong on our side; the details are in the server log.")
@@ -330,17 +339,18 @@ def show_flash() -> None:
 
 
 def describe_outcome(request: AccessRequest) -> tuple[str, str]:
-    scope = f"{request.database}.{request.table}" if request.table else request.database
+    scope = md(f"{request.database}.{request.table}" if request.table else request.database)
     if request.status.value == "granted":
         return "success", f"Access to {scope} for {request.account} is granted ({request.id})."
     if request.status.value == "pending_approval":
         return "info", (
-            f"Request {request.id} for {scope} needs the owner's approval: {request.policy_reason}."
+            f"Request {request.id} for {scope} needs the owner's approval: "
+            f"{md(request.policy_reason)}."
         )
     if request.status.value == "failed":
         return "error", (
             f"Request {request.id} was approved but the grant failed: "
-            f"{request.error} You can retry it from My requests."
+            f"{md(request.error)} You can retry it from My requests."
         )
     return "info", f"Request {request.id} is {request.status.value}."
 
@@ -357,7 +367,7 @@ def request_form(ctx: Context, *, database: str, table: str | None) -> None:
         )
         return
     with st.form(key=key):
-        st.subheader(f"Request access to {scope}")
+        st.subheader(f"Request access to {md(scope)}")
         if user.is_admin:
             account = st.text_input(
                 "Consumer account id (12 digits)",

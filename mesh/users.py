@@ -76,13 +76,14 @@ def _user(path: Path, username: str, entry: Any) -> User:
             "(make one with `python -m mesh hash-password`)",
         )
     raw_roles = entry.get("roles") or []
-    valid = {r.value for r in Role}
-    unknown = [r for r in raw_roles if r not in valid]
-    if unknown or not isinstance(raw_roles, list):
+    if not isinstance(raw_roles, list) or not all(isinstance(r, str) for r in raw_roles):
         raise _bad(
-            path,
-            f"user {username!r} has role {unknown[0] if unknown else raw_roles!r}; "
-            "roles are consumer, owner and admin",
+            path, f"roles of user {username!r} must be a list such as [consumer]; got {raw_roles!r}"
+        )
+    unknown = [r for r in raw_roles if r not in {role.value for role in Role}]
+    if unknown:
+        raise _bad(
+            path, f"user {username!r} has role {unknown[0]!r}; roles are consumer, owner and admin"
         )
     name = " ".join(str(entry.get(k) or "") for k in ("first_name", "last_name")).strip()
     return User(
@@ -99,7 +100,10 @@ def parse(path: Path, document: Any) -> Directory:
     """Validate a parsed users file and build the directory."""
     if not isinstance(document, dict):
         raise _bad(path, "the top level must be a mapping with a credentials key")
-    usernames = (document.get("credentials") or {}).get("usernames")
+    credentials_section = document.get("credentials") or {}
+    if not isinstance(credentials_section, dict):
+        raise _bad(path, "credentials must be a mapping with a usernames key")
+    usernames = credentials_section.get("usernames")
     if not isinstance(usernames, dict) or not usernames:
         raise _bad(path, "credentials.usernames must list at least one user")
     users = {}
@@ -107,6 +111,8 @@ def parse(path: Path, document: Any) -> Directory:
         username = str(raw_name).strip().lower()
         users[username] = _user(path, username, entry)
     cookie = document.get("cookie") or {}
+    if not isinstance(cookie, dict):
+        raise _bad(path, "cookie must be a mapping such as {name: mesh_marketplace_auth}")
     if "key" in cookie:
         raise _bad(path, "cookie.key must not be in the users file; set MESH_COOKIE_KEY instead")
     credentials = {

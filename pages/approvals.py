@@ -21,14 +21,14 @@ with ui.guard():
             else (f"{request.database} (whole database)")
         )
         with st.container(border=True, key=f"pending-{request.id}"):
-            st.subheader(f"{scope}")
+            st.subheader(ui.md(scope))
             left, right = st.columns(2)
             left.markdown(
-                f"**Request** `{request.id}`  \n**Requester** `{request.requester}`  \n"
-                f"**Target account** `{request.account}`  \n"
-                f"**Owner** {item.owner_name or 'unnamed'} "
-                f"(`{item.owner_account or 'none'}`)  \n"
-                f"**Submitted** {request.created_at}"
+                f"**Request** {ui.md(request.id)}  \n**Requester** {ui.md(request.requester)}  \n"
+                f"**Target account** {ui.md(request.account)}  \n"
+                f"**Owner** {ui.md(item.owner_name or 'unnamed')} "
+                f"({ui.md(item.owner_account or 'none')})  \n"
+                f"**Submitted** {ui.md(request.created_at)}"
             )
             right.markdown("**Reason**")
             right.text(request.reason)
@@ -37,7 +37,7 @@ with ui.guard():
             st.markdown(
                 "**PII columns in scope:** "
                 + (
-                    ", ".join(f"`{c}`" for c in request.pii_columns)
+                    ", ".join(ui.md(c) for c in request.pii_columns)
                     or "none (flagged at database or table level)"
                 )
             )
@@ -54,5 +54,5 @@ with ui.guard():
                         ui.flash(*reversed(ui.describe_outcome(outcome)))
                     else:
                         market.deny(request.id, ctx.user.username, comment=comment)
-                        ui.flash(f"Request {request.id} is denied.", "info")
+                        ui.flash(f"Request {ui.md(request.id)} is denied.", "info")
                     st.rerun()

@@ -18,7 +18,7 @@ with ui.guard():
     if database is not None:
         tables = snapshot.tables.get(name, ())
         row = browse.database_row(database, tables)
-        st.title(name)
+        st.title(ui.md(name))
         st.text(database.description)
         cols = st.columns(3)
         cols[0].metric("Owner", row.owner)

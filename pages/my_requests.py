@@ -23,19 +23,20 @@ with ui.guard():
         scope = f"{request.database}.{request.table or '*'}"
         with st.container(border=True, key=f"req-{request.id}"):
             st.markdown(
-                f"**{request.id}** · `{scope}` for `{request.account}` · **{request.status.value}**"
+                f"**{ui.md(request.id)}** · {ui.md(scope)} for {ui.md(request.account)} · "
+                f"**{ui.md(request.status.value)}**"
             )
             if request.status is Status.PENDING_APPROVAL:
-                st.caption(f"Waiting for the owner: {request.policy_reason}")
+                st.caption(f"Waiting for the owner: {ui.md(request.policy_reason)}")
                 if st.button("Cancel request", key=f"cancel-{request.id}"):
                     with ui.guard():
                         market.cancel(request.id, ctx.user.username)
-                        ui.flash(f"Request {request.id} is cancelled.")
+                        ui.flash(f"Request {ui.md(request.id)} is cancelled.")
                         st.rerun()
             elif request.status is Status.FAILED:
-                st.error(f"The grant failed ({request.error_code}): {request.error}")
+                st.error(ui.md(f"The grant failed ({request.error_code}): {request.error}"))
                 if request.grants_done:
-                    st.caption("Already granted: " + ", ".join(request.grants_done))
+                    st.caption(ui.md("Already granted: " + ", ".join(request.grants_done)))
                 if st.button("Retry grant", key=f"retry-{request.id}"):
                     with ui.guard():
                         outcome = market.retry(request.id, ctx.user.username)

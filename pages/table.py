@@ -32,11 +32,11 @@ with ui.guard():
     st.session_state[ui.Keys.DATABASE], st.session_state[ui.Keys.TABLE] = db_name, name
     database, table = snapshot.database(db_name), snapshot.table(db_name, name)
     if database is not None and table is not None:
-        st.title(f"{db_name}.{name}")
+        st.title(ui.md(f"{db_name}.{name}"))
         st.text(table.description)
         found = policy.assess_table(database, table)
         if found.sensitive:
-            st.warning(f"Needs the owner's approval: {found.reason}.")
+            st.warning(f"Needs the owner's approval: {ui.md(found.reason)}.")
         else:
             st.success("No PII in scope: access is granted at once.")
         st.dataframe(

@@ -1,0 +1,360 @@
+"""Settings: defaults, env over secrets.toml, and one clear SettingError per bad setting.
+
+``load_settings`` takes the environment and the secrets as plain mappings, so no test here
+touches the real environment or the project's own .streamlit/secrets.toml.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mesh.errors import InvalidInput, SettingError
+from mesh.settings import (
+    DEMO_USERS,
+    PROJECT_ROOT,
+    SETTINGS,
+    Mode,
+    load_settings,
+    read_secrets,
+)
+
+GOOD_KEY = "k" * 32
+INT_SETTINGS = {
+    "MESH_CATALOG_TTL": "catalog_ttl",
+    "MESH_AWS_MAX_ATTEMPTS": "aws_max_attempts",
+    "MESH_AWS_TIMEOUT": "aws_timeout",
+    "MESH_STALE_GRANTING": "stale_granting",
+}
+
+
+def documented_default(name: str) -> str:
+    """The default the public settings table (and so the README) promises."""
+    return next(s.default for s in SETTINGS if s.name == name)
+
+
+@pytest.fixture
+def users_file(tmp_path: Path) -> Path:
+    """A users file path that exists; load_settings only checks that it is a file."""
+    path = tmp_path / "users.yaml"
+    path.write_text("credentials: {usernames: {}}\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def aws_env(users_file: Path) -> dict[str, str]:
+    """The least an aws-mode CLI needs: the mode and a users file (shadows conftest's)."""
+    return {"MESH_MODE": "aws", "MESH_USERS": str(users_file)}
+
+
+# Defaults ------------------------------------------------------------------------------------
+
+
+def test_nothing_set_runs_the_demo_with_its_own_users_and_no_cookie_key() -> None:
+    # GIVEN no environment and no secrets
+    # WHEN the settings are loaded for the web app
+    settings = load_settings({}, {}, web=True)
+    # THEN the app runs the demo, with the shipped demo users, and needs no cookie key
+    assert settings.mode is Mode.DEMO
+    assert settings.users_path == DEMO_USERS
+    assert settings.cookie_key is None
+    assert settings.demo_endpoint is None
+
+
+@pytest.mark.parametrize(("name", "field"), INT_SETTINGS.items())
+def test_unset_number_takes_its_documented_default(name: str, field: str) -> None:
+    # GIVEN no environment and no secrets
+    # WHEN the settings are loaded
+    settings = load_settings({}, {})
+    # THEN each number is the default the settings table documents
+    assert getattr(settings, field) == int(documented_default(name))
+
+
+@pytest.mark.parametrize("env", [{}, {"MESH_MODE": "aws"}], ids=["demo", "aws"])
+def test_default_database_lives_under_the_project_and_is_documented(
+    env: dict[str, str], users_file: Path
+) -> None:
+    # GIVEN no MESH_DB, in either mode
+    # WHEN the settings are loaded
+    settings = load_settings(env | {"MESH_USERS": str(users_file)}, {})
+    # THEN the database sits under the project, at the path the settings table names
+    relative = settings.db_path.relative_to(PROJECT_ROOT).as_posix()
+    assert relative in documented_default("MESH_DB")
+
+
+def test_demo_and_aws_modes_default_to_different_databases(users_file: Path) -> None:
+    # GIVEN no MESH_DB
+    # WHEN the settings are loaded in each mode
+    demo = load_settings({}, {})
+    real = load_settings({"MESH_MODE": "aws", "MESH_USERS": str(users_file)}, {})
+    # THEN the demo's requests never land in the real database
+    assert demo.db_path != real.db_path
+
+
+def test_relative_paths_are_resolved_against_the_project(tmp_path: Path) -> None:
+    # GIVEN relative MESH_DB and MESH_USERS paths
+    env = {"MESH_DB": "var/elsewhere.db", "MESH_USERS": "mesh/demo/users.yaml"}
+    # WHEN the settings are loaded
+    settings = load_settings(env, {})
+    # THEN they are read from the project, not from the current directory
+    assert settings.db_path == PROJECT_ROOT / "var" / "elsewhere.db"
+    assert settings.users_path == DEMO_USERS
+
+
+def test_every_setting_in_the_public_table_has_a_default_and_help() -> None:
+    # GIVEN the public settings table
+    names = [s.name for s in SETTINGS]
+    # WHEN it is read
+    # THEN it covers the issue's settings, once each, each with a default and help text
+    assert {"MESH_MODE", "MESH_DB", "MESH_USERS", "MESH_COOKIE_KEY"} <= set(names)
+    assert len(names) == len(set(names))
+    assert all(s.default.strip() and s.help.strip() for s in SETTINGS)
+
+
+# Environment over secrets.toml ---------------------------------------------------------------
+
+
+def test_environment_wins_over_secrets_toml(tmp_path: Path) -> None:
+    # GIVEN a number and a database path in both the environment and secrets.toml
+    env = {"MESH_CATALOG_TTL": "60", "MESH_DB": str(tmp_path / "env.db")}
+    secrets = {"MESH_CATALOG_TTL": 120, "MESH_DB": str(tmp_path / "secrets.db")}
+    # WHEN the settings are loaded
+    settings = load_settings(env, secrets)
+    # THEN the environment's values are used
+    assert settings.catalog_ttl == 60
+    assert settings.db_path == tmp_path / "env.db"
+
+
+def test_secrets_toml_is_used_when_the_environment_is_silent(tmp_path: Path) -> None:
+    # GIVEN a secrets.toml that sets the mode, the users file, the cookie key and a number
+    users = tmp_path / "users.yaml"
+    users.write_text("credentials: {}\n", encoding="utf-8")
+    path = tmp_path / "secrets.toml"
+    path.write_text(
+        f'MESH_MODE = "aws"\nMESH_USERS = "{users}"\n'
+        f'MESH_COOKIE_KEY = "{GOOD_KEY}"\nMESH_CATALOG_TTL = 45\n',
+        encoding="utf-8",
+    )
+    # WHEN the web app loads its settings with no environment
+    settings = load_settings({}, read_secrets(path), web=True)
+    # THEN every value comes from secrets.toml
+    assert settings.mode is Mode.AWS
+    assert settings.users_path == users
+    assert settings.cookie_key == GOOD_KEY
+    assert settings.catalog_ttl == 45
+
+
+def test_blank_environment_variable_does_not_hide_secrets_toml() -> None:
+    # GIVEN an exported but empty MESH_CATALOG_TTL, and a value in secrets.toml
+    # WHEN the settings are loaded
+    settings = load_settings({"MESH_CATALOG_TTL": "  "}, {"MESH_CATALOG_TTL": "90"})
+    # THEN the secrets.toml value is used
+    assert settings.catalog_ttl == 90
+
+
+def test_settings_are_read_from_the_process_environment_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN MESH_CATALOG_TTL exported in the process environment
+    monkeypatch.setenv("MESH_CATALOG_TTL", "77")
+    # WHEN the settings are loaded without an explicit environment
+    settings = load_settings(secrets={})
+    # THEN the exported value is used
+    assert settings.catalog_ttl == 77
+
+
+# secrets.toml itself -------------------------------------------------------------------------
+
+
+def test_missing_secrets_toml_reads_as_empty(tmp_path: Path) -> None:
+    # GIVEN no secrets.toml
+    # WHEN it is read
+    # THEN it holds nothing
+    assert read_secrets(tmp_path / "secrets.toml") == {}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['MESH_MODE = "aws', "MESH_MODE aws\n", 'MESH_MODE = "aws"\nMESH_MODE = "demo"\n'],
+    ids=["unclosed string", "no equals sign", "duplicate key"],
+)
+def test_broken_secrets_toml_is_a_setting_error_naming_the_file(tmp_path: Path, text: str) -> None:
+    # GIVEN a secrets.toml with a TOML syntax error
+    path = tmp_path / "secrets.toml"
+    path.write_text(text, encoding="utf-8")
+    # WHEN it is read
+    with pytest.raises(SettingError) as refused:
+        read_secrets(path)
+    # THEN the error names the file and says to fix its TOML
+    assert str(path) in str(refused.value)
+    assert "TOML" in str(refused.value)
+
+
+def test_unreadable_secrets_toml_is_a_setting_error(tmp_path: Path) -> None:
+    # GIVEN a secrets.toml that is a directory, so it cannot be opened as a file
+    path = tmp_path / "secrets.toml"
+    path.mkdir()
+    # WHEN it is read
+    # THEN it is refused as a setting error naming it
+    with pytest.raises(SettingError, match=r"secrets\.toml"):
+        read_secrets(path)
+
+
+# MESH_MODE -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "mode"), [("demo", Mode.DEMO), ("aws", Mode.AWS), (" AWS ", Mode.AWS)]
+)
+def test_mode_is_read_trimmed_and_case_insensitive(raw: str, mode: Mode, users_file: Path) -> None:
+    # GIVEN MESH_MODE spelled in some case, with whitespace
+    env = {"MESH_MODE": raw, "MESH_USERS": str(users_file)}
+    # WHEN the settings are loaded
+    # THEN the mode is read
+    assert load_settings(env, {}).mode is mode
+
+
+@pytest.mark.parametrize("raw", ["prod", "real", "demo mode", "aws1"])
+def test_unknown_mode_is_a_setting_error_naming_mesh_mode(raw: str) -> None:
+    # GIVEN a MESH_MODE that is neither demo nor aws
+    # WHEN the settings are loaded
+    with pytest.raises(SettingError) as refused:
+        load_settings({"MESH_MODE": raw}, {})
+    # THEN the error names the setting and the modes to choose from
+    message = str(refused.value)
+    assert "MESH_MODE" in message
+    assert "demo" in message
+    assert "aws" in message
+
+
+# MESH_USERS ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("web", [True, False], ids=["web", "cli"])
+def test_aws_mode_requires_mesh_users(web: bool) -> None:
+    # GIVEN aws mode with no users file, even with a good cookie key
+    env = {"MESH_MODE": "aws", "MESH_COOKIE_KEY": GOOD_KEY}
+    # WHEN the settings are loaded
+    # THEN it is refused, naming MESH_USERS
+    with pytest.raises(SettingError, match="MESH_USERS"):
+        load_settings(env, {}, web=web)
+
+
+@pytest.mark.parametrize("mode", ["demo", "aws"])
+def test_users_file_that_does_not_exist_is_a_setting_error(mode: str, tmp_path: Path) -> None:
+    # GIVEN MESH_USERS pointing at a file that is not there
+    missing = tmp_path / "nobody.yaml"
+    # WHEN the settings are loaded
+    with pytest.raises(SettingError) as refused:
+        load_settings({"MESH_MODE": mode, "MESH_USERS": str(missing)}, {})
+    # THEN the error names the setting and the path
+    assert "MESH_USERS" in str(refused.value)
+    assert str(missing) in str(refused.value)
+
+
+def test_users_path_that_is_a_directory_is_a_setting_error(tmp_path: Path) -> None:
+    # GIVEN MESH_USERS pointing at a directory
+    # WHEN the settings are loaded
+    # THEN it is refused, naming MESH_USERS
+    with pytest.raises(SettingError, match="MESH_USERS"):
+        load_settings({"MESH_USERS": str(tmp_path)}, {})
+
+
+# MESH_COOKIE_KEY -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "secrets",
+    [{}, {"MESH_COOKIE_KEY": ""}, {"MESH_COOKIE_KEY": "k" * 31}],
+    ids=["missing", "empty", "31 characters"],
+)
+def test_web_app_in_aws_mode_refuses_a_missing_or_short_cookie_key(
+    aws_env: dict[str, str], secrets: dict[str, str]
+) -> None:
+    # GIVEN aws mode with no cookie key, or one under 32 characters
+    # WHEN the web app loads its settings
+    with pytest.raises(SettingError) as refused:
+        load_settings(aws_env, secrets, web=True)
+    # THEN it is refused, naming the setting and the minimum length
+    assert "MESH_COOKIE_KEY" in str(refused.value)
+    assert "32" in str(refused.value)
+
+
+@pytest.mark.parametrize("length", [32, 64])
+def test_web_app_in_aws_mode_accepts_a_cookie_key_of_32_characters_or_more(
+    aws_env: dict[str, str], length: int
+) -> None:
+    # GIVEN aws mode with a long enough cookie key
+    key = "k" * length
+    # WHEN the web app loads its settings
+    settings = load_settings(aws_env | {"MESH_COOKIE_KEY": key}, {}, web=True)
+    # THEN the key is kept
+    assert settings.cookie_key == key
+
+
+def test_cli_in_aws_mode_needs_no_cookie_key(aws_env: dict[str, str]) -> None:
+    # GIVEN aws mode with no cookie key
+    # WHEN the CLI loads its settings
+    settings = load_settings(aws_env, {}, web=False)
+    # THEN it starts
+    assert settings.mode is Mode.AWS
+
+
+@pytest.mark.parametrize("key", [None, "short"], ids=["missing", "short"])
+def test_web_app_in_demo_mode_needs_no_cookie_key(key: str | None) -> None:
+    # GIVEN demo mode with no cookie key, or a short one
+    env = {} if key is None else {"MESH_COOKIE_KEY": key}
+    # WHEN the web app loads its settings
+    settings = load_settings(env, {}, web=True)
+    # THEN it starts (the demo makes a random key per start)
+    assert settings.mode is Mode.DEMO
+
+
+# Numbers -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", INT_SETTINGS)
+@pytest.mark.parametrize("raw", ["1", "42", " 42 "])
+def test_positive_whole_number_is_accepted(name: str, raw: str) -> None:
+    # GIVEN a whole number of at least 1
+    # WHEN the settings are loaded
+    settings = load_settings({name: raw}, {})
+    # THEN it is used
+    assert getattr(settings, INT_SETTINGS[name]) == int(raw)
+
+
+@pytest.mark.parametrize("name", INT_SETTINGS)
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # not at least 1
+        "0",
+        "-5",
+        # not a whole number
+        "1.5",
+        "1e3",
+        "ten",
+        "5s",
+        # digits that Python's int() does not read
+        "²",
+    ],
+)
+def test_bad_number_is_a_setting_error_naming_the_setting(name: str, raw: str) -> None:
+    # GIVEN a number setting that is not a whole number of at least 1
+    # WHEN the settings are loaded
+    with pytest.raises(SettingError) as refused:
+        load_settings({name: raw}, {})
+    # THEN the error names the setting and the bad value
+    assert name in str(refused.value)
+    assert raw.strip() in str(refused.value)
+
+
+def test_setting_error_is_invalid_input_so_the_cli_exits_2() -> None:
+    # GIVEN a bad setting
+    # WHEN the settings are loaded
+    with pytest.raises(SettingError) as refused:
+        load_settings({"MESH_MODE": "prod"}, {})
+    # THEN the error is invalid input, which the CLI maps to exit code 2
+    assert isinstance(refused.value, InvalidInput)
+    assert refused.value.exit_code == 2
