@@ -6,6 +6,7 @@ Only adapters (catalog.py, grants.py) and this module import boto3 or botocore.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,6 +38,10 @@ _TRANSIENT = {
 _MISSING = {"EntityNotFoundException", "NoSuchEntity", "ResourceNotFoundException"}
 
 T = TypeVar("T")
+_NO_REGION = (
+    "AWS_REGION is not set, and boto3 needs a region; set AWS_REGION (or AWS_DEFAULT_REGION, "
+    "or a region in your AWS profile)."
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,12 +74,12 @@ class ClientFactory:
             )
             return session.client(service, endpoint_url=self.demo_endpoint, config=self._config())  # type: ignore[call-overload]
         try:
-            return boto3.session.Session().client(service, config=self._config())  # type: ignore[call-overload]
+            # botocore reads AWS_DEFAULT_REGION and profiles; AWS_REGION, which the other AWS
+            # SDKs read, is passed on so that either name works.
+            session = boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
+            return session.client(service, config=self._config())  # type: ignore[call-overload]
         except NoRegionError as exc:
-            raise SettingError(
-                "AWS_REGION is not set, and boto3 needs a region; set AWS_REGION "
-                "(or AWS_DEFAULT_REGION, or a region in your AWS profile)."
-            ) from exc
+            raise SettingError(_NO_REGION) from exc
 
 
 def error_code(exc: ClientError) -> str:
@@ -103,6 +108,8 @@ def call(service: str, operation: str, fn: Callable[[], T], *, missing: str | No
         raise AwsFailure(
             f"{service} {operation} was refused ({code}: {message}).", code=code
         ) from exc
+    except NoRegionError as exc:
+        raise SettingError(_NO_REGION) from exc
     except NoCredentialsError as exc:
         raise AwsFailure(
             "No AWS credentials were found; configure them as for the AWS CLI "
