@@ -461,6 +461,19 @@ class Marketplace:
             )
         return items
 
+    def failed_for(self, username: str) -> list[AccessRequest]:
+        """Failed requests of products ``username`` owns (all, for admins), to retry."""
+        user = self._user(username)
+        failed = self.store.requests(statuses=[Status.FAILED])
+        owners: dict[str, str | None] = {}
+        mine = []
+        for request in failed:
+            if request.database not in owners:
+                owners[request.database] = self._owner_now(request)
+            if user.is_admin or policy.owns(user, owners[request.database]):
+                mine.append(request)
+        return mine
+
     def request_for(self, request_id: str, username: str) -> AccessRequest:
         """One request, for its requester, an owner of its product or an admin."""
         user = self._user(username)

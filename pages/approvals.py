@@ -56,3 +56,27 @@ with ui.guard():
                         market.deny(request.id, ctx.user.username, comment=comment)
                         ui.flash(f"Request {ui.md(request.id)} is denied.", "info")
                     st.rerun()
+
+with ui.guard():
+    failed = market.failed_for(ctx.user.username)
+    if failed:
+        st.header("Failed grants")
+        st.caption(
+            "Approved requests whose Lake Formation grant failed. Retrying re-runs the "
+            "approved decision; it does not ask for approval again."
+        )
+        for request in failed:
+            scope = f"{request.database}.{request.table or '*'}"
+            with st.container(border=True, key=f"failed-{request.id}"):
+                st.markdown(
+                    f"**{ui.md(request.id)}** · {ui.md(scope)} for "
+                    f"{ui.md(request.account)} · requested by {ui.md(request.requester)}"
+                )
+                st.error(ui.md(f"{request.error_code}: {request.error}"))
+                if request.grants_done:
+                    st.caption(ui.md("Already granted: " + ", ".join(request.grants_done)))
+                if st.button("Retry grant", key=f"retry-failed-{request.id}"):
+                    with ui.guard():
+                        outcome = market.retry(request.id, ctx.user.username)
+                        ui.flash(*reversed(ui.describe_outcome(outcome)))
+                        st.rerun()
