@@ -59,7 +59,7 @@ class ClientFactory:
 
     def _config(self) -> Config:
         return Config(
-            retries={"mode": "standard", "max_attempts": self.max_attempts},
+            retries={"mode": "standard", "total_max_attempts": self.max_attempts},
             connect_timeout=self.timeout,
             read_timeout=self.timeout,
             user_agent_extra=USER_AGENT,

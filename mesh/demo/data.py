@@ -1,4 +1,4 @@
-"""The demo mesh: four producer domains, two consumer accounts, ten databases, 45 tables.
+"""The demo mesh: four producer domains, two consumer accounts, ten databases, 44 tables.
 
 PII is marked in every way a real catalog marks it: on a whole database ("true", "yes"), on
 one table, on columns only (in assorted spellings, "TRUE" among them), on a partition key,
