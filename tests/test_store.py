@@ -1,0 +1,342 @@
+"""The SQLite store: named migrations, requests, conditional transitions, the append-only audit."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mesh.models import AccessRequest, Status
+from mesh.store import NewEvent, Store
+
+CAROL = "444455556666"
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store file with every migration applied, to copy (migrating each time is slow)."""
+    store = Store(tmp_path_factory.mktemp("template") / "mesh.db")
+    store.migrate()
+    return store.path
+
+
+@pytest.fixture
+def fresh_store(migrated: Path, tmp_path: Path) -> Store:
+    """An empty, migrated store of this test's own."""
+    path = tmp_path / "mesh.db"
+    shutil.copy(migrated, path)
+    return Store(path)
+
+
+def a_request(**changes: Any) -> AccessRequest:
+    """Carol's pending request for sales_orders.customers, with ``changes``."""
+    request = AccessRequest(
+        id="r-0001",
+        status=Status.PENDING_APPROVAL,
+        database="sales_orders",
+        table="customers",
+        account=CAROL,
+        requester="carol",
+        reason="churn model",
+        created_at="2026-01-01T00:00:00.000Z",
+        updated_at="2026-01-01T00:00:00.000Z",
+    )
+    return dataclasses.replace(request, **changes)
+
+
+def an_event(action: str = "request_submitted", **changes: Any) -> NewEvent:
+    event = NewEvent(
+        at="2026-01-01T00:00:00.000Z",
+        actor="carol",
+        action=action,
+        request_id="r-0001",
+        scope="sales_orders.customers",
+        details={"reason": "churn model"},
+    )
+    return dataclasses.replace(event, **changes)
+
+
+def applied(path: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(path) as connection:
+        return list(
+            connection.execute(
+                "SELECT migration_set, name, applied_at FROM _sqlite_migrations ORDER BY name"
+            )
+        )
+
+
+# Migrations -----------------------------------------------------------------------------
+
+
+def test_migrate_creates_the_tables_with_named_migrations_once(tmp_path: Path) -> None:
+    # GIVEN no database file, not even its folder
+    store = Store(tmp_path / "var" / "mesh.db")
+    # WHEN it is migrated twice
+    store.migrate()
+    first = applied(store.path)
+    store.migrate()
+    # THEN each named migration was applied once, and the tables exist
+    assert first and applied(store.path) == first
+    assert len({name for _, name, _ in first}) == len(first)
+    assert all(name for _, name, _ in first)
+    with sqlite3.connect(store.path) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    assert {"requests", "audit"} <= tables
+
+
+# Requests -------------------------------------------------------------------------------
+
+
+def test_request_round_trips_with_every_field(fresh_store: Store) -> None:
+    # GIVEN a request with every field set
+    request = a_request(
+        status=Status.FAILED,
+        policy_reason="column email has pii_flag=TRUE",
+        needs_approval=True,
+        pii_columns=("full_name", "email"),
+        owner_account="111111111111",
+        decided_by="sam",
+        decided_at="2026-01-01T00:01:00.000Z",
+        comment="ok",
+        error_code="AccessDeniedException",
+        error="Lake Formation refused the grant.",
+        grants_done=("database sales_orders",),
+        attempts=2,
+        updated_at="2026-01-01T00:02:00.000Z",
+    )
+    # WHEN it is stored and read back
+    assert fresh_store.add_request(request, []) is None
+    # THEN it comes back equal
+    assert fresh_store.get(request.id) == request
+
+
+def test_database_request_round_trips_with_no_table(fresh_store: Store) -> None:
+    # GIVEN a request for a whole database
+    request = a_request(table=None)
+    # WHEN it is stored and read back
+    fresh_store.add_request(request, [])
+    # THEN its table is still None
+    assert fresh_store.get(request.id) == request
+
+
+def test_unknown_request_reads_as_none(fresh_store: Store) -> None:
+    assert fresh_store.get("r-missing") is None
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        # waiting for the owner
+        Status.PENDING_APPROVAL,
+        # approved, grants under way
+        Status.GRANTING,
+        # granted
+        Status.GRANTED,
+    ],
+)
+def test_identical_active_request_is_returned_and_nothing_written(
+    fresh_store: Store, status: Status
+) -> None:
+    # GIVEN an active request
+    existing = a_request(status=status)
+    fresh_store.add_request(existing, [an_event()])
+    # WHEN an identical request is added, by someone else with another reason
+    again = a_request(id="r-0002", requester="mia", reason="other")
+    found = fresh_store.add_request(again, [an_event(request_id="r-0002")])
+    # THEN the existing request is returned, and neither the request nor its row is written
+    assert found == existing
+    assert fresh_store.get("r-0002") is None
+    assert [e.request_id for e in fresh_store.audit()] == ["r-0001"]
+
+
+@pytest.mark.parametrize(
+    ("existing", "new"),
+    [
+        # the old request is over
+        ({"status": Status.DENIED}, {}),
+        ({"status": Status.CANCELLED}, {}),
+        # another account
+        ({}, {"account": "777788889999"}),
+        # another table
+        ({}, {"table": "orders"}),
+        # the whole database, beside one of its tables
+        ({}, {"table": None}),
+        ({"table": None}, {}),
+        # another database
+        ({}, {"database": "sales_crm"}),
+    ],
+)
+def test_request_that_is_not_an_active_duplicate_is_stored(
+    fresh_store: Store, existing: dict[str, Any], new: dict[str, Any]
+) -> None:
+    # GIVEN an existing request
+    fresh_store.add_request(a_request(**existing), [])
+    # WHEN a request differing in status of the old one, scope or account is added
+    request = a_request(id="r-0002", **new)
+    # THEN it is stored
+    assert fresh_store.add_request(request, []) is None
+    assert fresh_store.get("r-0002") == request
+
+
+def test_request_and_its_audit_rows_are_written_together_or_not_at_all(
+    fresh_store: Store,
+) -> None:
+    # GIVEN an audit row that breaks a constraint (no actor)
+    broken = an_event(actor=None)
+    # WHEN a request is added with it
+    with pytest.raises(sqlite3.IntegrityError):
+        fresh_store.add_request(a_request(), [an_event(), broken])
+    # THEN neither the request nor any row was written
+    assert fresh_store.get("r-0001") is None
+    assert fresh_store.audit() == []
+
+
+def test_requests_are_listed_newest_first_and_filtered(fresh_store: Store) -> None:
+    # GIVEN three requests made at different times by two users
+    older = a_request(id="r-1", created_at="2026-01-01T00:00:00.000Z")
+    newer = a_request(id="r-2", table="orders", created_at="2026-01-02T00:00:00.000Z")
+    dans = a_request(
+        id="r-3",
+        requester="dan",
+        table="stores",
+        status=Status.GRANTED,
+        created_at="2026-01-03T00:00:00.000Z",
+    )
+    for request in (older, dans, newer):
+        fresh_store.add_request(request, [])
+    # WHEN they are listed, all or filtered
+    # THEN they come newest first, and filters keep only what matches
+    assert [r.id for r in fresh_store.requests()] == ["r-3", "r-2", "r-1"]
+    assert [r.id for r in fresh_store.requests(requester="carol")] == ["r-2", "r-1"]
+    assert [r.id for r in fresh_store.requests(statuses=[Status.GRANTED])] == ["r-3"]
+    assert fresh_store.requests(requester="carol", statuses=[Status.GRANTED]) == []
+
+
+# Transitions ----------------------------------------------------------------------------
+
+
+def test_transition_changes_the_request_and_writes_its_row(fresh_store: Store) -> None:
+    # GIVEN a pending request
+    fresh_store.add_request(a_request(), [])
+    # WHEN it is approved from pending
+    changed = fresh_store.transition(
+        "r-0001",
+        allowed_from=[Status.PENDING_APPROVAL],
+        changes={"status": Status.GRANTING, "decided_by": "sam", "grants_done": ["x"]},
+        events=[an_event("approved", actor="sam")],
+    )
+    # THEN the request changed, and the row was written
+    assert changed == fresh_store.get("r-0001")
+    assert (changed.status, changed.decided_by, changed.grants_done) == (
+        Status.GRANTING,
+        "sam",
+        ("x",),
+    )
+    assert [(e.actor, e.action) for e in fresh_store.audit()] == [("sam", "approved")]
+
+
+@pytest.mark.parametrize("status", [Status.GRANTED, Status.DENIED, Status.CANCELLED])
+def test_transition_from_a_status_no_longer_held_changes_nothing(
+    fresh_store: Store, status: Status
+) -> None:
+    # GIVEN a request that has moved on from pending
+    fresh_store.add_request(a_request(status=status), [])
+    # WHEN an approval from pending is attempted
+    changed = fresh_store.transition(
+        "r-0001",
+        allowed_from=[Status.PENDING_APPROVAL],
+        changes={"status": Status.GRANTING, "decided_by": "sam"},
+        events=[an_event("approved", actor="sam")],
+    )
+    # THEN nothing changed and no row was written
+    assert changed is None
+    assert fresh_store.get("r-0001") == a_request(status=status)
+    assert fresh_store.audit() == []
+
+
+def test_second_of_two_identical_transitions_changes_nothing(fresh_store: Store) -> None:
+    # GIVEN a pending request, approved once
+    fresh_store.add_request(a_request(), [])
+    move = {
+        "allowed_from": [Status.PENDING_APPROVAL],
+        "changes": {"status": Status.GRANTING},
+        "events": [an_event("approved", actor="sam")],
+    }
+    assert fresh_store.transition("r-0001", **move) is not None
+    # WHEN the same approval runs again
+    # THEN it changes nothing and writes no second row
+    assert fresh_store.transition("r-0001", **move) is None
+    assert len(fresh_store.audit(action="approved")) == 1
+
+
+def test_transition_and_its_audit_row_commit_together_or_not_at_all(fresh_store: Store) -> None:
+    # GIVEN a pending request
+    fresh_store.add_request(a_request(), [])
+    # WHEN a transition is written with a broken audit row
+    with pytest.raises(sqlite3.IntegrityError):
+        fresh_store.transition(
+            "r-0001",
+            allowed_from=[Status.PENDING_APPROVAL],
+            changes={"status": Status.DENIED},
+            events=[an_event("denied", actor=None)],
+        )
+    # THEN the request did not change
+    assert fresh_store.get("r-0001") == a_request()
+
+
+# Audit ----------------------------------------------------------------------------------
+
+
+def test_audit_rows_come_back_in_write_order_and_filtered(fresh_store: Store) -> None:
+    # GIVEN rows appended for two requests by several actors
+    fresh_store.append(
+        an_event("request_submitted"),
+        an_event("policy_evaluated", actor="policy", details={"needs_approval": True}),
+        an_event("request_submitted", request_id="r-0002"),
+    )
+    fresh_store.append(an_event("approved", actor="sam"))
+    # WHEN they are read, all or filtered
+    every = fresh_store.audit()
+    # THEN they come in write order with their details, and filters keep what matches
+    assert [(e.actor, e.action, e.request_id) for e in every] == [
+        ("carol", "request_submitted", "r-0001"),
+        ("policy", "policy_evaluated", "r-0001"),
+        ("carol", "request_submitted", "r-0002"),
+        ("sam", "approved", "r-0001"),
+    ]
+    assert every[1].details == {"needs_approval": True}
+    assert [e.action for e in fresh_store.audit(request_id="r-0002")] == ["request_submitted"]
+    assert [e.request_id for e in fresh_store.audit(action="request_submitted")] == [
+        "r-0001",
+        "r-0002",
+    ]
+    assert [e.action for e in fresh_store.audit(actor="policy")] == ["policy_evaluated"]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit SET actor = 'mallory'",
+        "UPDATE audit SET details = '{}' WHERE id = 1",
+        "DELETE FROM audit",
+        "DELETE FROM audit WHERE id = 1",
+    ],
+)
+def test_audit_table_refuses_updates_and_deletes(fresh_store: Store, statement: str) -> None:
+    # GIVEN an audit row
+    fresh_store.append(an_event())
+    before = fresh_store.audit()
+    # WHEN it is changed or deleted through sqlite3
+    connection = sqlite3.connect(fresh_store.path)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            connection.execute(statement)
+        connection.commit()
+    finally:
+        connection.close()
+    # THEN SQLite refuses, and the row is as it was
+    assert fresh_store.audit() == before
