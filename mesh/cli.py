@@ -190,7 +190,7 @@ def _hash_password() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    level = os.environ.get("MESH_LOG", "warning").upper()
+    level = os.environ.get("MESH_LOG", "error").upper()
     logging.basicConfig(
         level=getattr(logging, level, logging.WARNING), format="%(levelname)s %(name)s: %(message)s"
     )

@@ -18,6 +18,7 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from mesh.errors import SettingError
 from mesh.models import AccessRequest, AuditEvent, Status
 
 migrations = Migrations("mesh")
@@ -181,10 +182,16 @@ class Store:
 
     def migrate(self) -> None:
         """Create the file and apply pending named migrations."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            migrations.apply(db)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                migrations.apply(db)
+        except (sqlite3.Error, OSError) as exc:
+            raise SettingError(
+                f"MESH_DB points at {self.path}, which cannot be used as a SQLite file ({exc}); "
+                "set MESH_DB to the path of a writable file."
+            ) from exc
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite_utils.Database]:
