@@ -9,6 +9,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeVar
 
 import boto3
@@ -65,19 +66,23 @@ class ClientFactory:
             user_agent_extra=USER_AGENT,
         )
 
-    def client(self, service: str) -> Any:
+    @cached_property
+    def _session(self) -> boto3.session.Session:
+        """One session for every client: each new session re-reads botocore's data files."""
         if self.demo_endpoint:
-            session = boto3.session.Session(
+            return boto3.session.Session(
                 aws_access_key_id=_DEMO_CREDENTIALS["aws_access_key_id"],
                 aws_secret_access_key=_DEMO_CREDENTIALS["aws_secret_access_key"],
                 region_name=DEMO_REGION,
             )
-            return session.client(service, endpoint_url=self.demo_endpoint, config=self._config())  # type: ignore[call-overload]
+        # botocore reads AWS_DEFAULT_REGION and profiles; AWS_REGION, which the other AWS
+        # SDKs read, is passed on so that either name works.
+        return boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
+
+    def client(self, service: str) -> Any:
+        extra = {"endpoint_url": self.demo_endpoint} if self.demo_endpoint else {}
         try:
-            # botocore reads AWS_DEFAULT_REGION and profiles; AWS_REGION, which the other AWS
-            # SDKs read, is passed on so that either name works.
-            session = boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
-            return session.client(service, config=self._config())  # type: ignore[call-overload]
+            return self._session.client(service, config=self._config(), **extra)  # type: ignore[call-overload]
         except NoRegionError as exc:
             raise SettingError(_NO_REGION) from exc
 

@@ -307,9 +307,10 @@ def context() -> Context:
     svc = services()
     user = svc.users.get(st.session_state.get("username"))
     if user is None:
-        st.error("You are not signed in.")
-        st.stop()
-    return Context(services=svc, user=user)
+        # Streamlit runs a pages/ file on its own when it is the first URL a fresh server
+        # sees; send that visit through the frame, which signs in and gates by role.
+        st.switch_page("app.py")
+    return Context(services=svc, user=user)  # type: ignore[arg-type]  # None switched away
 
 
 @contextmanager

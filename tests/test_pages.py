@@ -1,0 +1,610 @@
+"""The web app through Streamlit's AppTest, in aws mode against the seeded moto server.
+
+Each test signs in through the real login form, moves between the pages registered for the
+user's roles, and checks what a person sees and what the store and Lake Formation then hold.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import botocore.loaders
+import botocore.session
+import pandas as pd
+import pytest
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from mesh import ui
+from mesh.catalog import CatalogSnapshot, GlueCatalog
+from mesh.models import AccessRequest, Action, Status
+from mesh.settings import DEMO_USERS
+from mesh.workflow import Marketplace
+from tests.conftest import lake_formation_entries
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+PASSWORD = "mesh-demo"
+COOKIE_KEY = "a-test-cookie-key-that-is-long-enough-0123456789"
+CAROLS_ACCOUNT = "444455556666"
+
+# What each page shows as its title. The database and table pages are opened on
+# sales_orders.orders (see open_page), so their title names it.
+TITLES = {
+    "databases": "Data products",
+    "database": "sales_orders",
+    "table": "sales_orders.orders",
+    "my_requests": "My requests",
+    "approvals": "Pending approvals",
+    "audit": "Audit log",
+}
+
+CATALOG_PAGES = ("databases", "database", "table", "my_requests")
+PAGES_BY_USER = {
+    # a consumer: the catalog and their own requests
+    "carol": CATALOG_PAGES,
+    # an owner: also approvals
+    "sam": (*CATALOG_PAGES, "approvals"),
+    # an owner who also consumes
+    "mia": (*CATALOG_PAGES, "approvals"),
+    # an admin: everything, the audit log included
+    "ada": (*CATALOG_PAGES, "approvals", "audit"),
+}
+
+
+# Fixtures --------------------------------------------------------------------------------
+
+_shared_loader = functools.cache(botocore.loaders.create_loader)
+
+
+@pytest.fixture(autouse=True)
+def one_botocore_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let every boto3 session share one botocore data loader, for speed.
+
+    ClientFactory opens a new boto3 session for each client, and each session parses
+    botocore's endpoint and model JSON again (about 0.4 s a client here, three clients
+    per start). That data is read-only, so sharing the loader changes only the time.
+    """
+    monkeypatch.setattr(botocore.session, "create_loader", _shared_loader)
+
+
+@pytest.fixture
+def web_env(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The web app's environment in aws mode: the seeded moto server plus a cookie key."""
+    env = {**aws_env, "MESH_COOKIE_KEY": COOKIE_KEY}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def settings_env(moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Valid web settings in aws mode against the moto server, left unseeded, for start-up."""
+    env = {
+        "MESH_MODE": "aws",
+        "MESH_DB": str(tmp_path / "mesh.db"),
+        "MESH_USERS": str(DEMO_USERS),
+        "MESH_COOKIE_KEY": COOKIE_KEY,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def running_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Page routing as in a server that has already run app.py once.
+
+    A `pages/` folder beside the main script makes Streamlit start in its legacy folder
+    mode, until the first st.navigation() call switches it off for the process. AppTest
+    resets that switch before every run, so without this each run would route like a
+    server's very first run. test_page_url_on_a_fresh_server_shows_the_sign_in_form covers
+    that first run.
+    """
+    original = PagesManager.__init__
+
+    def without_page_folder(self: PagesManager, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", without_page_folder)
+
+
+@pytest.fixture
+def app(web_env: dict[str, str], running_server: None) -> AppTest:
+    """The app, not yet run."""
+    return AppTest.from_file(APP, default_timeout=30)
+
+
+@pytest.fixture
+def glue_reads(monkeypatch: pytest.MonkeyPatch) -> list[CatalogSnapshot]:
+    """Every full catalog read from Glue, in order."""
+    reads: list[CatalogSnapshot] = []
+    original = GlueCatalog.snapshot
+
+    def counted(self: GlueCatalog) -> CatalogSnapshot:
+        snapshot = original(self)
+        reads.append(snapshot)
+        return snapshot
+
+    monkeypatch.setattr(GlueCatalog, "snapshot", counted)
+    return reads
+
+
+@pytest.fixture
+def pending_pii_request(market: Marketplace) -> AccessRequest:
+    """Carol's request for a table with PII columns, waiting for Sam (Sales owner)."""
+    request = market.submit(
+        "carol",
+        database="sales_orders",
+        table="customers",
+        account=CAROLS_ACCOUNT,
+        reason="churn model for the retention team",
+    )
+    assert request.status is Status.PENDING_APPROVAL
+    return request
+
+
+# Helpers ---------------------------------------------------------------------------------
+
+
+def page(name: str) -> str:
+    return f"{ui.PAGES_DIR}/{name}.py"
+
+
+def labelled(widgets: Sequence[Any], label: str) -> Any:
+    matches = [w for w in widgets if w.label == label]
+    assert len(matches) == 1, f"expected one widget labelled {label!r}, got {len(matches)}"
+    return matches[0]
+
+
+def sign_in(at: AppTest, username: str, password: str = PASSWORD) -> AppTest:
+    """Sign in through the login form, as a person does."""
+    at.run()
+    labelled(at.text_input, "Username").input(username)
+    labelled(at.text_input, "Password").input(password)
+    labelled(at.button, "Sign in").click().run()
+    assert not at.exception
+    return at
+
+
+def open_page(at: AppTest, name: str, *, database: str = "sales_orders", table: str = "orders"):
+    """Switch to a page; the database and table pages take their scope from the query."""
+    at.query_params = {"db": database, "table": table} if name in ("database", "table") else {}
+    return at.switch_page(page(name)).run()
+
+
+_MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
+def texts(elements: Sequence[Any]) -> list[str]:
+    """What a person reads in markdown elements: backslash escapes are not shown."""
+    return [_MARKDOWN_ESCAPE.sub(r"\1", e.value) for e in elements]
+
+
+def titles(at: AppTest) -> list[str]:
+    return texts(at.title)
+
+
+def submit_request(at: AppTest, database: str, table: str, *, reason: str) -> AppTest:
+    key = f"request-{database}-{table}"
+    at.text_area(key=f"{key}-reason").input(reason)
+    return labelled(at.button, "Request access").click().run()
+
+
+def store_requests(market: Marketplace, username: str) -> list[AccessRequest]:
+    return market.requests(username=username)
+
+
+# Sign-in ---------------------------------------------------------------------------------
+
+
+def test_demo_user_signs_in_through_the_login_form(app: AppTest) -> None:
+    # GIVEN the login form
+    app.run()
+    assert not titles(app)
+    # WHEN carol signs in with the demo password
+    sign_in(app, "carol")
+    # THEN the default page runs, with her name and a sign-out button in the sidebar
+    assert titles(app) == [TITLES["databases"]]
+    assert any("carol" in c.value for c in app.sidebar.caption)
+    assert app.sidebar.button(key="sign_out")
+
+
+def test_wrong_password_shows_an_error_and_no_page(app: AppTest) -> None:
+    # WHEN carol signs in with a wrong password
+    sign_in(app, "carol", password="not-the-password")
+    # THEN an error shows, the form stays and no page runs
+    assert len(app.error) == 1
+    assert labelled(app.text_input, "Username")
+    assert not titles(app)
+
+
+def test_sign_out_revokes_the_server_side_session(app: AppTest, market: Marketplace) -> None:
+    # GIVEN carol signed in, with an open server-side session
+    sign_in(app, "carol")
+    token = app.session_state[ui.Keys.SESSION_TOKEN]
+    assert market.store.session_is_open(token, "carol")
+    # WHEN she clicks Sign out
+    app.sidebar.button(key="sign_out").click().run()
+    # THEN the session is revoked and the login form is back
+    assert not app.exception
+    assert not market.store.session_is_open(token, "carol")
+    assert ui.Keys.SESSION_TOKEN not in app.session_state
+    assert labelled(app.text_input, "Username")
+    assert not titles(app)
+
+
+# Every page, every role ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("username", list(PAGES_BY_USER))
+def test_every_page_of_every_role_runs_cleanly(app: AppTest, username: str) -> None:
+    # GIVEN a signed-in user
+    sign_in(app, username)
+    for name in PAGES_BY_USER[username]:
+        # WHEN they open each page their roles get
+        open_page(app, name)
+        # THEN it runs without exception or error and shows its title
+        assert not app.exception, f"{username} on {name}: {app.exception}"
+        assert not app.error, f"{username} on {name}: {texts(app.error)}"
+        assert titles(app) == [TITLES[name]], f"{username} on {name}"
+
+
+# Role gating -----------------------------------------------------------------------------
+
+GATING = [
+    # a consumer: neither approvals nor audit
+    ("carol", "approvals", False),
+    ("carol", "audit", False),
+    # owners: approvals, not audit
+    ("sam", "approvals", True),
+    ("sam", "audit", False),
+    ("mia", "approvals", True),
+    ("mia", "audit", False),
+    # an admin: both
+    ("ada", "approvals", True),
+    ("ada", "audit", True),
+]
+
+
+@pytest.mark.parametrize(("username", "name", "allowed"), GATING)
+def test_page_opened_by_its_url_runs_only_for_roles_that_have_it(
+    app: AppTest, username: str, name: str, allowed: bool
+) -> None:
+    # GIVEN the page's URL is opened before signing in (a bookmark, a shared link)
+    app.switch_page(page(name))
+    # WHEN the user signs in
+    sign_in(app, username)
+    # THEN the page runs if their roles register it
+    assert not app.exception
+    if allowed:
+        assert titles(app) == [TITLES[name]]
+        return
+    # ELSE the default page runs instead, none of the page's content shows,
+    # and navigation does not know the page at all
+    assert titles(app) == [TITLES["databases"]]
+    assert not [b for b in app.button if b.label in ("Approve", "Deny")]
+    assert not app.download_button
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        app.switch_page(page(name))
+
+
+def test_page_url_on_a_fresh_server_shows_the_sign_in_form(settings_env: None) -> None:
+    # GIVEN a server that has not yet run app.py (no running_server fixture here)
+    at = AppTest.from_file(APP, default_timeout=30)
+    # WHEN the first request opens the audit page's URL
+    at.switch_page(page("audit")).run()
+    # THEN the frame runs: the login form shows, not the page script on its own
+    assert not at.exception
+    assert [w.label for w in at.text_input] == ["Username", "Password"]
+    assert TITLES["audit"] not in titles(at)
+
+
+# Requests on the table page --------------------------------------------------------------
+
+
+def test_non_pii_table_request_is_granted_at_once(app: AppTest, market: Marketplace) -> None:
+    # GIVEN carol on a table without PII
+    sign_in(app, "carol")
+    open_page(app, "table", database="sales_orders", table="orders")
+    # WHEN she requests it with a reason
+    submit_request(app, "sales_orders", "orders", reason="weekly revenue dashboard")
+    # THEN she is told it is granted, and the store agrees
+    assert not app.exception
+    [stored] = store_requests(market, "carol")
+    assert stored.status is Status.GRANTED
+    assert [m for m in texts(app.success) if "granted" in m and stored.id in m]
+
+
+def test_pii_table_request_says_it_waits_for_the_owner(app: AppTest, market: Marketplace) -> None:
+    # GIVEN carol on a table with PII columns
+    sign_in(app, "carol")
+    open_page(app, "table", database="sales_orders", table="customers")
+    # WHEN she requests it
+    submit_request(app, "sales_orders", "customers", reason="churn model")
+    # THEN she is told it needs the owner's approval, and why
+    assert not app.exception
+    [stored] = store_requests(market, "carol")
+    assert stored.status is Status.PENDING_APPROVAL
+    [message] = [m for m in texts(app.info) if stored.id in m]
+    assert "approval" in message
+    assert stored.policy_reason in message
+    assert not app.success
+
+
+INVALID_REQUESTS = [
+    # a consumer who gives only blanks as a reason
+    ("carol", None, "   ", "reason"),
+    # an admin who types an account id that is not 12 digits
+    ("ada", "12345", "quarterly access review", "12 digits"),
+]
+
+
+@pytest.mark.parametrize(("username", "account", "reason", "explains"), INVALID_REQUESTS)
+def test_invalid_request_shows_an_error_and_keeps_what_was_typed(
+    app: AppTest,
+    market: Marketplace,
+    username: str,
+    account: str | None,
+    reason: str,
+    explains: str,
+) -> None:
+    # GIVEN a user on a table page
+    sign_in(app, username)
+    open_page(app, "table", database="sales_orders", table="orders")
+    key = "request-sales_orders-orders"
+    if account is not None:
+        app.text_input(key=f"{key}-account").input(account)
+    # WHEN they submit an invalid request
+    submit_request(app, "sales_orders", "orders", reason=reason)
+    # THEN one clear error says what is wrong, nothing is stored, and the form keeps its values
+    assert not app.exception
+    [error] = texts(app.error)
+    assert explains in error
+    assert not store_requests(market, username)
+    assert app.text_area(key=f"{key}-reason").value == reason
+    if account is not None:
+        assert app.text_input(key=f"{key}-account").value == account
+
+
+def test_duplicate_request_error_names_the_existing_request(
+    app: AppTest, market: Marketplace
+) -> None:
+    # GIVEN carol already holds access to a table
+    first = market.submit(
+        "carol", database="sales_orders", table="orders", account=CAROLS_ACCOUNT, reason="v1"
+    )
+    sign_in(app, "carol")
+    open_page(app, "table", database="sales_orders", table="orders")
+    # WHEN she requests the same table again
+    submit_request(app, "sales_orders", "orders", reason="second dashboard")
+    # THEN the error names the existing request and her reason stays in the form
+    assert not app.exception
+    [error] = texts(app.error)
+    assert first.id in error
+    assert [r.id for r in store_requests(market, "carol")] == [first.id]
+    assert app.text_area(key="request-sales_orders-orders-reason").value == "second dashboard"
+
+
+# Approvals -------------------------------------------------------------------------------
+
+
+def test_owner_sees_what_a_pending_request_needs_and_approves_it(
+    app: AppTest, market: Marketplace, pending_pii_request: AccessRequest, aws: str
+) -> None:
+    request = pending_pii_request
+    # GIVEN sam, the Sales owner, on the Approvals page
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    # THEN he sees the request with its reason, the policy's reason and the PII columns
+    assert not app.exception
+    box = app.container(key=f"pending-{request.id}")
+    assert request.reason in [t.value for t in box.text]
+    assert request.policy_reason in [t.value for t in box.text]
+    markdown = " ".join(texts(box.markdown))
+    assert request.id in markdown
+    assert request.pii_columns
+    assert all(column in markdown for column in request.pii_columns)
+    # AND a preview of the table grant for carol's account, with grant option
+    [preview] = [json.loads(j.value) for j in box.json]
+    [grant] = preview
+    assert grant["Principal"] == {"DataLakePrincipalIdentifier": CAROLS_ACCOUNT}
+    assert grant["Resource"]["Table"]["DatabaseName"] == "sales_orders"
+    assert grant["Resource"]["Table"]["Name"] == "customers"
+    assert sorted(grant["Permissions"]) == sorted(grant["PermissionsWithGrantOption"])
+    assert sorted(grant["Permissions"]) == ["DESCRIBE", "SELECT"]
+    # WHEN he approves it
+    labelled(box.button, "Approve").click().run()
+    # THEN it is granted, by sam, in the store and in Lake Formation, and leaves the page
+    assert not app.exception
+    [stored] = store_requests(market, "carol")
+    assert stored.status is Status.GRANTED
+    assert stored.decided_by == "sam"
+    assert [m for m in texts(app.success) if "granted" in m and request.id in m]
+    tables = {e["Resource"]["Table"]["Name"] for e in lake_formation_entries(aws, CAROLS_ACCOUNT)}
+    assert tables == {"customers"}
+    assert not [b for b in app.button if b.label == "Approve"]
+
+
+def test_deny_without_a_comment_shows_an_error_and_leaves_it_pending(
+    app: AppTest, market: Marketplace, pending_pii_request: AccessRequest
+) -> None:
+    # GIVEN sam on the Approvals page with carol's pending request
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    box = app.container(key=f"pending-{pending_pii_request.id}")
+    # WHEN he denies it without a comment
+    labelled(box.button, "Deny").click().run()
+    # THEN an error asks for a comment and the request is still pending
+    assert not app.exception
+    [error] = texts(app.error)
+    assert "comment" in error
+    [stored] = store_requests(market, "carol")
+    assert stored.status is Status.PENDING_APPROVAL
+
+
+def test_deny_with_a_comment_records_the_denial(
+    app: AppTest, market: Marketplace, pending_pii_request: AccessRequest
+) -> None:
+    # GIVEN sam on the Approvals page with carol's pending request
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    request_id = pending_pii_request.id
+    # WHEN he denies it with a comment
+    app.text_input(key=f"comment-{request_id}").input("use the aggregated table instead")
+    labelled(app.container(key=f"pending-{request_id}").button, "Deny").click().run()
+    # THEN it is denied with that comment
+    assert not app.exception
+    [stored] = store_requests(market, "carol")
+    assert stored.status is Status.DENIED
+    assert stored.comment == "use the aggregated table instead"
+    assert not app.error
+
+
+# My requests -----------------------------------------------------------------------------
+
+
+def test_requester_cancels_a_pending_request(
+    app: AppTest, market: Marketplace, pending_pii_request: AccessRequest
+) -> None:
+    # GIVEN carol on My requests with a pending request
+    sign_in(app, "carol")
+    open_page(app, "my_requests")
+    # WHEN she cancels it
+    app.button(key=f"cancel-{pending_pii_request.id}").click().run()
+    # THEN it is cancelled and offers no cancel button any more
+    assert not app.exception
+    [stored] = store_requests(market, "carol")
+    assert stored.status is Status.CANCELLED
+    assert [m for m in texts(app.success) if pending_pii_request.id in m]
+    assert not [b for b in app.button if b.label == "Cancel request"]
+
+
+# Audit -----------------------------------------------------------------------------------
+
+
+def shown_audit(at: AppTest) -> pd.DataFrame:
+    [table] = at.dataframe
+    frame: pd.DataFrame = table.value
+    return frame
+
+
+def test_admin_reads_filters_and_downloads_the_audit_log(
+    app: AppTest, market: Marketplace, pending_pii_request: AccessRequest
+) -> None:
+    # GIVEN one granted and one pending request
+    market.submit(
+        "carol", database="sales_orders", table="orders", account=CAROLS_ACCOUNT, reason="kpis"
+    )
+    events = market.audit()
+    # WHEN ada opens the audit log
+    sign_in(app, "ada")
+    open_page(app, "audit")
+    # THEN every row shows
+    assert not app.exception
+    assert sorted(shown_audit(app)["id"]) == sorted(e.id for e in events)
+    # WHEN she filters on one action
+    wanted = Action.GRANT_SUCCEEDED.value
+    app.multiselect(key="audit_action").select(wanted).run()
+    # THEN only those rows show
+    shown = shown_audit(app)
+    assert set(shown["action"]) == {wanted}
+    assert sorted(shown["id"]) == sorted(e.id for e in events if e.action == wanted)
+    # AND she can download them as CSV
+    assert "CSV" in app.download_button(key="audit_csv").label
+
+
+def test_audit_request_filter_shows_one_requests_rows(
+    app: AppTest, market: Marketplace, pending_pii_request: AccessRequest
+) -> None:
+    # GIVEN a second request beside carol's pending one
+    market.submit(
+        "carol", database="sales_orders", table="orders", account=CAROLS_ACCOUNT, reason="kpis"
+    )
+    sign_in(app, "ada")
+    open_page(app, "audit")
+    # WHEN ada filters on the pending request's id
+    app.text_input(key="audit_request").input(pending_pii_request.id).run()
+    # THEN only its rows show
+    shown = shown_audit(app)
+    assert set(shown["request_id"]) == {pending_pii_request.id}
+    expected = [e.id for e in market.audit() if e.request_id == pending_pii_request.id]
+    assert sorted(shown["id"]) == sorted(expected)
+
+
+# Catalog caching -------------------------------------------------------------------------
+
+
+def click_through_the_catalog(at: AppTest) -> None:
+    """Reruns and page switches a person makes while browsing."""
+    at.run()
+    at.text_input(key="db_filter").input("sales").run()
+    at.selectbox(key="open_database").select("sales_orders").run()
+    at.button(key="open_database_button").click().run()
+    assert titles(at) == ["sales_orders"]
+    at.selectbox(key="open_table").select("customers").run()
+    at.button(key="open_table_button").click().run()
+    assert titles(at) == ["sales_orders.customers"]
+    open_page(at, "my_requests")
+    open_page(at, "databases")
+
+
+def test_clicking_around_reads_the_catalog_from_glue_once(
+    app: AppTest, glue_reads: list[CatalogSnapshot]
+) -> None:
+    # GIVEN carol signed in
+    sign_in(app, "carol")
+    # WHEN she clicks around the catalog pages
+    click_through_the_catalog(app)
+    # THEN Glue was read once, for the first page
+    assert not app.exception
+    assert len(glue_reads) == 1
+
+
+def test_refresh_catalog_reads_glue_again(app: AppTest, glue_reads: list[CatalogSnapshot]) -> None:
+    # GIVEN carol has browsed with a cached catalog
+    sign_in(app, "carol")
+    open_page(app, "database")
+    before = len(glue_reads)
+    # WHEN she clicks Refresh catalog
+    app.sidebar.button(key="refresh_catalog").click().run()
+    # THEN Glue is read once more, and the page still shows
+    assert not app.exception
+    assert len(glue_reads) == before + 1
+    assert titles(app) == [TITLES["database"]]
+
+
+# Bad settings ----------------------------------------------------------------------------
+
+BAD_SETTINGS = [
+    # an unknown mode
+    ("MESH_MODE", "bogus"),
+    # a cookie key too short for the web app in aws mode
+    ("MESH_COOKIE_KEY", "short"),
+    # a users file that does not exist
+    ("MESH_USERS", "/nonexistent/users.yaml"),
+    # a cache lifetime that is not a number
+    ("MESH_CATALOG_TTL", "soon"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_SETTINGS)
+def test_bad_setting_stops_the_app_with_one_sentence(
+    settings_env: None, running_server: None, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    # GIVEN one bad setting
+    monkeypatch.setenv(name, value)
+    # WHEN the app starts
+    app = AppTest.from_file(APP, default_timeout=30).run()
+    # THEN one error names the setting, without a stack trace, and nothing else runs
+    assert not app.exception
+    [error] = texts(app.error)
+    assert name in error
+    assert "Traceback" not in error
+    assert not app.text_input
+    assert not titles(app)
