@@ -39,6 +39,7 @@ class Keys:
     DATABASE = "mesh_selected_database"
     TABLE = "mesh_selected_table"
     FLASH = "mesh_flash"
+    SIGN_OUT = "mesh_sign_out_requested"
 
 
 PAGES_DIR = "pages"
@@ -161,6 +162,10 @@ def sign_in(svc: Services) -> User:
     was signed out (or never opened here) is refused.
     """
     auth = _authenticator(svc)
+    if st.session_state.pop(Keys.SIGN_OUT, False):
+        # Signing out in a run of its own lets the component that deletes the cookie render;
+        # an immediate rerun would cut it off and leave the (refused) cookie behind.
+        _sign_out(svc, auth)
     was_signed_in = bool(st.session_state.get("authentication_status"))
     try:
         auth.login(
@@ -191,7 +196,6 @@ def sign_in(svc: Services) -> User:
         _sign_out(svc, auth, revoke=False)
         st.warning("Your session has ended; sign in again.")
         _no_pages()
-    st.session_state["auth"] = auth
     return user  # type: ignore[return-value]  # None was ruled out above
 
 
@@ -234,9 +238,11 @@ def sidebar(svc: Services, user: User) -> None:
             "Refresh catalog", key="refresh_catalog", help="Read the catalog from Glue again"
         ):
             refresh_catalog()
-        if st.button("Sign out", key="sign_out"):
-            _sign_out(svc, st.session_state["auth"])
-            st.rerun()
+        st.button("Sign out", key="sign_out", on_click=_request_sign_out)
+
+
+def _request_sign_out() -> None:
+    st.session_state[Keys.SIGN_OUT] = True
 
 
 # Pages -----------------------------------------------------------------------------------

@@ -1,0 +1,315 @@
+"""A person in a real browser: sign in, request, approve, and Lake Formation holds the grants.
+
+Playwright drives Debian's chromium against the demo started as a user starts it,
+``python -m mesh demo``, which runs the moto stand-in and ``streamlit run`` in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+pytestmark = pytest.mark.browser
+
+PROJECT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "mesh-demo"
+CAROL_ACCOUNT = "444455556666"  # carol's only consumer account in mesh/demo/users.yaml
+COOKIE = "mesh_marketplace_auth"  # cookie.name in mesh/demo/users.yaml
+STARTUP_SECONDS = 60
+UI_TIMEOUT_MS = 15_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Demo:
+    url: str
+    folder: Path
+
+    def standin_endpoint(self) -> str:
+        return str(json.loads((self.folder / "demo-standin.json").read_text())["endpoint"])
+
+
+# Fixtures ---------------------------------------------------------------------------------
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _answers(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return None
+
+
+def _demo_is_up(demo: Demo) -> bool:
+    if _answers(f"{demo.url}/_stcore/health") != "ok":
+        return False
+    try:
+        endpoint = demo.standin_endpoint()
+    except (OSError, ValueError, KeyError):
+        return False
+    return _answers(f"{endpoint}/moto-api/data.json") is not None
+
+
+def _wait_until_up(process: subprocess.Popen[bytes], demo: Demo, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while not _demo_is_up(demo):
+        if process.poll() is not None:
+            pytest.fail(f"the demo exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the demo did not come up in {STARTUP_SECONDS} s:\n{log.read_text()}")
+        time.sleep(0.2)  # waiting on a real process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """`python -m mesh demo` on free ports, with its database and stand-in file in a tmp dir."""
+    folder = tmp_path_factory.mktemp("demo")
+    port, standin_port = _free_ports(2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "AWS_"))}
+    env["MESH_DB"] = str(folder / "demo.db")
+    log = folder / "demo.log"
+    with log.open("wb") as out:
+        command = [sys.executable, "-m", "mesh", "demo", "--port", str(port)]
+        process = subprocess.Popen(
+            [*command, "--standin-port", str(standin_port)],
+            cwd=PROJECT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        running = Demo(url=f"http://127.0.0.1:{port}", folder=folder)
+        _wait_until_up(process, running, log)
+        yield running
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing; install Debian's chromium package")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Page]:
+    """A fresh browser context (no cookies); a screenshot lands in tmp_path if the test fails."""
+    failed_before = request.session.testsfailed
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    opened = context.new_page()
+    try:
+        yield opened
+    finally:
+        if request.session.testsfailed > failed_before:
+            opened.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+        context.close()
+
+
+# Steps a person takes -----------------------------------------------------------------------
+
+
+def wait_until_idle(page: Page) -> None:
+    """Wait for the end of the script run in progress (Streamlit marks it on stApp)."""
+    expect(page.get_by_test_id("stApp")).to_have_attribute(
+        "data-test-script-state", "notRunning", timeout=UI_TIMEOUT_MS
+    )
+
+
+def sign_in(page: Page, demo: Demo, username: str) -> None:
+    page.goto(demo.url)
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    signed_in = page.get_by_test_id("stSidebar").get_by_text(f"Signed in as {username}")
+    # The login cookie component reports (once or twice) after its iframe loads, and the
+    # rerun it triggers can drop a submit made just before: submit again if the form stays.
+    for _ in range(3):
+        wait_until_idle(page)
+        page.get_by_role("textbox", name="Username").fill(username)
+        # A "Show password" button shares the label, so ask for the textbox.
+        page.get_by_role("textbox", name="Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        try:
+            expect(signed_in).to_be_visible(timeout=5_000)
+            break
+        except AssertionError:
+            wait_until_idle(page)
+            if signed_in.is_visible():
+                break
+    expect(signed_in).to_be_visible()
+
+
+def open_table(page: Page, demo: Demo, database: str, table: str) -> None:
+    """Open the table's page by its link; a new page load signs in from the login cookie."""
+    # The cookie component writes the cookie in the browser a moment after sign-in.
+    page.wait_for_function(f"document.cookie.includes('{COOKIE}=')", timeout=UI_TIMEOUT_MS)
+    page.goto(f"{demo.url}/table?db={database}&table={table}")
+    expect(page.get_by_role("heading", name=f"{database}.{table}", exact=True)).to_be_visible(
+        timeout=UI_TIMEOUT_MS
+    )
+
+
+def request_access(page: Page, reason: str) -> None:
+    page.get_by_label(re.compile(r"^Reason")).fill(reason)
+    page.get_by_role("button", name="Request access").click()
+
+
+def outcome_for(page: Page, scope: str) -> Locator:
+    """The message the request form shows for this scope (the page's own hints never name it)."""
+    return page.get_by_test_id("stAlert").filter(has_text=scope)
+
+
+def lake_formation_table_grants(
+    endpoint: str, account: str
+) -> dict[str, tuple[set[str], set[str]]]:
+    """Table grants Lake Formation holds for ``account``: name -> (permissions, grantable)."""
+    lf = boto3.client(
+        "lakeformation",
+        region_name="us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    entries: list[dict[str, object]] = []
+    params: dict[str, str] = {}
+    while True:  # list_permissions has no paginator
+        response = lf.list_permissions(**params)
+        entries.extend(response["PrincipalResourcePermissions"])
+        if not response.get("NextToken"):
+            break
+        params = {"NextToken": response["NextToken"]}
+    return {
+        f"{e['Resource']['Table']['DatabaseName']}.{e['Resource']['Table']['Name']}": (
+            set(e["Permissions"]),
+            set(e.get("PermissionsWithGrantOption", [])),
+        )
+        for e in entries
+        if e["Principal"]["DataLakePrincipalIdentifier"] == account and "Table" in e["Resource"]
+    }
+
+
+# Tests ------------------------------------------------------------------------------------
+
+
+def test_consumer_gets_clean_table_at_once_and_pii_table_after_owner_approves_in_browser(
+    page: Page, demo: Demo
+) -> None:
+    # GIVEN carol, a consumer, signed in to the running demo
+    sign_in(page, demo, "carol")
+
+    # WHEN she requests a table with no PII
+    open_table(page, demo, "sales_orders", "orders")
+    request_access(page, "weekly revenue dashboard (browser test)")
+    # THEN the page says it is granted at once
+    expect(outcome_for(page, "sales_orders.orders")).to_contain_text(
+        "granted", timeout=UI_TIMEOUT_MS
+    )
+
+    # WHEN she requests a table with PII columns
+    open_table(page, demo, "sales_orders", "customers")
+    request_access(page, "churn model (browser test)")
+    # THEN the page says it waits for the owner's approval
+    pending = outcome_for(page, "sales_orders.customers")
+    expect(pending).to_contain_text("approval", timeout=UI_TIMEOUT_MS)
+    expect(pending).not_to_contain_text("granted")
+
+    # WHEN she signs out
+    page.get_by_test_id("stSidebar").get_by_role("button", name="Sign out").click()
+    # THEN the sign-in form is back, also after a new page load
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    page.reload()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    wait_until_idle(page)
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    expect(page.get_by_test_id("stSidebar")).to_have_count(0)
+
+    # WHEN sam, the Sales owner, signs in and opens Approvals
+    sign_in(page, demo, "sam")
+    page.get_by_test_id("stSidebar").get_by_role("link", name="Approvals").click()
+    # THEN carol's PII request is waiting for him, with her reason
+    waiting = page.locator("[class*='st-key-pending-']").filter(
+        has=page.get_by_role("heading", name="sales_orders.customers", exact=True)
+    )
+    expect(waiting).to_contain_text("carol", timeout=UI_TIMEOUT_MS)
+    expect(waiting).to_contain_text("churn model (browser test)")
+
+    # WHEN he approves it
+    waiting.get_by_role("textbox").fill("ok for the churn model")
+    waiting.get_by_role("button", name="Approve").click()
+    # THEN the page says it is granted, and it no longer waits
+    expect(outcome_for(page, "sales_orders.customers")).to_contain_text(
+        "granted", timeout=UI_TIMEOUT_MS
+    )
+    expect(page.get_by_role("heading", name="sales_orders.customers", exact=True)).to_have_count(0)
+
+    # THEN Lake Formation itself holds both table grants for carol's account
+    grants = lake_formation_table_grants(demo.standin_endpoint(), CAROL_ACCOUNT)
+    both = {"SELECT", "DESCRIBE"}
+    assert grants.get("sales_orders.orders") == (both, both)
+    assert grants.get("sales_orders.customers") == (both, both)
+
+
+def test_request_without_reason_shows_a_clear_error_and_no_traceback(
+    page: Page, demo: Demo
+) -> None:
+    # GIVEN carol, signed in, on a table page
+    sign_in(page, demo, "carol")
+    open_table(page, demo, "sales_orders", "order_lines")
+    # WHEN she asks for access without a reason
+    request_access(page, "")
+    # THEN the page names the missing reason in an error, and shows no stack trace
+    error = page.get_by_test_id("stAlertContentError")
+    expect(error).to_contain_text(re.compile("reason", re.IGNORECASE), timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    expect(page.locator("body")).not_to_contain_text("Traceback")
+    expect(outcome_for(page, "sales_orders.order_lines")).to_have_count(0)
