@@ -9,18 +9,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import boto3  # noqa: E402
+import boto3
 
-from mesh.catalog import GlueCatalog  # noqa: E402
-from mesh.demo import data, standin  # noqa: E402
+from mesh.catalog import GlueCatalog
+from mesh.demo import data, standin
 
 TARGET_DEMO_S, TARGET_BIG_S, TARGET_RSS_MB = 1.0, 10.0, 400
 BIG_DATABASES, BIG_TABLES = 200, 10
 
 
 def _glue(endpoint: str):  # type: ignore[no-untyped-def]
-    return boto3.client("glue", region_name="us-east-1", endpoint_url=endpoint,
-                        aws_access_key_id="bench", aws_secret_access_key="bench")
+    return boto3.client(
+        "glue",
+        region_name="us-east-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    )
 
 
 def _timed_snapshot(catalog: GlueCatalog) -> tuple[float, int]:
@@ -30,15 +35,27 @@ def _timed_snapshot(catalog: GlueCatalog) -> tuple[float, int]:
 
 
 def _seed_big(glue) -> None:  # type: ignore[no-untyped-def]
-    columns = [{"Name": f"col_{i}", "Type": "string",
-                "Parameters": {"pii_flag": "true" if i == 3 else "false"}} for i in range(12)]
+    columns = [
+        {
+            "Name": f"col_{i}",
+            "Type": "string",
+            "Parameters": {"pii_flag": "true" if i == 3 else "false"},
+        }
+        for i in range(12)
+    ]
     for d in range(BIG_DATABASES):
         name = f"bench_db_{d:04d}"
-        glue.create_database(DatabaseInput={"Name": name, "Parameters": {
-            "data_owner": "111111111111", "data_owner_name": "Bench"}})
+        glue.create_database(
+            DatabaseInput={
+                "Name": name,
+                "Parameters": {"data_owner": "111111111111", "data_owner_name": "Bench"},
+            }
+        )
         for t in range(BIG_TABLES):
-            glue.create_table(DatabaseName=name, TableInput={
-                "Name": f"t_{t:03d}", "StorageDescriptor": {"Columns": columns}})
+            glue.create_table(
+                DatabaseName=name,
+                TableInput={"Name": f"t_{t:03d}", "StorageDescriptor": {"Columns": columns}},
+            )
 
 
 def main() -> int:
@@ -52,11 +69,15 @@ def main() -> int:
     _seed_big(glue)
     print(f"seeded {BIG_DATABASES * BIG_TABLES} more tables in {time.perf_counter() - start:.1f} s")
     big_s, big_tables = _timed_snapshot(catalog)
-    print(f"large catalog: {big_tables} tables in {BIG_DATABASES + 10} databases read in "
-          f"{big_s:.2f} s (target < {TARGET_BIG_S} s)")
+    print(
+        f"large catalog: {big_tables} tables in {BIG_DATABASES + 10} databases read in "
+        f"{big_s:.2f} s (target < {TARGET_BIG_S} s)"
+    )
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS of this process (moto server included): {rss_mb:.0f} MB "
-          f"(target < {TARGET_RSS_MB} MB)")
+    print(
+        f"peak RSS of this process (moto server included): {rss_mb:.0f} MB "
+        f"(target < {TARGET_RSS_MB} MB)"
+    )
     server.stop()
     ok = demo_s < TARGET_DEMO_S and big_s < TARGET_BIG_S and rss_mb < TARGET_RSS_MB
     print("all targets met" if ok else "A TARGET WAS MISSED")

@@ -9,14 +9,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mesh.demo import data, standin  # noqa: E402
-from mesh.services import build  # noqa: E402
-from mesh.settings import load_settings  # noqa: E402
+from mesh.demo import data, standin
+from mesh.services import build
+from mesh.settings import load_settings
 
 TARGET_PER_SECOND = 5.0
 ROUNDS = 60
-OWNERS = {"111111111111": "sam", "222222222222": "mia", "333333333333": "hank",
-          "555555555555": "fiona"}
+OWNERS = {
+    "111111111111": "sam",
+    "222222222222": "mia",
+    "333333333333": "hank",
+    "555555555555": "fiona",
+}
 
 
 def main() -> int:
@@ -28,15 +32,17 @@ def main() -> int:
 
     data.seed(ClientFactory(demo_endpoint=endpoint).client("glue"))
     market = services.marketplace
-    tables = [(db, t) for db, (_, _, ts) in data.DATABASES.items() if db != "legacy_exports"
-              for t in ts]
+    tables = [
+        (db, t) for db, (_, _, ts) in data.DATABASES.items() if db != "legacy_exports" for t in ts
+    ]
     start = time.perf_counter()
     decided = 0
     for i in range(ROUNDS):
         db, table = tables[i % len(tables)]
         account = f"{100000000000 + i:012d}"
-        request = market.submit("ada", database=db, table=table, account=account,
-                                reason="benchmark")
+        request = market.submit(
+            "ada", database=db, table=table, account=account, reason="benchmark"
+        )
         if request.status.value == "pending_approval":
             owner = OWNERS[data.DATABASES[db][1]["data_owner"]]
             outcome = market.approve(request.id, owner, comment="benchmark")
@@ -46,8 +52,10 @@ def main() -> int:
             decided += 1
     elapsed = time.perf_counter() - start
     rate = ROUNDS / elapsed
-    print(f"{ROUNDS} requests ({decided} needing approval) submitted and decided in "
-          f"{elapsed:.2f} s: {rate:.1f} a second (target > {TARGET_PER_SECOND})")
+    print(
+        f"{ROUNDS} requests ({decided} needing approval) submitted and decided in "
+        f"{elapsed:.2f} s: {rate:.1f} a second (target > {TARGET_PER_SECOND})"
+    )
     server.stop()
     return 0 if rate > TARGET_PER_SECOND else 1
 

@@ -37,9 +37,14 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "AWS_"))}
     env["MESH_DB"] = str(workdir / "demo.db")
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "mesh", "demo", "--port", str(port)],
-                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mesh", "demo", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         standin = app = None
         state = workdir / "demo-standin.json"
@@ -50,10 +55,16 @@ def main() -> int:
                 app = time.perf_counter() - start
             time.sleep(0.05)
         endpoint = json.loads(state.read_text())["endpoint"] if state.exists() else "?"
-        print(f"stand-in seeded and recorded after {standin:.2f} s ({endpoint})"
-              if standin else "stand-in never started")
-        print(f"web app healthy after {app:.2f} s (target < {TARGET_S} s)"
-              if app else "web app never answered")
+        print(
+            f"stand-in seeded and recorded after {standin:.2f} s ({endpoint})"
+            if standin
+            else "stand-in never started"
+        )
+        print(
+            f"web app healthy after {app:.2f} s (target < {TARGET_S} s)"
+            if app
+            else "web app never answered"
+        )
         return 0 if app is not None and app < TARGET_S else 1
     finally:
         os.killpg(process.pid, signal.SIGTERM)
