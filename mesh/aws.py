@@ -79,8 +79,14 @@ class ClientFactory:
         # SDKs read, is passed on so that either name works.
         return boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
 
-    def client(self, service: str) -> Any:
-        extra = {"endpoint_url": self.demo_endpoint} if self.demo_endpoint else {}
+    @property
+    def region(self) -> str:
+        return str(self._session.region_name or DEMO_REGION)
+
+    def client(self, service: str, **credentials: str) -> Any:
+        """A client for ``service``; ``credentials`` are temporary keys from an assumed role."""
+        extra: dict[str, str] = {"endpoint_url": self.demo_endpoint} if self.demo_endpoint else {}
+        extra.update(credentials)
         try:
             return self._session.client(service, config=self._config(), **extra)  # type: ignore[call-overload]
         except NoRegionError as exc:

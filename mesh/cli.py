@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any, NoReturn
 
 from mesh import browse
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     request.add_argument("--table")
     request.add_argument("--account", required=True)
     request.add_argument("--reason", required=True)
+    request.add_argument("--days", type=int, help="access ends this many days after the grant")
     requests = verb("requests", "list requests: all, or those USER made")
     requests.add_argument("--as", dest="user")
     requests.add_argument("--status")
@@ -68,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--as", dest="user", required=True)
         if name in ("approve", "deny"):
             sub.add_argument("--comment", required=name == "deny", default="")
+    revoke = verb("revoke", "revoke a granted request (owner of the product or admin)")
+    revoke.add_argument("request_id", metavar="REQUEST_ID")
+    revoke.add_argument("--as", dest="user", required=True)
+    revoke.add_argument("--comment", required=True)
+    verb("tick", "run one pass of the periodic job: expiry, reminders, warnings, retries")
+    reconcile = verb("reconcile", "compare granted requests with what Lake Formation holds")
+    reconcile.add_argument("--fix", action="store_true", help="re-apply missing grants")
     audit = verb("audit", "print the audit log")
     audit.add_argument("--request", dest="request_id")
     demo = verb("demo", "start the demo stand-in and the web app", json_flag=False)
@@ -143,6 +152,10 @@ def _run_verb(services: Services, args: argparse.Namespace) -> int:
             table=args.table,
             account=args.account,
             reason=args.reason,
+            duration=timedelta(days=args.days) if args.days is not None else None,
+        ),
+        "revoke": lambda: services.lifecycle.revoke(
+            args.request_id, args.user, comment=args.comment
         ),
         "approve": lambda: m.approve(args.request_id, args.user, comment=args.comment),
         "deny": lambda: m.deny(args.request_id, args.user, comment=args.comment),
@@ -153,6 +166,14 @@ def _run_verb(services: Services, args: argparse.Namespace) -> int:
         return _show_request(single[args.verb](), args.json)
     if args.verb == "catalog":
         return _catalog(services, args)
+    if args.verb == "tick":
+        report = services.lifecycle.tick().to_json()
+        _print_list([report], [f"{k}: {v}" for k, v in report.items()], args.json, single=True)
+        return 0
+    if args.verb == "reconcile":
+        drift = services.lifecycle.reconcile(fix=args.fix)
+        _print_list([drift], _drift_lines(drift), args.json, single=True)
+        return 0
     if args.verb == "requests":
         found = m.requests(username=args.user, status=args.status)
         _print_list([r.to_json() for r in found], [_request_line(r) for r in found], args.json)
@@ -169,9 +190,32 @@ def _run_verb(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_list(as_json: list[dict[str, Any]], lines: list[str], use_json: bool) -> None:
+def _drift_lines(found: dict[str, Any]) -> list[str]:
+    lines = [
+        f"checked {found['granted_requests']} granted requests at {found['checked_at']}",
+        f"missing: {len(found['missing'])}",
+        f"unexplained: {len(found['unexplained'])}",
+    ]
+    lines += [
+        f"  missing   {m['request_id']} {json.dumps(m['grant']['Resource'])}"
+        for m in found["missing"]
+    ]
+    lines += [
+        f"  unexplained {u['account']} {json.dumps(u['resource'])} {u['permissions']}"
+        for u in found["unexplained"]
+    ]
+    lines += [
+        f"  fixed     {f['request_id']}: {'yes' if f['fixed'] else f['error']}"
+        for f in found["fixed"]
+    ]
+    return lines
+
+
+def _print_list(
+    as_json: list[dict[str, Any]], lines: list[str], use_json: bool, *, single: bool = False
+) -> None:
     if use_json:
-        _print_json(as_json)
+        _print_json(as_json[0] if single else as_json)
     elif lines:
         print("\n".join(lines))
     else:

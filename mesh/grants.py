@@ -23,6 +23,12 @@ class LakeFormation:
         call("Lake Formation", "GrantPermissions", lambda: self._lf.grant_permissions(**params))
         return params
 
+    def revoke(self, spec: GrantSpec) -> dict[str, Any]:
+        """Make one ``revoke_permissions`` call with the same shape as a grant."""
+        params = spec.to_api()
+        call("Lake Formation", "RevokePermissions", lambda: self._lf.revoke_permissions(**params))
+        return params
+
     def list_permissions(
         self, *, principal: str | None = None, resource: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ class Role(StrEnum):
 
 
 class Status(StrEnum):
-    """Lifecycle of an access request; docs/statuses.md describes each one."""
+    """Lifecycle of an access request; README's status table describes each one."""
 
     PENDING_APPROVAL = "pending_approval"
     GRANTING = "granting"
@@ -22,9 +22,18 @@ class Status(StrEnum):
     DENIED = "denied"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    REVOKING = "revoking"
+    REVOKE_FAILED = "revoke_failed"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
 
 
 ACTIVE_STATUSES = frozenset({Status.PENDING_APPROVAL, Status.GRANTING, Status.GRANTED})
+# Statuses in which Lake Formation may hold (some of) a request's grants.
+HOLDS_GRANTS = frozenset({Status.GRANTING, Status.GRANTED, Status.REVOKING, Status.REVOKE_FAILED})
+DECISIONS = frozenset(
+    {Status.GRANTED, Status.DENIED, Status.FAILED, Status.REVOKED, Status.EXPIRED}
+)
 
 
 class Action(StrEnum):
@@ -39,6 +48,21 @@ class Action(StrEnum):
     GRANT_ATTEMPTED = "grant_attempted"
     GRANT_SUCCEEDED = "grant_succeeded"
     GRANT_FAILED = "grant_failed"
+    REVOKE_REQUESTED = "revoke_requested"
+    EXPIRY_DUE = "expiry_due"
+    REVOKE_ATTEMPTED = "revoke_attempted"
+    REVOKE_SKIPPED = "revoke_skipped"
+    REVOKE_SUCCEEDED = "revoke_succeeded"
+    REVOKE_FAILED = "revoke_failed"
+    NOTIFICATION_QUEUED = "notification_queued"
+    NOTIFICATION_SENT = "notification_sent"
+    NOTIFICATION_FAILED = "notification_failed"
+    REMINDER_DUE = "reminder_due"
+    EXPIRY_WARNING_DUE = "expiry_warning_due"
+    LINK_OPENED = "link_opened"
+    RECONCILE_MISSING = "reconcile_missing"
+    RECONCILE_UNEXPLAINED = "reconcile_unexplained"
+    RECONCILE_FIXED = "reconcile_fixed"
 
 
 class Permission(StrEnum):
@@ -184,6 +208,18 @@ class AccessRequest:
     attempts: int = 0
     created_at: str = ""
     updated_at: str = ""
+    duration_seconds: int | None = None
+    expires_on: str | None = None
+    granted_at: str | None = None
+    expires_at: str | None = None
+    warned_at: str | None = None
+    ended_by: str | None = None
+    ended_at: str | None = None
+    end_comment: str = ""
+    end_target: str | None = None
+    revokes_done: tuple[str, ...] = ()
+    decision_seen: bool = True
+    reminders_sent: int = 0
 
     @property
     def scope(self) -> Scope:
@@ -205,6 +241,7 @@ class AccessRequest:
             "error": self.error,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "expires_at": self.expires_at,
         }
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 
+from mesh.errors import InvalidInput
 from mesh.models import (
     AccessRequest,
     Column,
@@ -182,6 +184,75 @@ def grants_for(scope: Scope, *, account: str, catalog_id: str) -> tuple[GrantSpe
             principal=account, resource={"Table": wildcard}, permissions=_READ, grantable=_READ
         ),
     )
+
+
+# Time-bound access ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccessTerms:
+    """How long access to sensitive products may last (MESH_MAX_DAYS_SENSITIVE and friends)."""
+
+    max_sensitive_days: int | None = None
+    require_expiry_sensitive: bool = False
+
+
+DURATION_CHOICES = (7, 30, 90)
+
+
+def check_period(duration: timedelta | None, until: date | None, *, today: date) -> None:
+    """A duration must be positive, a date in the future, and not both at once."""
+    if duration is not None and until is not None:
+        raise InvalidInput("Give either a duration or an end date, not both.")
+    if duration is not None and duration <= timedelta(0):
+        raise InvalidInput("The duration must be at least one day.")
+    if until is not None and until <= today:
+        raise InvalidInput(f"The end date {until.isoformat()} is not in the future.")
+
+
+def check_terms(
+    terms: AccessTerms,
+    duration: timedelta | None,
+    until: date | None,
+    *,
+    sensitive: bool,
+    today: date,
+) -> None:
+    """Apply the duration rules for sensitive products."""
+    if not sensitive:
+        return
+    if terms.require_expiry_sensitive and duration is None and until is None:
+        raise InvalidInput(
+            "This data product holds PII, so the request must say how long "
+            "access is needed (a number of days or an end date)."
+        )
+    if terms.max_sensitive_days is None:
+        return
+    cap = timedelta(days=terms.max_sensitive_days)
+    asked = duration if duration is not None else ((until - today) if until is not None else None)
+    if asked is None:
+        raise InvalidInput(
+            f"This data product holds PII, so access may last at most "
+            f"{terms.max_sensitive_days} days; give a duration or an end date."
+        )
+    if asked > cap:
+        raise InvalidInput(
+            f"This data product holds PII, so access may last at most "
+            f"{terms.max_sensitive_days} days."
+        )
+
+
+def expiry(
+    granted_at: datetime, duration_seconds: int | None, expires_on: str | None
+) -> datetime | None:
+    """When access granted at ``granted_at`` ends: after the duration, or as the end date ends."""
+    if duration_seconds is not None:
+        return granted_at + timedelta(seconds=duration_seconds)
+    if expires_on is not None:
+        return datetime.combine(
+            date.fromisoformat(expires_on) + timedelta(days=1), time(), tzinfo=UTC
+        )
+    return None
 
 
 # Who may do what ----------------------------------------------------------------------------

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from mesh.aws import ClientFactory, central_account
 from mesh.catalog import GlueCatalog
 from mesh.errors import SettingError
 from mesh.grants import LakeFormation
+from mesh.lifecycle import Lifecycle
+from mesh.links import LinkSigner, load_or_create_secret
+from mesh.notify import SnsNotifier
+from mesh.org import AwsOrganization, Organization, StaticOrganization, UnknownOrganization
+from mesh.outbox import Outbox
+from mesh.policy import AccessTerms
 from mesh.settings import Mode, Settings
 from mesh.store import Store
 from mesh.users import UserFile
-from mesh.workflow import Marketplace
+from mesh.workflow import Marketplace, utc_now
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,6 +32,8 @@ class Services:
     users: UserFile
     central_account: str
     endpoint: str | None
+    lifecycle: Lifecycle
+    outbox: Outbox
 
 
 def demo_endpoint(settings: Settings) -> str | None:
@@ -46,6 +55,19 @@ def require_demo_endpoint(settings: Settings) -> str:
     return endpoint
 
 
+def _organization(settings: Settings, factory: ClientFactory) -> Organization:
+    if settings.org_accounts is None:
+        return UnknownOrganization()
+    if settings.org_accounts == "aws":
+        return AwsOrganization(factory.client("organizations"))
+    return StaticOrganization(frozenset(settings.org_accounts.split(",")))
+
+
+def _links(settings: Settings) -> LinkSigner:
+    secret = settings.link_secret or load_or_create_secret(settings.link_secret_file)
+    return LinkSigner(secret, max_age_seconds=settings.link_ttl_hours * 3600, clock=utc_now)
+
+
 def build(settings: Settings, *, endpoint: str | None = None) -> Services:
     """Build the services; in demo mode ``endpoint`` is the stand-in's URL."""
     if settings.mode is Mode.DEMO and endpoint is None:
@@ -55,19 +77,53 @@ def build(settings: Settings, *, endpoint: str | None = None) -> Services:
         timeout=settings.aws_timeout,
         demo_endpoint=endpoint if settings.mode is Mode.DEMO else None,
     )
-    account = central_account(factory.client("sts"))
+    sts = factory.client("sts")
+    account = central_account(sts)
     catalog = GlueCatalog(factory.client("glue"), catalog_id=account)
     lakeformation = LakeFormation(factory.client("lakeformation"))
     users = UserFile(settings.users_path)
     users.directory()  # a broken users file stops start-up, not the first sign-in
     store = Store(settings.db_path)
     store.migrate()
+    links = _links(settings)
+    notifier = SnsNotifier(
+        sts=sts,
+        sns=factory.client("sns"),
+        client_for=factory.client,
+        region=factory.region,
+        role_name=settings.producer_role,
+        topic_name=settings.producer_topic,
+    )
+    outbox = Outbox(
+        store=store,
+        notifier=notifier,
+        links=links,
+        org=_organization(settings, factory),
+        base_url=settings.base_url,
+        enabled=settings.notify,
+        admin_topic_arn=settings.admin_topic_arn,
+        decision_topic_arn=settings.decision_topic_arn,
+        retry_limit=settings.notify_retry_limit,
+        clock=utc_now,
+    )
     marketplace = Marketplace(
         store=store,
         catalog=catalog,
         grants=lakeformation,
         users=users,
         stale_granting=settings.stale_granting,
+        outbox=outbox,
+        links=links,
+        terms=AccessTerms(
+            max_sensitive_days=settings.max_sensitive_days,
+            require_expiry_sensitive=settings.require_expiry_sensitive,
+        ),
+    )
+    lifecycle = Lifecycle(
+        marketplace,
+        remind_after=timedelta(hours=settings.remind_after_hours),
+        warn_before=timedelta(days=settings.warn_days),
+        grant_retry_limit=settings.grant_retry_limit,
     )
     return Services(
         settings=settings,
@@ -77,4 +133,6 @@ def build(settings: Settings, *, endpoint: str | None = None) -> Services:
         users=users,
         central_account=account,
         endpoint=endpoint,
+        lifecycle=lifecycle,
+        outbox=outbox,
     )

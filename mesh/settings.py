@@ -81,6 +81,93 @@ SETTINGS = (
         default="(found in var/demo-standin.json)",
         help="demo mode only: the stand-in's URL; `python -m mesh demo` sets it",
     ),
+    Setting(
+        name="MESH_LOG",
+        default="error",
+        help="CLI log level: `warning` adds the AWS error behind a message, `debug` all",
+    ),
+    Setting(
+        name="MESH_NOTIFY",
+        default="on",
+        help="`off` sends no notification at all (the outbox still records why)",
+    ),
+    Setting(
+        name="MESH_BASE_URL",
+        default="http://localhost:8501",
+        help="the web app's address, used in the approve and deny links of notifications",
+    ),
+    Setting(
+        name="MESH_PRODUCER_ROLE",
+        default="ProducerWorkflowRole",
+        help="role assumed in the producer account (`data_owner`) to notify its owners",
+    ),
+    Setting(
+        name="MESH_PRODUCER_TOPIC",
+        default="DataLakeSharingApproval",
+        help="SNS topic name in the producer account that owners subscribe to",
+    ),
+    Setting(
+        name="MESH_DECISION_TOPIC_ARN",
+        default="(none)",
+        help="optional SNS topic in the central account for decisions and expiry warnings",
+    ),
+    Setting(
+        name="MESH_ADMIN_TOPIC_ARN",
+        default="(none)",
+        help="optional SNS topic in the central account for reminders escalated to admins",
+    ),
+    Setting(
+        name="MESH_LINK_SECRET",
+        default="random, kept in link-secret beside MESH_DB",
+        help="secret that signs decision links; every process on the server must share it",
+    ),
+    Setting(name="MESH_LINK_TTL_HOURS", default="72", help="hours a decision link stays valid"),
+    Setting(
+        name="MESH_ORG_ACCOUNTS",
+        default="(unknown)",
+        help="comma-separated account ids of the AWS Organization, or `aws` to read them "
+        "with organizations:ListAccounts; outside accounts get RAM instructions",
+    ),
+    Setting(
+        name="MESH_MAX_DAYS_SENSITIVE",
+        default="(no cap)",
+        help="longest access, in days, that a request for a sensitive product may ask for",
+    ),
+    Setting(
+        name="MESH_REQUIRE_EXPIRY_SENSITIVE",
+        default="off",
+        help="`on`: a request for a sensitive product must ask for a duration",
+    ),
+    Setting(
+        name="MESH_EXPIRY_WARNING_DAYS",
+        default="7",
+        help="days before expiry that the requester is warned",
+    ),
+    Setting(
+        name="MESH_REMIND_AFTER_HOURS",
+        default="48",
+        help="hours a request may wait before owners are reminded (admins after twice that)",
+    ),
+    Setting(
+        name="MESH_GRANT_RETRY_LIMIT",
+        default="3",
+        help="attempts the periodic job makes at a grant that failed for a transient cause",
+    ),
+    Setting(
+        name="MESH_NOTIFY_RETRY_LIMIT",
+        default="5",
+        help="attempts made at one notification before it is left failed",
+    ),
+    Setting(
+        name="MESH_TICK_SECONDS",
+        default="60",
+        help="demo mode: seconds between background runs of the periodic job",
+    ),
+    Setting(
+        name="MESH_DEMO_DURATION_MINUTES",
+        default="3",
+        help="demo mode: the short access duration offered so that expiry can be watched",
+    ),
 )
 
 
@@ -95,6 +182,27 @@ class Settings:
     aws_timeout: int
     stale_granting: int
     demo_endpoint: str | None
+    notify: bool = True
+    base_url: str = "http://localhost:8501"
+    producer_role: str = "ProducerWorkflowRole"
+    producer_topic: str = "DataLakeSharingApproval"
+    decision_topic_arn: str | None = None
+    admin_topic_arn: str | None = None
+    link_secret: str | None = None
+    link_ttl_hours: int = 72
+    org_accounts: str | None = None
+    max_sensitive_days: int | None = None
+    require_expiry_sensitive: bool = False
+    warn_days: int = 7
+    remind_after_hours: int = 48
+    grant_retry_limit: int = 3
+    notify_retry_limit: int = 5
+    tick_seconds: int = 60
+    demo_minutes: int = 3
+
+    @property
+    def link_secret_file(self) -> Path:
+        return self.db_path.parent / "link-secret"
 
     @property
     def demo_state_file(self) -> Path:
@@ -191,4 +299,92 @@ def load_settings(
         aws_timeout=_positive_int("MESH_AWS_TIMEOUT", get("MESH_AWS_TIMEOUT"), 10),
         stale_granting=_positive_int("MESH_STALE_GRANTING", get("MESH_STALE_GRANTING"), 300),
         demo_endpoint=get("MESH_DEMO_ENDPOINT"),
+        **_lifecycle(get, demo=mode is Mode.DEMO),
     )
+
+
+def _switch(name: str, raw: str | None, default: bool) -> bool:
+    if raw is None:
+        return default
+    value = raw.lower()
+    if value in {"on", "true", "yes", "1"}:
+        return True
+    if value in {"off", "false", "no", "0"}:
+        return False
+    raise SettingError(f"{name} is {raw!r}, which is neither on nor off; set it to on or off.")
+
+
+def _topic(name: str, raw: str | None) -> str | None:
+    if raw is not None and not raw.startswith("arn:aws:sns:"):
+        raise SettingError(
+            f"{name} is {raw!r}, which is not an SNS topic ARN; set it to an ARN "
+            "such as arn:aws:sns:eu-west-1:123456789012:mesh-decisions."
+        )
+    return raw
+
+
+def _topic_setting(name: str, get: Any, demo: bool) -> str | None:
+    raw = get(name)
+    return _topic(name, raw if raw is not None or not demo else _DEMO_TOPICS[name])
+
+
+def _org(raw: str | None) -> str | None:
+    if raw is None or raw.lower() == "aws":
+        return raw and raw.lower()
+    accounts = [a.strip() for a in raw.split(",") if a.strip()]
+    wrong = [a for a in accounts if not (len(a) == 12 and a.isascii() and a.isdigit())]
+    if wrong or not accounts:
+        raise SettingError(
+            f"MESH_ORG_ACCOUNTS holds {(wrong or [raw])[0]!r}, which is not a "
+            "12-digit account id; list the ids separated by commas, or set aws."
+        )
+    return ",".join(accounts)
+
+
+# The demo stand-in creates these central topics (mesh/demo/data.py).
+_DEMO_TOPICS = {
+    "MESH_DECISION_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:mesh-decisions",
+    "MESH_ADMIN_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:mesh-admin-reminders",
+}
+
+
+def _lifecycle(get: Any, *, demo: bool) -> dict[str, Any]:
+    """The access-lifecycle settings: notifications, links, expiry, reminders."""
+    base_url = get("MESH_BASE_URL") or "http://localhost:8501"
+    if not base_url.startswith(("http://", "https://")):
+        raise SettingError(
+            f"MESH_BASE_URL is {base_url!r}, which is not a web address; set it "
+            "to the app's URL, such as https://mesh.example.com."
+        )
+    cap = get("MESH_MAX_DAYS_SENSITIVE")
+    return {
+        "notify": _switch("MESH_NOTIFY", get("MESH_NOTIFY"), True),
+        "base_url": base_url.rstrip("/"),
+        "producer_role": get("MESH_PRODUCER_ROLE") or "ProducerWorkflowRole",
+        "producer_topic": get("MESH_PRODUCER_TOPIC") or "DataLakeSharingApproval",
+        "decision_topic_arn": _topic_setting("MESH_DECISION_TOPIC_ARN", get, demo),
+        "admin_topic_arn": _topic_setting("MESH_ADMIN_TOPIC_ARN", get, demo),
+        "link_secret": get("MESH_LINK_SECRET"),
+        "link_ttl_hours": _positive_int("MESH_LINK_TTL_HOURS", get("MESH_LINK_TTL_HOURS"), 72),
+        "org_accounts": _org(get("MESH_ORG_ACCOUNTS")),
+        "max_sensitive_days": None
+        if cap is None
+        else _positive_int("MESH_MAX_DAYS_SENSITIVE", cap, 90),
+        "require_expiry_sensitive": _switch(
+            "MESH_REQUIRE_EXPIRY_SENSITIVE", get("MESH_REQUIRE_EXPIRY_SENSITIVE"), False
+        ),
+        "warn_days": _positive_int("MESH_EXPIRY_WARNING_DAYS", get("MESH_EXPIRY_WARNING_DAYS"), 7),
+        "remind_after_hours": _positive_int(
+            "MESH_REMIND_AFTER_HOURS", get("MESH_REMIND_AFTER_HOURS"), 48
+        ),
+        "grant_retry_limit": _positive_int(
+            "MESH_GRANT_RETRY_LIMIT", get("MESH_GRANT_RETRY_LIMIT"), 3
+        ),
+        "notify_retry_limit": _positive_int(
+            "MESH_NOTIFY_RETRY_LIMIT", get("MESH_NOTIFY_RETRY_LIMIT"), 5
+        ),
+        "tick_seconds": _positive_int("MESH_TICK_SECONDS", get("MESH_TICK_SECONDS"), 60),
+        "demo_minutes": _positive_int(
+            "MESH_DEMO_DURATION_MINUTES", get("MESH_DEMO_DURATION_MINUTES"), 3
+        ),
+    }

@@ -90,6 +90,67 @@ def _sessions(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="0004_request_lifecycle")
+def _lifecycle(db: sqlite_utils.Database) -> None:
+    requests = db["requests"]
+    for column, kind in (
+        ("duration_seconds", int),
+        ("expires_on", str),
+        ("granted_at", str),
+        ("expires_at", str),
+        ("warned_at", str),
+        ("ended_by", str),
+        ("ended_at", str),
+        ("end_comment", str),
+        ("end_target", str),
+        ("revokes_done", str),
+        ("decision_seen", int),
+        ("reminders_sent", int),
+    ):
+        requests.add_column(column, kind)  # type: ignore[union-attr]
+    db.execute("UPDATE requests SET decision_seen = 1, reminders_sent = 0")
+    requests.create_index(["expires_at"])  # type: ignore[union-attr]
+
+
+@migrations(name="0005_notifications")
+def _notifications(db: sqlite_utils.Database) -> None:
+    db["notifications"].create(  # type: ignore[union-attr]
+        {
+            "id": int,
+            "request_id": str,
+            "kind": str,
+            "channel": str,
+            "target": str,
+            "subject": str,
+            "body": str,
+            "status": str,
+            "attempts": int,
+            "error_code": str,
+            "error": str,
+            "message_id": str,
+            "created_at": str,
+            "updated_at": str,
+            "sent_at": str,
+        },
+        pk="id",
+        not_null={"kind", "channel", "status", "created_at"},
+    )
+    db["notifications"].create_index(["request_id"])  # type: ignore[union-attr]
+    db["notifications"].create_index(["status"])  # type: ignore[union-attr]
+
+
+@migrations(name="0006_used_links_and_reconcile_reports")
+def _links_and_reports(db: sqlite_utils.Database) -> None:
+    db["used_links"].create(  # type: ignore[union-attr]
+        {"nonce": str, "request_id": str, "action": str, "used_by": str, "used_at": str},
+        pk="nonce",
+    )
+    db["reconcile_reports"].create(  # type: ignore[union-attr]
+        {"id": int, "at": str, "actor": str, "fixed": int, "report": str},
+        pk="id",
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class NewEvent:
     """An audit row to append; ``id`` is assigned by SQLite."""
@@ -134,6 +195,18 @@ def _to_row(request: AccessRequest) -> dict[str, Any]:
         "attempts": request.attempts,
         "created_at": request.created_at,
         "updated_at": request.updated_at,
+        "duration_seconds": request.duration_seconds,
+        "expires_on": request.expires_on,
+        "granted_at": request.granted_at,
+        "expires_at": request.expires_at,
+        "warned_at": request.warned_at,
+        "ended_by": request.ended_by,
+        "ended_at": request.ended_at,
+        "end_comment": request.end_comment,
+        "end_target": request.end_target,
+        "revokes_done": json.dumps(list(request.revokes_done)),
+        "decision_seen": int(request.decision_seen),
+        "reminders_sent": request.reminders_sent,
     }
 
 
@@ -159,6 +232,18 @@ def _from_row(row: Mapping[str, Any]) -> AccessRequest:
         attempts=row["attempts"] or 0,
         created_at=row["created_at"],
         updated_at=row["updated_at"] or row["created_at"],
+        duration_seconds=row["duration_seconds"],
+        expires_on=row["expires_on"],
+        granted_at=row["granted_at"],
+        expires_at=row["expires_at"],
+        warned_at=row["warned_at"],
+        ended_by=row["ended_by"],
+        ended_at=row["ended_at"],
+        end_comment=row["end_comment"] or "",
+        end_target=row["end_target"],
+        revokes_done=tuple(json.loads(row["revokes_done"] or "[]")),
+        decision_seen=bool(row["decision_seen"] if row["decision_seen"] is not None else 1),
+        reminders_sent=row["reminders_sent"] or 0,
     )
 
 
@@ -277,6 +362,63 @@ class Store:
             self._append(db, events)
             return _from_row(db["requests"].get(request_id))  # type: ignore[union-attr]
 
+    def claim_reminder(
+        self, request_id: str, *, was: int, level: int, events: Sequence[NewEvent]
+    ) -> AccessRequest | None:
+        """Raise a pending request's reminder level from ``was``; None if another pass did."""
+        return self._update_if(
+            request_id,
+            "status = 'pending_approval' AND reminders_sent = ?",
+            [was],
+            {"reminders_sent": level},
+            events,
+        )
+
+    def claim_warning(
+        self, request_id: str, *, at: str, events: Sequence[NewEvent]
+    ) -> AccessRequest | None:
+        """Mark a granted request as warned of its expiry; None if another pass did."""
+        return self._update_if(
+            request_id,
+            "status = 'granted' AND warned_at IS NULL",
+            [],
+            {"warned_at": at, "decision_seen": 0},
+            events,
+        )
+
+    def mark_seen(self, requester: str) -> int:
+        """The requester has seen every decision on their requests."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE requests SET decision_seen = 1 WHERE requester = ? AND decision_seen = 0",
+                [requester],
+            )
+            return int(cursor.rowcount)
+
+    def _update_if(
+        self,
+        request_id: str,
+        condition: str,
+        params: list[Any],
+        changes: Mapping[str, Any],
+        events: Sequence[NewEvent],
+    ) -> AccessRequest | None:
+        assignments = ", ".join(f"[{column}] = ?" for column in changes)
+        with self._write() as db:
+            cursor = db.execute(
+                f"UPDATE requests SET {assignments} WHERE id = ? AND {condition}",
+                [*[_column_value(v) for v in changes.values()], request_id, *params],
+            )
+            if cursor.rowcount != 1:
+                return None
+            self._append(db, events)
+            return _from_row(db["requests"].get(request_id))  # type: ignore[union-attr]
+
+    def notification(self, notification_id: int) -> dict[str, Any] | None:
+        with self._connect() as db:
+            rows = list(db.query("SELECT * FROM notifications WHERE id = ?", [notification_id]))
+        return dict(rows[0]) if rows else None
+
     def get(self, request_id: str) -> AccessRequest | None:
         with self._connect() as db:
             rows = list(db.query("SELECT * FROM requests WHERE id = ?", [request_id]))
@@ -334,6 +476,100 @@ class Store:
         sql += " ORDER BY id"
         with self._connect() as db:
             return [_event_from_row(row) for row in db.query(sql, params)]
+
+    # Notifications ----------------------------------------------------------------------
+
+    def add_notification(self, row: Mapping[str, Any], events: Sequence[NewEvent]) -> int:
+        with self._write() as db:
+            table = db["notifications"]
+            table.insert(dict(row))  # type: ignore[union-attr]
+            self._append(db, events)
+            return int(table.last_pk)  # type: ignore[union-attr, arg-type]
+
+    def claim_notification(self, notification_id: int, *, at: str, stale_before: str) -> bool:
+        """Take a notification to deliver; only one process can hold it at a time."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE notifications SET status = 'sending', updated_at = ? WHERE id = ? AND "
+                "(status IN ('pending', 'failed') OR (status = 'sending' AND updated_at < ?))",
+                [at, notification_id, stale_before],
+            )
+            return cursor.rowcount == 1
+
+    def finish_notification(
+        self, notification_id: int, changes: Mapping[str, Any], events: Sequence[NewEvent]
+    ) -> None:
+        assignments = ", ".join(f"[{column}] = ?" for column in changes)
+        with self._write() as db:
+            db.execute(
+                f"UPDATE notifications SET {assignments} WHERE id = ?",
+                [*changes.values(), notification_id],
+            )
+            self._append(db, events)
+
+    def notifications(
+        self, *, request_id: str | None = None, statuses: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        where, params = [], []
+        if request_id is not None:
+            where.append("request_id = ?")
+            params.append(request_id)
+        if statuses:
+            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+            params.extend(statuses)
+        sql = "SELECT * FROM notifications"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._connect() as db:
+            return [dict(row) for row in db.query(sql + " ORDER BY id", params)]
+
+    # Decision links and reconcile reports -----------------------------------------------
+
+    def use_link(self, nonce: str, *, request_id: str, action: str, used_by: str, at: str) -> bool:
+        """Record a link as used; False if it was used before."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO used_links (nonce, request_id, action, used_by, used_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [nonce, request_id, action, used_by, at],
+            )
+            return cursor.rowcount == 1
+
+    def link_used(self, nonce: str) -> bool:
+        with self._connect() as db:
+            return bool(list(db.query("SELECT 1 FROM used_links WHERE nonce = ?", [nonce])))
+
+    def add_report(
+        self,
+        *,
+        at: str,
+        actor: str,
+        fixed: bool,
+        report: Mapping[str, Any],
+        events: Sequence[NewEvent],
+    ) -> None:
+        with self._write() as db:
+            db["reconcile_reports"].insert(  # type: ignore[union-attr]
+                {
+                    "at": at,
+                    "actor": actor,
+                    "fixed": int(fixed),
+                    "report": json.dumps(report, sort_keys=True, default=str),
+                }
+            )
+            self._append(db, events)
+
+    def last_report(self) -> dict[str, Any] | None:
+        with self._connect() as db:
+            rows = list(db.query("SELECT * FROM reconcile_reports ORDER BY id DESC LIMIT 1"))
+        if not rows:
+            return None
+        return {
+            **json.loads(rows[0]["report"]),
+            "at": rows[0]["at"],
+            "actor": rows[0]["actor"],
+            "fixed": bool(rows[0]["fixed"]),
+        }
 
     # Sign-in sessions -------------------------------------------------------------------
 

@@ -290,6 +290,14 @@ def pages_for(user: User) -> dict[str, list[Any]]:
                 url_path="approvals",
             )
         )
+        sections["Access"].append(
+            st.Page(
+                f"{PAGES_DIR}/dashboard.py",
+                title="Dashboard",
+                icon=":material/monitoring:",
+                url_path="dashboard",
+            )
+        )
     if Role.ADMIN in user.roles:
         sections["Admin"] = [
             st.Page(
@@ -297,7 +305,19 @@ def pages_for(user: User) -> dict[str, list[Any]]:
                 title="Audit log",
                 icon=":material/history:",
                 url_path="audit",
-            )
+            ),
+            st.Page(
+                f"{PAGES_DIR}/drift.py",
+                title="Lake Formation drift",
+                icon=":material/compare_arrows:",
+                url_path="drift",
+            ),
+            st.Page(
+                f"{PAGES_DIR}/notifications.py",
+                title="Notifications",
+                icon=":material/mail:",
+                url_path="notifications",
+            ),
         ]
     return sections
 

@@ -11,8 +11,8 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mesh import policy
 from mesh.errors import AwsFailure, Conflict, Forbidden, InvalidInput, MeshError, NotFound
@@ -28,6 +28,10 @@ from mesh.models import (
     User,
 )
 from mesh.store import NewEvent, Store
+
+if TYPE_CHECKING:
+    from mesh.links import LinkClaim, LinkSigner
+    from mesh.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ class Catalog(Protocol):
 
 class Grants(Protocol):
     def grant(self, spec: GrantSpec) -> dict[str, Any]: ...
+    def revoke(self, spec: GrantSpec) -> dict[str, Any]: ...
     def list_permissions(
         self, *, principal: str | None = None, resource: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]: ...
@@ -88,6 +93,9 @@ class Marketplace:
         users: Users,
         clock: Callable[[], datetime] = utc_now,
         stale_granting: int = 300,
+        outbox: Outbox | None = None,
+        terms: policy.AccessTerms | None = None,
+        links: LinkSigner | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -95,6 +103,18 @@ class Marketplace:
         self.users = users
         self.clock = clock
         self.stale_granting = stale_granting
+        self.outbox = outbox
+        self.terms = terms or policy.AccessTerms()
+        self.links = links
+
+    def _notify(self, kind: str, request: AccessRequest, **options: Any) -> None:
+        """Hand a message to the outbox; a failure there never undoes the request."""
+        if self.outbox is None:
+            return
+        try:
+            getattr(self.outbox, kind)(request, **options)
+        except Exception:  # the outbox records causes; this is the last guard
+            log.exception("could not queue a %s notification for %s", kind, request.id)
 
     # Helpers --------------------------------------------------------------------------
 
@@ -142,11 +162,23 @@ class Marketplace:
     # Submit ---------------------------------------------------------------------------
 
     def submit(
-        self, username: str, *, database: str, table: str | None, account: str, reason: str
+        self,
+        username: str,
+        *,
+        database: str,
+        table: str | None,
+        account: str,
+        reason: str,
+        duration: timedelta | None = None,
+        until: date | None = None,
     ) -> AccessRequest:
-        """Validate a request, evaluate the policy, store it, and grant at once if allowed."""
+        """Validate a request, evaluate the policy, store it, and grant at once if allowed.
+
+        ``duration`` or ``until`` bound the access in time; it is revoked when it expires.
+        """
         user = self._user(username)
         database, table, account, reason = _clean_scope(database, table, account, reason)
+        policy.check_period(duration, until, today=self.clock().date())
         db = self.catalog.database(database)
         tables = [self.catalog.table(database, table)] if table else self.catalog.tables(database)
         if db.owner_account is None:
@@ -163,6 +195,9 @@ class Marketplace:
             )
         scope = Scope(database=database, table=table)
         verdict = policy.evaluate(scope, db, tables)
+        policy.check_terms(
+            self.terms, duration, until, sensitive=verdict.needs_approval, today=self.clock().date()
+        )
         now = self._now()
         request = AccessRequest(
             id=new_request_id(),
@@ -178,6 +213,8 @@ class Marketplace:
             owner_account=db.owner_account,
             created_at=now,
             updated_at=now,
+            duration_seconds=int(duration.total_seconds()) if duration else None,
+            expires_on=until.isoformat() if until else None,
         )
         events = [
             self._event(
@@ -203,6 +240,7 @@ class Marketplace:
                 f"An identical request is already {existing.status.value}: {existing.id}."
             )
         if verdict.needs_approval:
+            self._notify("approval_request", request)
             return request
         return self._grant(request, actor=POLICY_ACTOR)
 
@@ -259,11 +297,13 @@ class Marketplace:
                 "decided_at": now,
                 "comment": comment,
                 "updated_at": now,
+                "decision_seen": False,
             },
             events=[self._event(user.username, Action.DENIED, request, comment=comment)],
         )
         if decided is None:
             raise self._moved_on(request.id, "denied")
+        self._notify("decision", decided)
         return decided
 
     def cancel(self, request_id: str, username: str) -> AccessRequest:
@@ -364,6 +404,9 @@ class Marketplace:
                 changes={"grants_done": done, "updated_at": self._now()},
                 events=[],
             )
+        now = self.clock()
+        expires = policy.expiry(now, request.duration_seconds, request.expires_on)
+        seen = actor in (POLICY_ACTOR, request.requester)
         granted = self.store.transition(
             request.id,
             allowed_from=[Status.GRANTING],
@@ -373,10 +416,24 @@ class Marketplace:
                 "error_code": None,
                 "error": None,
                 "attempts": request.attempts + 1,
-                "updated_at": self._now(),
+                "updated_at": iso(now),
+                "granted_at": request.granted_at or iso(now),
+                "expires_at": request.expires_at or (iso(expires) if expires else None),
+                "decision_seen": seen,
             },
-            events=[self._event(actor, Action.GRANT_SUCCEEDED, request, calls=made, grants=done)],
+            events=[
+                self._event(
+                    actor,
+                    Action.GRANT_SUCCEEDED,
+                    request,
+                    calls=made,
+                    grants=done,
+                    expires_at=iso(expires) if expires else None,
+                )
+            ],
         )
+        if granted is not None and not seen:
+            self._notify("decision", granted)
         return granted or self._request(request.id)
 
     def _fail(
@@ -406,6 +463,7 @@ class Marketplace:
                 "error": message,
                 "attempts": request.attempts + 1,
                 "updated_at": self._now(),
+                "decision_seen": actor in (POLICY_ACTOR, request.requester),
             },
             events=[
                 self._event(
@@ -421,6 +479,54 @@ class Marketplace:
             ],
         )
         return failed or self._request(request.id)
+
+    # Decision links -------------------------------------------------------------------------
+
+    def open_link(self, token: str, username: str) -> tuple[LinkClaim, AccessRequest]:
+        """Read a decision link for ``username``; it decides nothing by itself."""
+        from mesh.links import InvalidLink
+
+        user = self._user(username)
+        if self.links is None:
+            raise InvalidLink("Decision links are not enabled on this server.")
+        claim = self.links.read(token)
+        if self.store.link_used(claim.nonce):
+            raise InvalidLink(
+                "This decision link was already used; open the request from the "
+                "Approvals page instead."
+            )
+        request = self._request(claim.request_id)
+        self.store.append(
+            self._event(user.username, Action.LINK_OPENED, request, link_action=claim.action.value)
+        )
+        return claim, request
+
+    def decide_by_link(
+        self, token: str, username: str, *, action: str, comment: str = ""
+    ) -> AccessRequest:
+        """Confirm the decision a link proposes: same checks as any decision, once per link."""
+        from mesh.links import InvalidLink
+
+        user = self._user(username)
+        comment = _clean_comment(comment)
+        claim, request = self.open_link(token, username)
+        if claim.action.value != action:
+            raise InvalidLink(
+                f"This link is for {claim.action.value}, not {action}; nothing was changed."
+            )
+        if action == "deny" and not comment:
+            raise InvalidInput("A denial needs a comment that tells the requester why.")
+        self._authorise_decision(user, request.id)
+        if not self.store.use_link(
+            claim.nonce, request_id=request.id, action=action, used_by=user.username, at=self._now()
+        ):
+            raise InvalidLink("This decision link was already used; nothing was changed.")
+        if action == "approve":
+            return self.approve(request.id, user.username, comment=comment)
+        return self.deny(request.id, user.username, comment=comment)
+
+    def mark_seen(self, username: str) -> int:
+        return self.store.mark_seen(self._user(username).username)
 
     # Reads ----------------------------------------------------------------------------
 

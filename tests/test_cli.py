@@ -60,6 +60,7 @@ REQUEST_KEYS = {
     "error",
     "created_at",
     "updated_at",
+    "expires_at",  # added by the access-lifecycle issue: null when access is unbounded
 }
 AUDIT_KEYS = {"id", "at", "actor", "action", "request_id", "scope", "details"}
 DATABASE_KEYS = {

@@ -589,3 +589,34 @@ def seed(glue: Any) -> int:
             )
             count += 1
     return count
+
+
+# Notifications: every producer but Finance has the reference design's topic, so the demo
+# also shows what "owner not notified" looks like.
+PRODUCERS_WITH_TOPIC = ("111111111111", "222222222222", "333333333333")
+DECISION_TOPIC = f"arn:aws:sns:us-east-1:{CENTRAL_ACCOUNT}:mesh-decisions"
+ADMIN_TOPIC = f"arn:aws:sns:us-east-1:{CENTRAL_ACCOUNT}:mesh-admin-reminders"
+
+
+def seed_topics(
+    client_for: Any,
+    *,
+    role_name: str = "ProducerWorkflowRole",
+    topic_name: str = "DataLakeSharingApproval",
+) -> None:
+    """Create the producers' approval topics (in their accounts) and the central topics."""
+    sts = client_for("sts")
+    for account in PRODUCERS_WITH_TOPIC:
+        creds = sts.assume_role(
+            RoleArn=f"arn:aws:iam::{account}:role/{role_name}", RoleSessionName="mesh-demo-seed"
+        )["Credentials"]
+        sns = client_for(
+            "sns",
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+        )
+        sns.create_topic(Name=topic_name)
+    central = client_for("sns")
+    for arn in (DECISION_TOPIC, ADMIN_TOPIC):
+        central.create_topic(Name=arn.rsplit(":", 1)[1])

@@ -71,7 +71,9 @@ def serve(port: int = 0) -> tuple[Any, str]:
 def start(*, state_file: Path, db_path: Path, port: int = 0) -> StandIn:
     """Start, patch and seed a moto server on 127.0.0.1, and record where it listens."""
     server, endpoint = serve(port)
-    tables = data.seed(ClientFactory(demo_endpoint=endpoint).client("glue"))
+    factory = ClientFactory(demo_endpoint=endpoint)
+    tables = data.seed(factory.client("glue"))
+    data.seed_topics(factory.client)
     reset_database(db_path)
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_text(

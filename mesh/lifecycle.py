@@ -1,0 +1,504 @@
+"""Ending access and keeping it honest: revoke, expiry, the periodic job, drift.
+
+Nothing here can grant, keep or remove access except as a request, its decision and the
+policy say: revoke removes exactly what the request granted, minus what another live request
+still justifies; expiry does the same when the time is up; reconcile re-applies only grants
+that a granted request explains, and never touches grants nobody asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from mesh import policy
+from mesh.errors import Conflict, Forbidden, InvalidInput, MeshError
+from mesh.models import HOLDS_GRANTS, AccessRequest, Action, GrantSpec, Permission, Status
+from mesh.store import NewEvent
+from mesh.workflow import Marketplace, _clean_comment, iso
+
+log = logging.getLogger(__name__)
+
+EXPIRY_ACTOR = "expiry"
+TICK_ACTOR = "tick"
+RECONCILE_ACTOR = "reconcile"
+TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "InternalServiceException",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "OperationTimeoutException",
+        "ConcurrentModificationException",
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ConnectionClosedError",
+        "Unexpected",
+    }
+)
+
+
+def _resource_key(resource: dict[str, Any]) -> str:
+    return json.dumps(resource, sort_keys=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TickReport:
+    expired: list[str] = field(default_factory=list)
+    expiry_failed: list[str] = field(default_factory=list)
+    owner_reminders: list[str] = field(default_factory=list)
+    admin_reminders: list[str] = field(default_factory=list)
+    expiry_warnings: list[str] = field(default_factory=list)
+    notifications_sent: int = 0
+    notifications_failing: int = 0
+    grants_retried: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Lifecycle:
+    """Revoke, expire, remind, retry and reconcile over the marketplace's parts."""
+
+    def __init__(
+        self,
+        market: Marketplace,
+        *,
+        remind_after: timedelta,
+        warn_before: timedelta,
+        grant_retry_limit: int,
+    ) -> None:
+        self.market = market
+        self.remind_after = remind_after
+        self.warn_before = warn_before
+        self.grant_retry_limit = grant_retry_limit
+
+    # Revoke -------------------------------------------------------------------------------
+
+    def revoke(self, request_id: str, username: str, *, comment: str) -> AccessRequest:
+        """End a granted request's access; only an owner of the product or an admin may."""
+        m = self.market
+        user = m._user(username)
+        comment = _clean_comment(comment)
+        if not comment:
+            raise InvalidInput("A revocation needs a comment that tells the requester why.")
+        request = m._request(request_id)
+        if not (user.is_admin or policy.owns(user, m._owner_now(request))):
+            raise Forbidden(
+                f"User {user.username} may not revoke request {request.id}: only "
+                "an owner of the data product or an admin can."
+            )
+        resumable = [Status.GRANTED, Status.REVOKE_FAILED]
+        if request.status not in resumable:
+            raise Conflict(
+                f"Request {request.id} is {request.status.value}; only granted "
+                "access can be revoked."
+            )
+        claimed = m.store.transition(
+            request.id,
+            allowed_from=resumable,
+            changes={
+                "status": Status.REVOKING,
+                "ended_by": user.username,
+                "end_comment": comment,
+                "end_target": Status.REVOKED.value,
+                "updated_at": m._now(),
+            },
+            events=[m._event(user.username, Action.REVOKE_REQUESTED, request, comment=comment)],
+        )
+        if claimed is None:
+            raise Conflict(f"Request {request.id} changed while revoking; look at it again.")
+        return self._revoke(claimed, actor=user.username)
+
+    def _justified(self, request: AccessRequest) -> dict[str, tuple[set[str], set[str], list[str]]]:
+        """Per resource, what other live requests for the same account still justify."""
+        kept: dict[str, tuple[set[str], set[str], list[str]]] = {}
+        for other in self.market.store.requests(statuses=list(HOLDS_GRANTS)):
+            if other.id == request.id or other.account != request.account:
+                continue
+            if other.status is Status.REVOKING:
+                continue
+            for spec in self.market.grant_plan(other):
+                perms, grantable, ids = kept.setdefault(
+                    _resource_key(spec.resource), (set(), set(), [])
+                )
+                perms.update(p.value for p in spec.permissions)
+                grantable.update(p.value for p in spec.grantable)
+                ids.append(other.id)
+        return kept
+
+    def _revoke(self, request: AccessRequest, *, actor: str) -> AccessRequest:
+        """Revoke what is left of a request's grants, recording each step."""
+        m = self.market
+        done = list(request.revokes_done)
+        made: list[dict[str, Any]] = []
+        justified = self._justified(request)
+        for spec in m.grant_plan(request):
+            if spec.key in done or spec.key not in request.grants_done:
+                continue
+            perms, grantable, ids = justified.get(_resource_key(spec.resource), (set(), set(), []))
+            narrowed = replace(
+                spec,
+                permissions=tuple(p for p in spec.permissions if p.value not in perms),
+                grantable=tuple(p for p in spec.grantable if p.value not in grantable),
+            )
+            if not narrowed.permissions and not narrowed.grantable:
+                m.store.append(
+                    m._event(
+                        actor,
+                        Action.REVOKE_SKIPPED,
+                        request,
+                        grant=spec.key,
+                        kept_for=sorted(set(ids)),
+                    )
+                )
+            else:
+                m.store.append(
+                    m._event(
+                        actor,
+                        Action.REVOKE_ATTEMPTED,
+                        request,
+                        call=narrowed.to_api(),
+                        kept_for=sorted(set(ids)),
+                    )
+                )
+                try:
+                    made.append(m.grants.revoke(narrowed))
+                except Exception as exc:  # noqa: BLE001 - leaves revoke_failed with its cause
+                    return self._revoke_failed(
+                        request, actor=actor, exc=exc, done=done, call=narrowed.to_api()
+                    )
+            done.append(spec.key)
+            m.store.transition(
+                request.id,
+                allowed_from=[Status.REVOKING],
+                changes={"revokes_done": done, "updated_at": m._now()},
+                events=[],
+            )
+        target = Status(request.end_target or Status.REVOKED.value)
+        now = m._now()
+        ended = m.store.transition(
+            request.id,
+            allowed_from=[Status.REVOKING],
+            changes={
+                "status": target,
+                "revokes_done": done,
+                "ended_at": now,
+                "updated_at": now,
+                "error_code": None,
+                "error": None,
+                "decision_seen": False,
+            },
+            events=[
+                m._event(
+                    actor,
+                    Action.REVOKE_SUCCEEDED,
+                    request,
+                    calls=made,
+                    revoked=done,
+                    status=target.value,
+                )
+            ],
+        )
+        if ended is not None:
+            m._notify("decision", ended)
+        return ended or m._request(request.id)
+
+    def _revoke_failed(
+        self,
+        request: AccessRequest,
+        *,
+        actor: str,
+        exc: Exception,
+        done: list[str],
+        call: dict[str, Any],
+    ) -> AccessRequest:
+        m = self.market
+        if isinstance(exc, MeshError):
+            code, message = exc.code or type(exc).__name__, exc.message
+        else:
+            log.exception("unexpected failure while revoking %s", request.id)
+            code, message = "Unexpected", f"An unexpected error stopped the revoke ({exc})."
+        failed = m.store.transition(
+            request.id,
+            allowed_from=[Status.REVOKING],
+            changes={
+                "status": Status.REVOKE_FAILED,
+                "revokes_done": done,
+                "error_code": code,
+                "error": message + " Revoke again (or let the periodic job retry).",
+                "updated_at": m._now(),
+            },
+            events=[
+                m._event(
+                    actor,
+                    Action.REVOKE_FAILED,
+                    request,
+                    error_code=code,
+                    error=message,
+                    failed_call=call,
+                    revoked_so_far=done,
+                )
+            ],
+        )
+        return failed or m._request(request.id)
+
+    # The periodic job ---------------------------------------------------------------------
+
+    def tick(self) -> TickReport:
+        """One idempotent pass; two at once, or two in a row, do no harm.
+
+        Every step claims its work with a conditional update first, so a second pass running
+        at the same moment finds nothing left to claim.
+        """
+        report = TickReport()
+        self._expire_due(report)
+        self._remind(report)
+        self._warn_expiring(report)
+        if self.market.outbox is not None:
+            sent, failing = self.market.outbox.retry_failed()
+            report = replace(report, notifications_sent=sent, notifications_failing=failing)
+        self._retry_transient(report)
+        return report
+
+    def _expire_due(self, report: TickReport) -> None:
+        m = self.market
+        now = m.clock()
+        for request in m.store.requests(
+            statuses=[Status.GRANTED, Status.REVOKE_FAILED, Status.REVOKING]
+        ):
+            if request.status is Status.REVOKING and not m._is_stale(request):
+                continue
+            if request.status is not Status.GRANTED:
+                if request.end_target != Status.EXPIRED.value:
+                    continue
+            elif not request.expires_at or request.expires_at > iso(now):
+                continue
+            claimed = m.store.transition(
+                request.id,
+                allowed_from=[request.status],
+                changes={
+                    "status": Status.REVOKING,
+                    "ended_by": EXPIRY_ACTOR,
+                    "end_target": Status.EXPIRED.value,
+                    "updated_at": iso(now),
+                },
+                events=[
+                    m._event(
+                        EXPIRY_ACTOR, Action.EXPIRY_DUE, request, expires_at=request.expires_at
+                    )
+                ],
+            )
+            if claimed is None:
+                continue
+            ended = self._revoke(claimed, actor=EXPIRY_ACTOR)
+            (report.expired if ended.status is Status.EXPIRED else report.expiry_failed).append(
+                request.id
+            )
+
+    def _remind(self, report: TickReport) -> None:
+        m = self.market
+        now = m.clock()
+        for request in m.store.requests(statuses=[Status.PENDING_APPROVAL]):
+            waited = now - datetime.fromisoformat(request.created_at.replace("Z", "+00:00"))
+            level = (
+                2 if waited >= 2 * self.remind_after else (1 if waited >= self.remind_after else 0)
+            )
+            if level <= request.reminders_sent:
+                continue
+            claimed = m.store.claim_reminder(
+                request.id,
+                was=request.reminders_sent,
+                level=level,
+                events=[
+                    m._event(
+                        TICK_ACTOR,
+                        Action.REMINDER_DUE,
+                        request,
+                        level=level,
+                        waited_hours=round(waited.total_seconds() / 3600, 1),
+                    )
+                ],
+            )
+            if claimed is None:
+                continue
+            to_admins = level == 2
+            m._notify("approval_request", claimed, reminder=True, to_admins=to_admins)
+            (report.admin_reminders if to_admins else report.owner_reminders).append(request.id)
+
+    def _warn_expiring(self, report: TickReport) -> None:
+        m = self.market
+        now = m.clock()
+        for request in m.store.requests(statuses=[Status.GRANTED]):
+            if request.warned_at or not request.expires_at:
+                continue
+            if request.expires_at > iso(now + self.warn_before):
+                continue
+            claimed = m.store.claim_warning(
+                request.id,
+                at=iso(now),
+                events=[
+                    m._event(
+                        TICK_ACTOR,
+                        Action.EXPIRY_WARNING_DUE,
+                        request,
+                        expires_at=request.expires_at,
+                    )
+                ],
+            )
+            if claimed is None:
+                continue
+            m._notify("expiry_warning", claimed)
+            report.expiry_warnings.append(request.id)
+
+    def _retry_transient(self, report: TickReport) -> None:
+        m = self.market
+        for request in m.store.requests(statuses=[Status.FAILED]):
+            if request.error_code not in TRANSIENT_CODES:
+                continue
+            if request.attempts >= self.grant_retry_limit:
+                continue
+            resumed = m.store.transition(
+                request.id,
+                allowed_from=[Status.FAILED],
+                changes={"status": Status.GRANTING, "updated_at": m._now()},
+                events=[
+                    m._event(
+                        TICK_ACTOR,
+                        Action.RETRY_REQUESTED,
+                        request,
+                        previous_error=request.error_code,
+                        attempt=request.attempts + 1,
+                    )
+                ],
+            )
+            if resumed is not None:
+                m._grant(resumed, actor=TICK_ACTOR)
+                report.grants_retried.append(request.id)
+
+    # Drift --------------------------------------------------------------------------------
+
+    def reconcile(self, *, fix: bool, actor: str = RECONCILE_ACTOR) -> dict[str, Any]:
+        """Compare granted requests with what Lake Formation holds; re-apply missing grants.
+
+        Unexplained grants (to consumer accounts, on this catalog, that no request explains)
+        are reported and never touched.
+        """
+        m = self.market
+        central = m.catalog.catalog_id
+        held: dict[tuple[str, str], tuple[set[str], set[str], dict[str, Any]]] = {}
+        for entry in m.grants.list_permissions():
+            principal = entry.get("Principal", {}).get("DataLakePrincipalIdentifier", "")
+            resource = entry.get("Resource", {})
+            if not policy.is_valid_account(principal) or principal == central:
+                continue
+            body: Any = next(iter(resource.values()), {}) if resource else {}
+            if not isinstance(body, dict) or body.get("CatalogId", central) != central:
+                continue
+            perms, grantable, _ = held.setdefault(
+                (principal, _resource_key(resource)), (set(), set(), resource)
+            )
+            perms.update(entry.get("Permissions", []))
+            grantable.update(entry.get("PermissionsWithGrantOption", []))
+        expected: dict[tuple[str, str], tuple[set[str], set[str]]] = {}
+        missing: list[dict[str, Any]] = []
+        for request in m.store.requests(statuses=[Status.GRANTED]):
+            for spec in m.grant_plan(request):
+                key = (spec.principal, _resource_key(spec.resource))
+                want = {p.value for p in spec.permissions}
+                want_grantable = {p.value for p in spec.grantable}
+                exp = expected.setdefault(key, (set(), set()))
+                exp[0].update(want)
+                exp[1].update(want_grantable)
+                have, have_grantable, _ = held.get(key, (set(), set(), {}))
+                if not (want <= have and want_grantable <= have_grantable):
+                    missing.append(
+                        {
+                            "request_id": request.id,
+                            "account": request.account,
+                            "grant": spec.to_api(),
+                            "lacking": sorted(want - have),
+                            "lacking_grant_option": sorted(want_grantable - have_grantable),
+                        }
+                    )
+        unexplained = []
+        for (principal, found), (have, have_grantable, resource) in sorted(held.items()):
+            exp_perms, exp_grantable = expected.get((principal, found), (set(), set()))
+            extra, extra_grantable = have - exp_perms, have_grantable - exp_grantable
+            if extra or extra_grantable:
+                unexplained.append(
+                    {
+                        "account": principal,
+                        "resource": resource,
+                        "permissions": sorted(extra),
+                        "grant_option": sorted(extra_grantable),
+                    }
+                )
+        fixed = self._fix(missing, actor=actor) if fix else []
+        report = {
+            "checked_at": m._now(),
+            "granted_requests": len(m.store.requests(statuses=[Status.GRANTED])),
+            "missing": missing,
+            "unexplained": unexplained,
+            "fixed": fixed,
+        }
+        events = [
+            NewEvent(
+                at=m._now(),
+                actor=actor,
+                action=Action.RECONCILE_MISSING.value,
+                request_id=item["request_id"],
+                scope="",
+                details=item,
+            )
+            for item in missing
+        ]
+        if unexplained:
+            events.append(
+                NewEvent(
+                    at=m._now(),
+                    actor=actor,
+                    action=Action.RECONCILE_UNEXPLAINED.value,
+                    request_id=None,
+                    scope="",
+                    details={"unexplained": unexplained},
+                )
+            )
+        m.store.add_report(at=m._now(), actor=actor, fixed=fix, report=report, events=events)
+        return report
+
+    def _fix(self, missing: list[dict[str, Any]], *, actor: str) -> list[dict[str, Any]]:
+        m = self.market
+        fixed = []
+        for item in missing:
+            api = item["grant"]
+            spec = GrantSpec(
+                principal=api["Principal"]["DataLakePrincipalIdentifier"],
+                resource=api["Resource"],
+                permissions=tuple(Permission(p) for p in api["Permissions"]),
+                grantable=tuple(Permission(p) for p in api["PermissionsWithGrantOption"]),
+            )
+            try:
+                m.grants.grant(spec)
+            except MeshError as exc:
+                fixed.append({**item, "fixed": False, "error": exc.message})
+                continue
+            fixed.append({**item, "fixed": True})
+            m.store.append(
+                NewEvent(
+                    at=m._now(),
+                    actor=actor,
+                    action=Action.RECONCILE_FIXED.value,
+                    request_id=item["request_id"],
+                    scope="",
+                    details={"call": api},
+                )
+            )
+        return fixed

@@ -1,0 +1,139 @@
+"""Pure composition of the messages the marketplace sends (no I/O here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mesh.models import AccessRequest
+
+SUBJECT_LIMIT = 100  # SNS e-mail subjects: ASCII, no line breaks, at most 100 characters
+
+
+class Kind(StrEnum):
+    APPROVAL_REQUEST = "approval_request"
+    OWNER_REMINDER = "owner_reminder"
+    ADMIN_REMINDER = "admin_reminder"
+    DECISION = "decision"
+    EXPIRY_WARNING = "expiry_warning"
+
+
+class Channel(StrEnum):
+    PRODUCER = "producer"  # the owner's topic in the producer account, through its role
+    ADMIN = "admin"  # a topic in the central account for platform admins
+    REQUESTER = "requester"  # a topic in the central account for decisions
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    kind: Kind
+    channel: Channel
+    subject: str
+    body: str
+
+
+def _subject(text: str) -> str:
+    clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
+    return clean if len(clean) <= SUBJECT_LIMIT else clean[: SUBJECT_LIMIT - 3] + "..."
+
+
+def _scope(request: AccessRequest) -> str:
+    return (
+        f"{request.database}.{request.table}"
+        if request.table
+        else (f"{request.database} (whole database)")
+    )
+
+
+def _facts(request: AccessRequest) -> list[str]:
+    return [
+        f"Request:        {request.id}",
+        f"Database:       {request.database}",
+        f"Table:          {request.table or '(all tables)'}",
+        f"Target account: {request.account}",
+        f"Requester:      {request.requester}",
+        f"Reason:         {request.reason}",
+        f"Why approval:   {request.policy_reason}",
+        "PII columns:    "
+        + (", ".join(request.pii_columns) or "(flagged at database or table level)"),
+    ]
+
+
+def approval_request(
+    request: AccessRequest,
+    *,
+    approve_url: str,
+    deny_url: str,
+    reminder: bool = False,
+    channel: Channel = Channel.PRODUCER,
+) -> Message:
+    """What the owner receives; the links only open the request, a person confirms."""
+    kind = (
+        (Kind.ADMIN_REMINDER if channel is Channel.ADMIN else Kind.OWNER_REMINDER)
+        if (reminder)
+        else Kind.APPROVAL_REQUEST
+    )
+    prefix = "Reminder: " if reminder else ""
+    lines = [
+        f"{prefix}{request.requester} asks for access to {_scope(request)} for account "
+        f"{request.account}. Personal data is in scope, so an owner must decide.",
+        "",
+        *_facts(request),
+        "",
+        f"Approve: {approve_url}",
+        f"Deny:    {deny_url}",
+        "",
+        "Each link opens the request in Mesh Marketplace; nothing is decided until you sign in "
+        "and confirm. The links expire and work once.",
+    ]
+    return Message(
+        kind=kind,
+        channel=channel,
+        subject=_subject(f"{prefix}Access request: {_scope(request)} for {request.account}"),
+        body="\n".join(lines),
+    )
+
+
+def ram_instructions(account: str) -> str:
+    return (
+        f"Account {account} is outside the AWS Organization, so its administrator must "
+        "accept the AWS RAM resource share invitation: in that account open the AWS RAM "
+        "console, Shared with me > Resource shares, and accept the invitation from the "
+        "central data catalog account (or run `aws ram get-resource-share-invitations` then "
+        "`aws ram accept-resource-share-invitation --resource-share-invitation-arn ARN`). "
+        "Then its data lake administrator grants access to its own users."
+    )
+
+
+def decision(request: AccessRequest, *, outside_org: bool) -> Message:
+    status = request.status.value.replace("_", " ")
+    lines = [
+        f"Your request {request.id} for {_scope(request)} (account {request.account}) is {status}."
+    ]
+    if request.comment:
+        lines.append(f"Comment from {request.decided_by}: {request.comment}")
+    if request.end_comment:
+        lines.append(f"Comment from {request.ended_by}: {request.end_comment}")
+    if request.expires_at:
+        lines.append(f"Access expires at {request.expires_at}.")
+    if outside_org and request.status.value == "granted":
+        lines.append(ram_instructions(request.account))
+    return Message(
+        kind=Kind.DECISION,
+        channel=Channel.REQUESTER,
+        subject=_subject(f"Access {status}: {_scope(request)}"),
+        body="\n".join(lines),
+    )
+
+
+def expiry_warning(request: AccessRequest) -> Message:
+    body = (
+        f"Access of account {request.account} to {_scope(request)} (request {request.id}) "
+        f"expires at {request.expires_at}. Request it again if you still need it."
+    )
+    return Message(
+        kind=Kind.EXPIRY_WARNING,
+        channel=Channel.REQUESTER,
+        subject=_subject(f"Access expiring: {_scope(request)}"),
+        body=body,
+    )
