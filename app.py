@@ -9,5 +9,6 @@ st.set_page_config(page_title="Mesh Marketplace", page_icon=":material/storefron
 services = ui.services()
 user = ui.sign_in(services)
 navigation = st.navigation(ui.pages_for(user))
+ui.resume_decision_link(user, navigation)
 ui.sidebar(services, user)
 navigation.run()

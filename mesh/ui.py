@@ -11,9 +11,11 @@ import copy
 import logging
 import re
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pandas as pd
@@ -23,8 +25,9 @@ import streamlit_authenticator as stauth
 from mesh import browse
 from mesh.catalog import CatalogSnapshot
 from mesh.demo import standin
-from mesh.errors import MeshError
+from mesh.errors import InvalidInput, MeshError
 from mesh.models import AccessRequest, Role, User
+from mesh.policy import DURATION_CHOICES
 from mesh.services import Services, build, demo_endpoint
 from mesh.settings import Mode, Settings, load_settings
 from mesh.workflow import iso, utc_now
@@ -40,6 +43,7 @@ class Keys:
     TABLE = "mesh_selected_table"
     FLASH = "mesh_flash"
     SIGN_OUT = "mesh_sign_out_requested"
+    PENDING_LINK = "mesh_pending_decision_link"
 
 
 PAGES_DIR = "pages"
@@ -67,7 +71,28 @@ def _embedded_standin(state_file: str, db_path: str) -> str:
 
 @st.cache_resource(show_spinner="Connecting…")
 def _services(settings: Settings, endpoint: str | None) -> Services:
-    return build(settings, endpoint=endpoint)
+    svc = build(settings, endpoint=endpoint)
+    if settings.mode is Mode.DEMO:
+        _start_background_job(svc)
+    return svc
+
+
+def _start_background_job(svc: Services) -> threading.Event:
+    """Demo mode: run the periodic job every MESH_TICK_SECONDS, so expiry can be watched.
+
+    Outside the demo, schedule `python -m mesh tick` (cron, systemd timer, EventBridge).
+    """
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(svc.settings.tick_seconds):
+            try:
+                svc.lifecycle.tick()
+            except Exception:  # a failed pass is logged; the next one tries again
+                log.exception("background tick failed")
+
+    threading.Thread(target=loop, name="mesh-demo-tick", daemon=True).start()
+    return stop
 
 
 @st.cache_resource
@@ -185,6 +210,8 @@ def sign_in(svc: Services) -> User:
     if status is False:
         st.error("Wrong user name or password.")
     if not status:
+        if st.query_params.get("link"):  # a decision link: come back to it after sign-in
+            st.session_state[Keys.PENDING_LINK] = st.query_params["link"]
         _demo_hint(svc)
         _no_pages()
     username = str(st.session_state["username"])
@@ -199,14 +226,42 @@ def sign_in(svc: Services) -> User:
     return user  # type: ignore[return-value]  # None was ruled out above
 
 
+# Every page's address, so that a link to one (a decision link, a bookmark) shows the sign-in
+# form instead of "page not found", and comes back to the page once signed in.
+PAGE_PATHS = (
+    "databases",
+    "database",
+    "table",
+    "my-requests",
+    "approvals",
+    "dashboard",
+    "audit",
+    "drift",
+    "notifications",
+)
+
+
 def _no_pages() -> None:
-    """Register no page before sign-in, so Streamlit never lists the pages/ folder."""
-    st.navigation([st.Page(_signed_out, title="Sign in", url_path="sign-in")], position="hidden")
+    """Before sign-in, every address shows only the sign-in form (the frame drew it)."""
+    placeholders = [
+        st.Page(_signed_out(path), title="Sign in", url_path=path) for path in PAGE_PATHS
+    ]
+    st.navigation(
+        [
+            st.Page(_signed_out("sign-in"), title="Sign in", url_path="sign-in", default=True),
+            *placeholders,
+        ],
+        position="hidden",
+    )
     st.stop()
 
 
-def _signed_out() -> None:
-    """The only page before sign-in; the frame has already drawn the login form."""
+def _signed_out(path: str) -> Any:
+    def page() -> None:
+        """Nothing: the frame has already drawn the sign-in form."""
+
+    page.__name__ = page.__qualname__ = f"signed_out_{path.replace('-', '_')}"
+    return page
 
 
 def _open_or_refuse_session(svc: Services, auth: stauth.Authenticate, username: str) -> None:
@@ -227,6 +282,21 @@ def _sign_out(svc: Services, auth: stauth.Authenticate, *, revoke: bool = True) 
         svc.marketplace.store.revoke_session(token, at=iso(utc_now()))
     if st.session_state.get("authentication_status"):
         auth.logout(location="unrendered")
+
+
+def resume_decision_link(user: User, page: Any) -> None:
+    """After sign-in, go back to the decision link that was followed before it."""
+    token = st.session_state.pop(Keys.PENDING_LINK, None)
+    if not token or (page.url_path == "approvals" and st.query_params.get("link") == token):
+        return
+    if not user.can_approve:
+        flash(
+            "That link is a decision link for data owners and admins; your user cannot "
+            "decide requests.",
+            "warning",
+        )
+        return
+    st.switch_page(f"{PAGES_DIR}/approvals.py", query_params={"link": token})
 
 
 def sidebar(svc: Services, user: User) -> None:
@@ -335,7 +405,7 @@ def context() -> Context:
     if user is None:
         # Streamlit runs a pages/ file on its own when it is the first URL a fresh server
         # sees; send that visit through the frame, which signs in and gates by role.
-        st.switch_page("app.py")
+        st.switch_page("app.py", query_params=st.query_params.to_dict())
     return Context(services=svc, user=user)  # type: ignore[arg-type]  # None switched away
 
 
@@ -406,18 +476,42 @@ def request_form(ctx: Context, *, database: str, table: str | None) -> None:
         reason = st.text_area(
             "Reason (the data owner reads it)", max_chars=1000, key=f"{key}-reason"
         )
+        choices = _duration_choices(ctx.services.settings)
+        period = st.selectbox("How long", list(choices), key=f"{key}-period")
+        until = st.date_input(
+            "Until (when 'Until a date' is chosen)", value=None, key=f"{key}-until"
+        )
         submitted = st.form_submit_button("Request access", type="primary")
     if submitted:
         with guard():
+            duration = choices[period]
+            if period == UNTIL_DATE and until is None:
+                raise InvalidInput("Pick the date until which access is needed.")
             request = ctx.services.marketplace.submit(
                 user.username,
                 database=database,
                 table=table,
                 account=str(account or ""),
                 reason=reason,
+                duration=duration,
+                until=until if period == UNTIL_DATE else None,
             )
             kind, message = describe_outcome(request)
             getattr(st, kind)(message)
+
+
+UNTIL_DATE = "Until a date"
+
+
+def _duration_choices(settings: Settings) -> dict[str, timedelta | None]:
+    """The request form's durations: none, 7/30/90 days, a date, and in demo a few minutes."""
+    choices: dict[str, timedelta | None] = {"No end date": None}
+    if settings.mode is Mode.DEMO:
+        minutes = settings.demo_minutes
+        choices[f"{minutes} minutes (demo, to watch expiry)"] = timedelta(minutes=minutes)
+    choices.update({f"{d} days": timedelta(days=d) for d in DURATION_CHOICES})
+    choices[UNTIL_DATE] = None
+    return choices
 
 
 def requests_frame(requests: list[AccessRequest]) -> pd.DataFrame:
@@ -434,6 +528,9 @@ def requests_frame(requests: list[AccessRequest]) -> pd.DataFrame:
                 "updated": r.updated_at,
                 "decided by": r.decided_by or ("policy" if not r.needs_approval else ""),
                 "comment": r.comment,
+                "expires": r.expires_at or "",
+                "ended by": r.ended_by or "",
+                "end comment": r.end_comment,
                 "error": r.error or "",
             }
             for r in requests
@@ -442,7 +539,7 @@ def requests_frame(requests: list[AccessRequest]) -> pd.DataFrame:
 
 
 def badges_frame(rows: list[Any]) -> pd.DataFrame:
-    return pd.DataFrame([row.__dict__ for row in rows])
+    return pd.DataFrame([row.__dict__ for row in rows]).fillna("")
 
 
 __all__ = ["Context", "Keys", "browse", "context", "guard", "pages_for", "request_form"]

@@ -580,6 +580,20 @@ class Marketplace:
                 mine.append(request)
         return mine
 
+    def revocable_for(self, username: str) -> list[AccessRequest]:
+        """Granted access to products ``username`` owns (all, for admins)."""
+        user = self._user(username)
+        if not user.can_approve:
+            return []
+        owners: dict[str, str | None] = {}
+        mine = []
+        for request in self.store.requests(statuses=[Status.GRANTED, Status.REVOKE_FAILED]):
+            if request.database not in owners:
+                owners[request.database] = self._owner_now(request)
+            if user.is_admin or policy.owns(user, owners[request.database]):
+                mine.append(request)
+        return mine
+
     def request_for(self, request_id: str, username: str) -> AccessRequest:
         """One request, for its requester, an owner of its product or an admin."""
         user = self._user(username)

@@ -1,9 +1,164 @@
-"""Dashboard (owners and admins): the queue at a glance."""
+"""Dashboard (owners and admins): the queue at a glance, as charts.
 
+Owners see the requests for their products; admins see every request.
+"""
+
+from datetime import timedelta
+
+import altair as alt
+import pandas as pd
 import streamlit as st
 
-from mesh import ui
+from mesh import metrics, ui
+
+WINDOWS = {"Last 7 days": 7, "Last 30 days": 30, "Last 90 days": 90, "All time": None}
+PERIOD_TITLES = {metrics.Period.DAY: "Day", metrics.Period.WEEK: "Week starting"}
+OUTCOME_COLOURS = {
+    metrics.Outcome.GRANTED: "#2e9e5b",
+    metrics.Outcome.DENIED: "#f0a202",
+    metrics.Outcome.REVOKED: "#d64545",
+    metrics.Outcome.EXPIRED: "#8d8d99",
+}
+FAILURE_COLOURS = {"failures": "#d64545"}
+
+
+def pending_chart(frame: pd.DataFrame, column: str, title: str) -> alt.Chart:
+    """Bars of pending requests, coloured by the age of the oldest."""
+    return (
+        alt.Chart(frame, title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("pending:Q", title="Pending requests", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y(f"{column}:N", title=None, sort="-x", axis=alt.Axis(labelLimit=300)),
+            color=alt.Color(
+                "oldest_hours:Q",
+                title="Oldest (hours)",
+                scale=alt.Scale(scheme="oranges"),
+                legend=alt.Legend(format=".0f"),
+            ),
+            tooltip=[column, "pending", alt.Tooltip("oldest_hours:Q", format=".1f")],
+        )
+    )
+
+
+def counts_chart(frame: pd.DataFrame, colours: dict[str, str], period: metrics.Period) -> alt.Chart:
+    """Stacked bars of counts per day or week, one colour per counted column."""
+    labelled = frame.assign(period=frame["period"].dt.strftime("%Y-%m-%d"))
+    columns = list(colours)
+    legend = alt.Legend() if len(columns) > 1 else None
+    return (
+        alt.Chart(labelled)
+        .transform_fold(columns, as_=["what", "count"])
+        .mark_bar()
+        .encode(
+            x=alt.X("period:O", title=PERIOD_TITLES[period], axis=alt.Axis(labelOverlap=True)),
+            y=alt.Y("sum(count):Q", title="Count", axis=alt.Axis(tickMinStep=1)),
+            color=alt.Color(
+                "what:N",
+                title=None,
+                sort=columns,
+                scale=alt.Scale(domain=columns, range=list(colours.values())),
+                legend=legend,
+            ),
+            tooltip=["period:O", "what:N", "sum(count):Q"],
+        )
+    )
+
+
+def decision_chart(frame: pd.DataFrame, period: metrics.Period) -> alt.Chart:
+    """Lines of the median and 90th percentile hours to a decision."""
+    named = frame.rename(columns={"median_hours": "median", "p90_hours": "90th percentile"})
+    return (
+        alt.Chart(named)
+        .transform_fold(["median", "90th percentile"], as_=["measure", "hours"])
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("period:T", title=PERIOD_TITLES[period]),
+            y=alt.Y("hours:Q", title="Hours to decision"),
+            color=alt.Color("measure:N", title=None),
+            tooltip=["period:T", "measure:N", alt.Tooltip("hours:Q", format=".1f"), "decisions:Q"],
+        )
+    )
+
 
 ctx = ui.context()
+market = ctx.services.marketplace
 st.title("Dashboard")
-st.info("The dashboard is being built.")
+st.caption(
+    "Every product's requests." if ctx.user.is_admin else "Requests for the products you own."
+)
+
+with ui.guard():
+    if not ctx.user.can_approve:
+        st.error("Only owners and admins have a dashboard.")
+        st.stop()
+    left, right = st.columns(2)
+    window = left.selectbox("Window", list(WINDOWS), index=1, key="dashboard_window")
+    period = metrics.Period(
+        right.radio(
+            "Count per",
+            [p.value for p in metrics.Period],
+            format_func=str.capitalize,
+            horizontal=True,
+            key="dashboard_period",
+        )
+    )
+    now = market.clock()
+    days = WINDOWS[window]
+    owners = {
+        d.owner_account: d.owner_name for d in ui.catalog(ctx.services).databases if d.owner_account
+    }
+    board = metrics.dashboard(
+        ctx.user,
+        requests=market.store.requests(),
+        events=market.store.audit(),
+        notifications=market.store.notifications(),
+        now=now,
+        period=period,
+        since=now - timedelta(days=days) if days else None,
+        owner_names=owners,
+    )
+
+    head = board.headline
+    cols = st.columns(4)
+    cols[0].metric("Pending now", head.pending)
+    cols[1].metric("Oldest pending", metrics.format_hours(head.oldest_pending_hours))
+    cols[2].metric(
+        "Median time to decision",
+        metrics.format_hours(head.median_decision_hours),
+        help=f"Over decisions made by a person; window: {window.lower()}.",
+    )
+    cols[3].metric("Notifications failing now", head.failing_notifications)
+
+    st.subheader("Pending requests")
+    if board.pending_by_product.empty:
+        st.info("Nothing is waiting for a decision.")
+    else:
+        left, right = st.columns(2)
+        left.altair_chart(
+            pending_chart(board.pending_by_product, "product", "By product"), key="chart_product"
+        )
+        right.altair_chart(
+            pending_chart(board.pending_by_owner, "owner", "By owner"), key="chart_owner"
+        )
+
+    st.subheader("Time to decision")
+    if board.time_to_decision.empty:
+        st.info("Nobody has decided a request in this window.")
+    else:
+        st.altair_chart(decision_chart(board.time_to_decision, period), key="chart_decisions")
+
+    st.subheader("Grants, denials, revocations and expiries")
+    if not board.outcomes[list(metrics.OUTCOMES)].to_numpy().any():
+        st.info("No access was granted, denied, revoked or expired in this window.")
+    else:
+        st.altair_chart(counts_chart(board.outcomes, OUTCOME_COLOURS, period), key="chart_outcomes")
+
+    st.subheader("Notification failures")
+    if not board.notification_failures["failures"].any():
+        st.info("No notification failed in this window.")
+    else:
+        st.altair_chart(
+            counts_chart(board.notification_failures, FAILURE_COLOURS, period),
+            key="chart_notifications",
+        )

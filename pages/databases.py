@@ -6,6 +6,7 @@ from mesh import browse, ui
 
 ctx = ui.context()
 st.title("Data products")
+ui.show_flash()
 st.caption(
     "Databases in the central Glue Data Catalog. Request access from a database or table page."
 )

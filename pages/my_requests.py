@@ -1,9 +1,13 @@
-"""My requests: status, timestamps, decider, comment and error; cancel or retry."""
+"""My requests: status, timestamps, decider, comment, expiry and error; cancel or retry.
+
+Decisions the requester has not seen yet carry a "new" marker until this page shows them.
+"""
 
 import streamlit as st
 
 from mesh import ui
 from mesh.models import Status
+from mesh.notices import ram_instructions
 
 ctx = ui.context()
 market = ctx.services.marketplace
@@ -12,10 +16,23 @@ ui.show_flash()
 
 with ui.guard():
     mine = market.requests(username=ctx.user.username)
+    unseen = [r for r in mine if not r.decision_seen]
+    if unseen:
+        st.info(
+            f"{len(unseen)} new decision(s) on your requests: "
+            + ", ".join(f"{ui.md(r.id)} is {ui.md(r.status.value)}" for r in unseen)
+        )
     if not mine:
         st.info("You have made no requests yet. Open a database or a table to request access.")
     else:
-        st.dataframe(ui.requests_frame(mine), hide_index=True, key="my_requests_table")
+        frame = ui.requests_frame(mine)
+        frame.insert(0, "new", [not r.decision_seen for r in mine])
+        st.dataframe(
+            frame,
+            hide_index=True,
+            key="my_requests_table",
+            column_config={"new": st.column_config.CheckboxColumn("New")},
+        )
 
     for request in mine:
         if request.status not in (Status.PENDING_APPROVAL, Status.FAILED, Status.GRANTED):
@@ -25,6 +42,7 @@ with ui.guard():
             st.markdown(
                 f"**{ui.md(request.id)}** · {ui.md(scope)} for {ui.md(request.account)} · "
                 f"**{ui.md(request.status.value)}**"
+                + (f" · expires {ui.md(request.expires_at)}" if request.expires_at else "")
             )
             if request.status is Status.PENDING_APPROVAL:
                 st.caption(f"Waiting for the owner: {ui.md(request.policy_reason)}")
@@ -42,6 +60,11 @@ with ui.guard():
                         outcome = market.retry(request.id, ctx.user.username)
                         ui.flash(*reversed(ui.describe_outcome(outcome)))
                         st.rerun()
-            elif st.button("Show in Lake Formation", key=f"lf-{request.id}"):
-                with ui.guard():
-                    st.json(market.lake_formation_view(request.id, ctx.user.username))
+            else:
+                if ctx.services.outbox.org.contains(request.account) is False:
+                    st.warning(ui.md(ram_instructions(request.account)))
+                if st.button("Show in Lake Formation", key=f"lf-{request.id}"):
+                    with ui.guard():
+                        st.json(market.lake_formation_view(request.id, ctx.user.username))
+    if unseen:
+        market.mark_seen(ctx.user.username)

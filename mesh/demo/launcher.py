@@ -32,6 +32,7 @@ def run_demo(settings: Settings, *, port: int, standin_port: int, with_app: bool
         "MESH_MODE": "demo",
         "MESH_DEMO_ENDPOINT": running.endpoint,
         "MESH_DB": str(settings.db_path),
+        "MESH_BASE_URL": os.environ.get("MESH_BASE_URL") or f"http://localhost:{port}",
     }
     print(
         f"Demo AWS stand-in (moto) on {running.endpoint}: 10 databases, "
