@@ -81,7 +81,7 @@ def period_start(moments: pd.Series, period: Period) -> pd.Series:
     """Map each timestamp to the start of its day, or of its week (Monday)."""
     days = moments.dt.floor("D")
     if period is Period.WEEK:
-        return days - pd.to_timedelta(days.dt.dayofweek, unit="D")
+        return days - pd.to_timedelta(days.dt.day_of_week, unit="D")
     return days
 
 
@@ -273,6 +273,9 @@ def failing_notifications(
     return sum(
         1 for n in notifications if n.get("status") == "failed" and n.get("request_id") in ids
     )
+
+
+# For people -----------------------------------------------------------------------------
 
 
 def format_hours(hours: float | None) -> str:

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from mesh import metrics, ui
+from mesh.errors import MeshError
 
 WINDOWS = {"Last 7 days": 7, "Last 30 days": 30, "Last 90 days": 90, "All time": None}
 PERIOD_TITLES = {metrics.Period.DAY: "Day", metrics.Period.WEEK: "Week starting"}
@@ -20,6 +21,15 @@ OUTCOME_COLOURS = {
     metrics.Outcome.EXPIRED: "#8d8d99",
 }
 FAILURE_COLOURS = {"failures": "#d64545"}
+
+
+def owner_names(ctx: ui.Context) -> dict[str, str]:
+    """Producer names from the catalog; without them the charts name owners by account id."""
+    try:
+        databases = ui.catalog(ctx.services).databases
+    except MeshError:  # the dashboard reads the store; a catalog outage costs only the names
+        return {}
+    return {d.owner_account: d.owner_name for d in databases if d.owner_account}
 
 
 def pending_chart(frame: pd.DataFrame, column: str, title: str) -> alt.Chart:
@@ -105,9 +115,6 @@ with ui.guard():
     )
     now = market.clock()
     days = WINDOWS[window]
-    owners = {
-        d.owner_account: d.owner_name for d in ui.catalog(ctx.services).databases if d.owner_account
-    }
     board = metrics.dashboard(
         ctx.user,
         requests=market.store.requests(),
@@ -116,7 +123,7 @@ with ui.guard():
         now=now,
         period=period,
         since=now - timedelta(days=days) if days else None,
-        owner_names=owners,
+        owner_names=owner_names(ctx),
     )
 
     head = board.headline
@@ -136,29 +143,37 @@ with ui.guard():
     else:
         left, right = st.columns(2)
         left.altair_chart(
-            pending_chart(board.pending_by_product, "product", "By product"), key="chart_product"
+            pending_chart(board.pending_by_product, "product", "By product"),
+            alt="Pending requests by product",
         )
         right.altair_chart(
-            pending_chart(board.pending_by_owner, "owner", "By owner"), key="chart_owner"
+            pending_chart(board.pending_by_owner, "owner", "By owner"),
+            alt="Pending requests by owner",
         )
 
     st.subheader("Time to decision")
     if board.time_to_decision.empty:
         st.info("Nobody has decided a request in this window.")
     else:
-        st.altair_chart(decision_chart(board.time_to_decision, period), key="chart_decisions")
+        st.altair_chart(
+            decision_chart(board.time_to_decision, period),
+            alt=f"Median and 90th percentile hours to a decision per {period.value}",
+        )
 
     st.subheader("Grants, denials, revocations and expiries")
-    if not board.outcomes[list(metrics.OUTCOMES)].to_numpy().any():
+    if board.outcomes.empty:
         st.info("No access was granted, denied, revoked or expired in this window.")
     else:
-        st.altair_chart(counts_chart(board.outcomes, OUTCOME_COLOURS, period), key="chart_outcomes")
+        st.altair_chart(
+            counts_chart(board.outcomes, OUTCOME_COLOURS, period),
+            alt=f"Grants, denials, revocations and expiries per {period.value}",
+        )
 
     st.subheader("Notification failures")
-    if not board.notification_failures["failures"].any():
+    if board.notification_failures.empty:
         st.info("No notification failed in this window.")
     else:
         st.altair_chart(
             counts_chart(board.notification_failures, FAILURE_COLOURS, period),
-            key="chart_notifications",
+            alt=f"Failed notification attempts per {period.value}",
         )

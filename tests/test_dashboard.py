@@ -1,0 +1,323 @@
+"""The dashboard page through Streamlit's AppTest, in aws mode against the seeded moto server.
+
+The queue is made through the use cases with a clock the test moves by hand, so requests
+are days old and decisions take hours without any waiting. The charts are read back from
+the data Streamlit hands to Vega-Lite.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import botocore.loaders
+import botocore.session
+import pandas as pd
+import pytest
+from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from mesh import ui
+from mesh.models import Status
+from mesh.services import Services
+from mesh.workflow import utc_now
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+PASSWORD = "mesh-demo"
+COOKIE_KEY = "a-test-cookie-key-that-is-long-enough-0123456789"
+CAROLS_ACCOUNT = "444455556666"
+# Each chart's alt text (what a screen reader says), by what it shows
+CHARTS = {
+    "product": "Pending requests by product",
+    "owner": "Pending requests by owner",
+    "decisions": "Median and 90th percentile hours to a decision per day",
+    "outcomes": "Grants, denials, revocations and expiries per day",
+    "notifications": "Failed notification attempts per day",
+}
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start = self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def at(self, **offset: float) -> None:
+        """Move to ``offset`` after the start."""
+        self.now = self.start + timedelta(**offset)
+
+
+# Fixtures (the AppTest ones as in test_pages.py) -----------------------------------------
+
+_shared_loader = functools.cache(botocore.loaders.create_loader)
+
+
+@pytest.fixture(autouse=True)
+def one_botocore_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let every boto3 session share one botocore data loader (read-only data), for speed."""
+    monkeypatch.setattr(botocore.session, "create_loader", _shared_loader)
+
+
+@pytest.fixture
+def web_env(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The web app's environment in aws mode: the seeded moto server plus a cookie key."""
+    env = {**aws_env, "MESH_COOKIE_KEY": COOKIE_KEY}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def running_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Page routing as in a server that has already run app.py once (see test_pages.py)."""
+    original = PagesManager.__init__
+
+    def without_page_folder(self: PagesManager, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", without_page_folder)
+
+
+@pytest.fixture
+def app(web_env: dict[str, str], running_server: None) -> AppTest:
+    """The app, not yet run."""
+    return AppTest.from_file(APP, default_timeout=30)
+
+
+@pytest.fixture
+def queue(services: Services) -> Services:
+    """Ten days of activity made through the use cases, ending now.
+
+    Day 0: carol gets supply_chain.inventory for 7 days (Sales, no PII: granted at once)
+    and asks for sales_crm.accounts (Sales, PII), which sam denies 5 hours later.
+    Day 1: carol gets sales_orders.orders at once; sam revokes it on day 2.
+    Day 4: carol asks for hr_people.employees (People, PII): pending for 6 days.
+    Day 7: carol asks for sales_orders.customers (Sales, PII): pending for 3 days.
+    Day 8: the periodic job expires the inventory grant.
+    """
+    market, lifecycle = services.marketplace, services.lifecycle
+    clock = Clock(utc_now() - timedelta(days=10))
+    market.clock = clock
+    if market.outbox is not None:
+        market.outbox.clock = clock
+
+    def submit(database: str, table: str, **options: Any) -> str:
+        made = market.submit(
+            "carol",
+            database=database,
+            table=table,
+            account=CAROLS_ACCOUNT,
+            reason="dashboard test",
+            **options,
+        )
+        return made.id
+
+    inventory = submit("supply_chain", "inventory", duration=timedelta(days=7))
+    accounts = submit("sales_crm", "accounts")
+    clock.at(hours=5)
+    market.deny(accounts, "sam", comment="use the aggregated view")
+    clock.at(days=1)
+    orders = submit("sales_orders", "orders")
+    clock.at(days=2)
+    lifecycle.revoke(orders, "sam", comment="the project ended")
+    clock.at(days=4)
+    submit("hr_people", "employees")
+    clock.at(days=7)
+    submit("sales_orders", "customers")
+    clock.at(days=8)
+    lifecycle.tick()
+    statuses = {r.id: r.status for r in market.requests()}
+    assert (statuses[inventory], statuses[accounts], statuses[orders]) == (
+        Status.EXPIRED,
+        Status.DENIED,
+        Status.REVOKED,
+    )
+    return services
+
+
+# Helpers ---------------------------------------------------------------------------------
+
+
+def labelled(widgets: Sequence[Any], label: str) -> Any:
+    matches = [w for w in widgets if w.label == label]
+    assert len(matches) == 1, f"expected one widget labelled {label!r}, got {len(matches)}"
+    return matches[0]
+
+
+def sign_in(at: AppTest, username: str) -> AppTest:
+    """Sign in through the login form, as a person does."""
+    at.run()
+    labelled(at.text_input, "Username").input(username)
+    labelled(at.text_input, "Password").input(PASSWORD)
+    labelled(at.button, "Sign in").click().run()
+    assert not at.exception
+    return at
+
+
+def dashboard_page() -> str:
+    return f"{ui.PAGES_DIR}/dashboard.py"
+
+
+def open_dashboard(at: AppTest, username: str) -> AppTest:
+    sign_in(at, username)
+    at.switch_page(dashboard_page()).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+_MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
+def texts(elements: Sequence[Any]) -> list[str]:
+    return [_MARKDOWN_ESCAPE.sub(r"\1", e.value) for e in elements]
+
+
+def charts(at: AppTest) -> dict[str, pd.DataFrame]:
+    """Each chart on the page by its alt text, with the data it plots."""
+    found: dict[str, pd.DataFrame] = {}
+    for chart in at.get("vega_lite_chart"):
+        [dataset] = chart.proto.datasets
+        found[chart.proto.alt] = convert_arrow_bytes_to_pandas_df(dataset.data.data)
+    return found
+
+
+def metric_values(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def outcome_totals(frame: pd.DataFrame) -> dict[str, int]:
+    return {c: int(frame[c].sum()) for c in ("granted", "denied", "revoked", "expired")}
+
+
+# Owner and admin -------------------------------------------------------------------------
+
+
+def test_owner_sees_charts_of_their_products_only(app: AppTest, queue: Services) -> None:
+    # GIVEN ten days of activity on Sales and People products
+    # WHEN sam, the Sales owner, opens the dashboard
+    open_dashboard(app, "sam")
+    # THEN the metric row counts his one pending request, 3 days old, and his 5 h decision
+    values = metric_values(app)
+    assert values["Pending now"] == "1"
+    assert values["Oldest pending"] == "3.0 days"
+    assert values["Median time to decision"] == "5.0 h"
+    # AND the pending, decision, outcome and notification charts render
+    shown = charts(app)
+    assert set(shown) == set(CHARTS.values())
+    # AND they hold Sales only: no People request
+    assert shown[CHARTS["product"]]["product"].tolist() == ["sales_orders"]
+    assert shown[CHARTS["owner"]]["owner"].tolist() == ["Sales (111111111111)"]
+    assert shown[CHARTS["decisions"]]["decisions"].sum() == 1
+    assert outcome_totals(shown[CHARTS["outcomes"]]) == {
+        "granted": 2,
+        "denied": 1,
+        "revoked": 1,
+        "expired": 1,
+    }
+
+
+def test_admin_sees_charts_of_every_product(app: AppTest, queue: Services) -> None:
+    # GIVEN ten days of activity on Sales and People products
+    # WHEN ada, an admin, opens the dashboard
+    open_dashboard(app, "ada")
+    # THEN the metric row counts both pending requests, the oldest 6 days old
+    values = metric_values(app)
+    assert (values["Pending now"], values["Oldest pending"]) == ("2", "6.0 days")
+    # AND the pending charts show both products and both owners, with their ages
+    shown = charts(app)
+    pending = shown[CHARTS["product"]].set_index("product")
+    assert pending["pending"].to_dict() == {"hr_people": 1, "sales_orders": 1}
+    assert pending["oldest_hours"].round().to_dict() == {"hr_people": 144.0, "sales_orders": 72.0}
+    assert sorted(shown[CHARTS["owner"]]["owner"]) == [
+        "People (333333333333)",
+        "Sales (111111111111)",
+    ]
+    # AND notifications to producers fail (no producer topic exists here): the metric
+    # counts the messages failing now, the chart every failed attempt
+    store = queue.marketplace.store
+    failing = store.notifications(statuses=["failed"])
+    attempts = store.audit(action="notification_failed")
+    assert failing
+    assert values["Notifications failing now"] == str(len(failing))
+    assert shown[CHARTS["notifications"]]["failures"].sum() == len(attempts)
+
+
+def test_weekly_counts_are_per_monday(app: AppTest, queue: Services) -> None:
+    # GIVEN ada on the dashboard
+    open_dashboard(app, "ada")
+    # WHEN she counts per week
+    app.radio(key="dashboard_period").set_value("week").run()
+    # THEN the outcome chart counts the same outcomes in weeks starting on Mondays
+    assert not app.exception
+    outcomes = charts(app)[CHARTS["outcomes"].replace("day", "week")]
+    starts = pd.to_datetime(outcomes["period"])
+    assert set(starts.dt.day_name()) == {"Monday"}
+    assert outcome_totals(outcomes) == {"granted": 2, "denied": 1, "revoked": 1, "expired": 1}
+
+
+def test_empty_queue_shows_friendly_messages_instead_of_charts(
+    app: AppTest, services: Services
+) -> None:
+    # GIVEN no request at all
+    # WHEN sam opens the dashboard
+    open_dashboard(app, "sam")
+    # THEN no chart is drawn, each section says so, and the metrics show nothing pending
+    assert not charts(app)
+    assert len(app.info) == 4
+    assert "Nothing is waiting for a decision." in texts(app.info)
+    values = metric_values(app)
+    assert (values["Pending now"], values["Median time to decision"]) == ("0", "none yet")
+
+
+def test_window_leaves_out_older_activity(app: AppTest, queue: Services) -> None:
+    # GIVEN sam on the dashboard, whose last decision was made 9.8 days ago
+    open_dashboard(app, "sam")
+    # WHEN he narrows the window to the last 7 days
+    app.selectbox(key="dashboard_window").set_value("Last 7 days").run()
+    # THEN the decision falls out, the expiry 2 days ago stays, and pending is unchanged
+    assert not app.exception
+    shown = charts(app)
+    assert CHARTS["decisions"] not in shown
+    assert outcome_totals(shown[CHARTS["outcomes"]]) == {
+        "granted": 0,
+        "denied": 0,
+        "revoked": 0,
+        "expired": 1,
+    }
+    values = metric_values(app)
+    assert (values["Pending now"], values["Median time to decision"]) == ("1", "none yet")
+
+
+# Role gating -----------------------------------------------------------------------------
+
+
+def test_consumer_cannot_open_the_dashboard(app: AppTest) -> None:
+    # GIVEN carol, a consumer, signed in
+    sign_in(app, "carol")
+    # WHEN she tries to open the dashboard
+    # THEN navigation does not know the page
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        app.switch_page(dashboard_page())
+
+
+def test_dashboard_url_before_sign_in_gives_a_consumer_the_default_page(
+    app: AppTest, queue: Services
+) -> None:
+    # GIVEN the dashboard's URL is opened before signing in (a bookmark, a shared link)
+    app.switch_page(dashboard_page())
+    # WHEN carol signs in
+    sign_in(app, "carol")
+    # THEN the default page runs instead, with no dashboard title, metric or chart
+    assert texts(app.title) == ["Data products"]
+    assert not app.metric
+    assert not charts(app)
