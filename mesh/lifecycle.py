@@ -269,39 +269,50 @@ class Lifecycle:
         return report
 
     def _expire_due(self, report: TickReport) -> None:
+        """Start the revokes of expired grants, and finish revokes that were interrupted."""
         m = self.market
         now = m.clock()
         for request in m.store.requests(
             statuses=[Status.GRANTED, Status.REVOKE_FAILED, Status.REVOKING]
         ):
-            if request.status is Status.REVOKING and not m._is_stale(request):
-                continue
-            if request.status is not Status.GRANTED:
-                if request.end_target != Status.EXPIRED.value:
+            if request.status is Status.GRANTED:
+                if not request.expires_at or request.expires_at > iso(now):
                     continue
-            elif not request.expires_at or request.expires_at > iso(now):
+                changes = {"ended_by": EXPIRY_ACTOR, "end_target": Status.EXPIRED.value}
+                event = m._event(
+                    EXPIRY_ACTOR, Action.EXPIRY_DUE, request, expires_at=request.expires_at
+                )
+            elif self._resumable(request):
+                changes = {}
+                event = m._event(
+                    TICK_ACTOR,
+                    Action.REVOKE_REQUESTED,
+                    request,
+                    resumed=True,
+                    previous_error=request.error_code,
+                )
+            else:
                 continue
             claimed = m.store.transition(
                 request.id,
                 allowed_from=[request.status],
-                changes={
-                    "status": Status.REVOKING,
-                    "ended_by": EXPIRY_ACTOR,
-                    "end_target": Status.EXPIRED.value,
-                    "updated_at": iso(now),
-                },
-                events=[
-                    m._event(
-                        EXPIRY_ACTOR, Action.EXPIRY_DUE, request, expires_at=request.expires_at
-                    )
-                ],
+                changes={"status": Status.REVOKING, "updated_at": iso(now), **changes},
+                events=[event],
             )
             if claimed is None:
                 continue
-            ended = self._revoke(claimed, actor=EXPIRY_ACTOR)
-            (report.expired if ended.status is Status.EXPIRED else report.expiry_failed).append(
-                request.id
-            )
+            actor = EXPIRY_ACTOR if claimed.end_target == Status.EXPIRED.value else TICK_ACTOR
+            ended = self._revoke(claimed, actor=actor)
+            if ended.status is Status.EXPIRED:
+                report.expired.append(request.id)
+            elif ended.status is Status.REVOKE_FAILED:
+                report.expiry_failed.append(request.id)
+
+    def _resumable(self, request: AccessRequest) -> bool:
+        """A revoke the job should finish: interrupted, expiring, or failed for a passing cause."""
+        if request.status is Status.REVOKING:
+            return self.market._is_stale(request)
+        return request.end_target == Status.EXPIRED.value or request.error_code in TRANSIENT_CODES
 
     def _remind(self, report: TickReport) -> None:
         m = self.market
@@ -363,7 +374,7 @@ class Lifecycle:
         for request in m.store.requests(statuses=[Status.FAILED]):
             if request.error_code not in TRANSIENT_CODES:
                 continue
-            if request.attempts >= self.grant_retry_limit:
+            if request.attempts > self.grant_retry_limit:  # the first attempt was not the job's
                 continue
             resumed = m.store.transition(
                 request.id,

@@ -37,6 +37,12 @@ def _subject(text: str) -> str:
     return clean if len(clean) <= SUBJECT_LIMIT else clean[: SUBJECT_LIMIT - 3] + "..."
 
 
+def _quoted(text: str) -> str:
+    """Free text on continuation lines behind "| ", so it cannot pass for a line of ours."""
+    first, *rest = text.splitlines() or [""]
+    return "\n".join([first, *(f"                | {line}" for line in rest)])
+
+
 def _scope(request: AccessRequest) -> str:
     return (
         f"{request.database}.{request.table}"
@@ -52,7 +58,7 @@ def _facts(request: AccessRequest) -> list[str]:
         f"Table:          {request.table or '(all tables)'}",
         f"Target account: {request.account}",
         f"Requester:      {request.requester}",
-        f"Reason:         {request.reason}",
+        f"Reason:         {_quoted(request.reason)}",
         f"Why approval:   {request.policy_reason}",
         "PII columns:    "
         + (", ".join(request.pii_columns) or "(flagged at database or table level)"),

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from mesh import notices
 from mesh.errors import MeshError
 from mesh.links import LinkAction, LinkSigner
-from mesh.models import AccessRequest, Action
+from mesh.models import AccessRequest, Action, Status
 from mesh.notices import Channel, Kind, Message
 from mesh.org import Organization
 from mesh.store import NewEvent, Store
@@ -23,6 +23,9 @@ from mesh.store import NewEvent, Store
 log = logging.getLogger(__name__)
 
 SENDING_IS_STALE = timedelta(minutes=5)
+ASKS_FOR_A_DECISION = frozenset(
+    {Kind.APPROVAL_REQUEST.value, Kind.OWNER_REMINDER.value, Kind.ADMIN_REMINDER.value}
+)
 
 
 class Notifier(Protocol):
@@ -226,11 +229,32 @@ class Outbox:
         for row in self.store.notifications(statuses=["pending", "failed", "sending"]):
             if row["attempts"] >= self.retry_limit:
                 continue
+            if self._obsolete(row):
+                continue
             if self.deliver(row["id"]):
                 sent += 1
             elif self._status(row["id"]) == "failed":
                 failing += 1
         return sent, failing
+
+    def _obsolete(self, row: dict[str, Any]) -> bool:
+        """An approval request or reminder for a request no longer pending is not sent again."""
+        if row["kind"] not in ASKS_FOR_A_DECISION:
+            return False
+        request = self.store.get(row["request_id"])
+        if request is not None and request.status is Status.PENDING_APPROVAL:
+            return False
+        at = _iso(self.clock())
+        self.store.finish_notification(
+            row["id"],
+            {
+                "status": "obsolete",
+                "updated_at": at,
+                "error": "the request was decided before this could be delivered",
+            },
+            [],
+        )
+        return True
 
     def _status(self, notification_id: int) -> str:
         row = self.store.notification(notification_id)
