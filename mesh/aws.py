@@ -14,7 +14,13 @@ from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+    ProfileNotFound,
+)
 
 from mesh.errors import AwsFailure, AwsUnavailable, MeshError, NotFound, SettingError
 
@@ -91,6 +97,16 @@ class ClientFactory:
             return self._session.client(service, config=self._config(), **extra)  # type: ignore[call-overload]
         except NoRegionError as exc:
             raise SettingError(_NO_REGION) from exc
+        except ProfileNotFound as exc:
+            raise SettingError(
+                f"AWS_PROFILE names a profile that does not exist ({exc}); set it to a profile "
+                "in your AWS config, or unset it."
+            ) from exc
+        except ValueError as exc:  # botocore's "Invalid endpoint: ..."
+            raise SettingError(
+                f"AWS_ENDPOINT_URL is not a usable URL ({exc}); set it to an address such as "
+                "http://127.0.0.1:5000, or unset it."
+            ) from exc
 
 
 def error_code(exc: ClientError) -> str:

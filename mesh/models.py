@@ -114,8 +114,9 @@ class Database:
 
     @property
     def owner_account(self) -> str | None:
+        """The producer account id, or None when data_owner is absent or not 12 digits."""
         value = (self.parameters.get("data_owner") or "").strip()
-        return value or None
+        return value if len(value) == 12 and value.isascii() and value.isdigit() else None
 
     @property
     def owner_name(self) -> str:

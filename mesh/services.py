@@ -50,7 +50,8 @@ def require_demo_endpoint(settings: Settings) -> str:
     if endpoint is None:
         raise SettingError(
             f"MESH_MODE is demo but no demo stand-in is running for {settings.db_path}; start "
-            "the demo with `python -m mesh demo` (or `./run demo`) first, or set MESH_MODE=aws."
+            "the demo with `scripts/dev demo` (or `python -m mesh demo`) first, or set "
+            "MESH_MODE=aws."
         )
     return endpoint
 
@@ -77,12 +78,12 @@ def build(settings: Settings, *, endpoint: str | None = None) -> Services:
         timeout=settings.aws_timeout,
         demo_endpoint=endpoint if settings.mode is Mode.DEMO else None,
     )
+    users = UserFile(settings.users_path)
+    users.directory()  # a broken users file stops start-up, before any AWS call
     sts = factory.client("sts")
     account = central_account(sts)
     catalog = GlueCatalog(factory.client("glue"), catalog_id=account)
     lakeformation = LakeFormation(factory.client("lakeformation"))
-    users = UserFile(settings.users_path)
-    users.directory()  # a broken users file stops start-up, not the first sign-in
     store = Store(settings.db_path)
     store.migrate()
     links = _links(settings)

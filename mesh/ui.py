@@ -50,9 +50,17 @@ PAGES_DIR = "pages"
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
 
 
+_AUTOLINK = re.compile(r"(?i)(://|www\.|@)")
+
+
 def md(text: object) -> str:
-    """Escape catalog or user text for Streamlit markdown (links, emphasis, icons, LaTeX)."""
-    return _MARKDOWN.sub(r"\\\1", str(text))
+    """Escape catalog or user text for Streamlit markdown (links, emphasis, icons, LaTeX).
+
+    Escaping is not enough for bare URLs, which markdown turns into links by itself, so a
+    zero-width space is put into "://", "www." and "@".
+    """
+    unlinked = _AUTOLINK.sub(lambda m: m.group(1)[0] + "\u200b" + m.group(1)[1:], str(text))
+    return _MARKDOWN.sub(r"\\\1", unlinked)
 
 
 PASSWORD_HINT = "mesh-demo"
@@ -113,8 +121,11 @@ def services() -> Services:
         return _services(settings, endpoint)
     except MeshError as exc:
         st.error(f"Mesh Marketplace cannot start: {md(exc.message)}")
-        st.stop()
-        raise  # unreachable: st.stop() ends the run
+    except Exception:  # a person never sees a stack trace, even for a start-up failure
+        log.exception("start-up failed")
+        st.error("Mesh Marketplace cannot start; the details are in the server log.")
+    _no_pages()
+    raise RuntimeError("unreachable: _no_pages() stops the run")
 
 
 # Cached catalog reads --------------------------------------------------------------------
@@ -419,6 +430,29 @@ def guard() -> Iterator[None]:
     except Exception:  # a person never sees a stack trace
         log.exception("page failed")
         st.error("Something went wrong on our side; the details are in the server log.")
+
+
+def act(fn: Any, *args: Any, done: Any = None, **kwargs: Any) -> None:
+    """Run a use case from a widget callback; its outcome, or why it was refused, shows
+    after the rerun. Callbacks run even when the page has changed under the click (someone
+    else decided first), so a refusal such as a conflict is always shown, never dropped.
+    """
+    try:
+        result = fn(*args, **kwargs)
+    except MeshError as exc:
+        flash(md(exc.message), "error")
+        return
+    except Exception:  # a person never sees a stack trace
+        log.exception("action failed")
+        flash("Something went wrong on our side; the details are in the server log.", "error")
+        return
+    if done is not None:
+        flash(*done(result))
+
+
+def outcome_flash(request: AccessRequest) -> tuple[str, str]:
+    kind, message = describe_outcome(request)
+    return message, kind
 
 
 def flash(message: str, kind: str = "success") -> None:

@@ -193,6 +193,8 @@ class Marketplace:
                 f"Account {account} is not one of your consumer accounts "
                 f"({', '.join(user.accounts) or 'none'})."
             )
+        # Glue matches names case-insensitively: store them as the catalog spells them.
+        database, table = db.name, (tables[0].name if table else None)
         scope = Scope(database=database, table=table)
         verdict = policy.evaluate(scope, db, tables)
         policy.check_terms(
@@ -338,9 +340,15 @@ class Marketplace:
         if request.status is Status.GRANTING and self._is_stale(request):
             retryable.append(Status.GRANTING)
         if request.status not in retryable:
+            wait = (
+                f" A request stuck granting can be retried {self.stale_granting} seconds "
+                "after its last update."
+                if request.status is Status.GRANTING
+                else ""
+            )
             raise Conflict(
                 f"Request {request.id} is {request.status.value}; only a failed "
-                "request (or one stuck granting) can be retried."
+                f"request (or one stuck granting) can be retried.{wait}"
             )
         resumed = self.store.transition(
             request.id,
@@ -377,6 +385,10 @@ class Marketplace:
         A database request needs two calls. Each success is recorded at once, so a failure
         of the second leaves an exact record of what was granted, and retry completes it.
         """
+        if request.attempts and not request.needs_approval:
+            rechecked = self._recheck_policy(request, actor=actor)
+            if rechecked is not None:
+                return rechecked
         done = list(request.grants_done)
         made: list[dict[str, Any]] = []
         for spec in self.grant_plan(request):
@@ -435,6 +447,53 @@ class Marketplace:
         if granted is not None and not seen:
             self._notify("decision", granted)
         return granted or self._request(request.id)
+
+    def _recheck_policy(self, request: AccessRequest, *, actor: str) -> AccessRequest | None:
+        """Before re-running a grant nobody approved, ask the policy again.
+
+        The catalog may have changed since the policy granted it at once (a column flagged as
+        PII since); such a request now waits for an owner instead of being shared.
+        """
+        try:
+            db = self.catalog.database(request.database)
+            tables = (
+                [self.catalog.table(request.database, request.table)]
+                if request.table
+                else self.catalog.tables(request.database)
+            )
+        except NotFound:
+            return None  # the grant itself will fail and say what is missing
+        verdict = policy.evaluate(request.scope, db, tables)
+        if not verdict.needs_approval:
+            return None
+        pending = self.store.transition(
+            request.id,
+            allowed_from=[Status.GRANTING],
+            changes={
+                "status": Status.PENDING_APPROVAL,
+                "needs_approval": True,
+                "policy_reason": verdict.reason,
+                "pii_columns": verdict.pii_columns,
+                "owner_account": db.owner_account,
+                "error_code": None,
+                "error": None,
+                "updated_at": self._now(),
+            },
+            events=[
+                self._event(
+                    POLICY_ACTOR,
+                    Action.POLICY_EVALUATED,
+                    request,
+                    needs_approval=True,
+                    reason=verdict.reason,
+                    pii_columns=list(verdict.pii_columns),
+                    on_retry_by=actor,
+                )
+            ],
+        )
+        if pending is not None:
+            self._notify("approval_request", pending)
+        return pending
 
     def _fail(
         self,
@@ -611,6 +670,15 @@ class Marketplace:
                 self.grants.list_permissions(principal=request.account, resource=spec.resource)
             )
         return entries
+
+    def audit_for(self, username: str, **filters: Any) -> list[AuditEvent]:
+        """The audit log, for admins only (the CLI, which needs server access, uses audit)."""
+        user = self._user(username)
+        if not user.is_admin:
+            raise Forbidden(
+                f"User {user.username} is not an admin; only admins read the audit log."
+            )
+        return self.audit(**filters)
 
     def audit(
         self, *, request_id: str | None = None, actor: str | None = None, action: str | None = None

@@ -1,17 +1,63 @@
-"""Approvals: pending requests this owner or admin may decide, what approval grants, and the
-access they may revoke. A decision link from a notification opens here and must be confirmed.
+"""Approvals: pending requests this owner or admin may decide, what approval grants, failed
+grants to retry and granted access to revoke. A decision link from a notification opens here
+and must be confirmed. Actions run in widget callbacks, so a click on a request that someone
+else decided a moment before is answered with the conflict, never dropped.
 """
+
+from typing import Any
 
 import streamlit as st
 
 from mesh import ui
-from mesh.models import Status
+from mesh.models import AccessRequest, Status
 from mesh.notices import ram_instructions
 
 ctx = ui.context()
 market = ctx.services.marketplace
 st.title("Pending approvals")
 ui.show_flash()
+
+
+def _decided(outcome: AccessRequest) -> tuple[str, str]:
+    if outcome.status is Status.DENIED:
+        return f"Request {ui.md(outcome.id)} is denied.", "info"
+    return ui.outcome_flash(outcome)
+
+
+def _decide(request_id: str, verb: str) -> None:
+    comment = st.session_state.get(f"comment-{request_id}", "")
+    use_case = market.approve if verb == "approve" else market.deny
+    ui.act(use_case, request_id, ctx.user.username, comment=comment, done=_decided)
+
+
+def _by_link(token: str, verb: str) -> None:
+    ui.act(
+        market.decide_by_link,
+        token,
+        ctx.user.username,
+        action=verb,
+        comment=st.session_state.get("link-comment", ""),
+        done=_decided,
+    )
+    st.query_params.pop("link", None)
+
+
+def _ended(request: AccessRequest) -> tuple[str, str]:
+    kind = "success" if request.status is Status.REVOKED else "error"
+    return f"Request {ui.md(request.id)} is {ui.md(request.status.value)}.", kind
+
+
+def _revoke(request_id: str) -> None:
+    comment = st.session_state.get(f"revoke-c-{request_id}", "")
+    ui.act(
+        ctx.services.lifecycle.revoke, request_id, ctx.user.username, comment=comment, done=_ended
+    )
+
+
+def _scope(request: AccessRequest) -> str:
+    if request.table:
+        return f"{request.database}.{request.table}"
+    return f"{request.database} (whole database)"
 
 
 def _confirm_link(token: str) -> None:
@@ -27,28 +73,36 @@ def _confirm_link(token: str) -> None:
                 f"{ui.md(request.status.value)}; the link changes nothing."
             )
             return
-        scope = f"{request.database}.{request.table or '*'}"
         st.markdown(
-            f"**{ui.md(scope)}** for {ui.md(request.account)}, requested by "
+            f"**{ui.md(_scope(request))}** for {ui.md(request.account)}, requested by "
             f"{ui.md(request.requester)}"
         )
         st.text(f"Reason: {request.reason}\nWhy approval is needed: {request.policy_reason}")
         with st.form(key="link-form"):
-            comment = st.text_input(
-                "Comment" + (" (required)" if verb == "deny" else ""), key="link-comment"
+            st.text_input("Comment" + (" (required)" if verb == "deny" else ""), key="link-comment")
+            st.form_submit_button(
+                f"Confirm {verb}", type="primary", on_click=_by_link, args=(token, verb)
             )
-            confirmed = st.form_submit_button(f"Confirm {verb}", type="primary")
-        if confirmed:
-            with ui.guard():
-                outcome = market.decide_by_link(
-                    token, ctx.user.username, action=verb, comment=comment
-                )
-                st.query_params.pop("link", None)
-                if outcome.status is Status.DENIED:
-                    ui.flash(f"Request {ui.md(outcome.id)} is denied.", "info")
-                else:
-                    ui.flash(*reversed(ui.describe_outcome(outcome)))
-                st.rerun()
+
+
+def _facts(item: Any) -> str:
+    request = item.request
+    asks = ""
+    if request.expires_on:
+        asks = f"  \n**Asks until** {ui.md(request.expires_on)}"
+    elif request.duration_seconds:
+        asks = f"  \n**Asks for** {ui.md(_duration(request.duration_seconds))}"
+    return (
+        f"**Request** {ui.md(request.id)}  \n**Requester** {ui.md(request.requester)}  \n"
+        f"**Target account** {ui.md(request.account)}  \n"
+        f"**Owner** {ui.md(item.owner_name or 'unnamed')} "
+        f"({ui.md(item.owner_account or 'none')})  \n"
+        f"**Submitted** {ui.md(request.created_at)}{asks}"
+    )
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds // 86400} days" if seconds >= 86400 else f"{seconds // 60} minutes"
 
 
 link = st.query_params.get("link")
@@ -63,36 +117,15 @@ with ui.guard():
         st.info("Nothing is waiting for your decision.")
     for item in items:
         request = item.request
-        scope = (
-            f"{request.database}.{request.table}"
-            if request.table
-            else (f"{request.database} (whole database)")
-        )
         with st.container(border=True, key=f"pending-{request.id}"):
-            st.subheader(ui.md(scope))
+            st.subheader(ui.md(_scope(request)))
             if request.id in not_notified:
                 st.warning(
                     f"Owner not notified: {ui.md(not_notified[request.id])}. The "
                     "periodic job will try again."
                 )
             left, right = st.columns(2)
-            left.markdown(
-                f"**Request** {ui.md(request.id)}  \n**Requester** {ui.md(request.requester)}  \n"
-                f"**Target account** {ui.md(request.account)}  \n"
-                f"**Owner** {ui.md(item.owner_name or 'unnamed')} "
-                f"({ui.md(item.owner_account or 'none')})  \n"
-                f"**Submitted** {ui.md(request.created_at)}"
-                + (
-                    f"  \n**Asks for** {ui.md(request.expires_on or '')}"
-                    if request.expires_on
-                    else ""
-                )
-                + (
-                    f"  \n**Asks for** {request.duration_seconds // 86400} days"
-                    if request.duration_seconds and request.duration_seconds >= 86400
-                    else ""
-                )
-            )
+            left.markdown(_facts(item))
             right.markdown("**Reason**")
             right.text(request.reason)
             right.markdown("**Why approval is needed**")
@@ -107,18 +140,11 @@ with ui.guard():
             with st.expander("Lake Formation grants that approval will make"):
                 st.json(list(item.grants))
             with st.form(key=f"decide-{request.id}"):
-                comment = st.text_input("Comment (required to deny)", key=f"comment-{request.id}")
-                approve = st.form_submit_button("Approve", type="primary")
-                deny = st.form_submit_button("Deny")
-            if approve or deny:
-                with ui.guard():
-                    if approve:
-                        outcome = market.approve(request.id, ctx.user.username, comment=comment)
-                        ui.flash(*reversed(ui.describe_outcome(outcome)))
-                    else:
-                        market.deny(request.id, ctx.user.username, comment=comment)
-                        ui.flash(f"Request {ui.md(request.id)} is denied.", "info")
-                    st.rerun()
+                st.text_input("Comment (required to deny)", key=f"comment-{request.id}")
+                st.form_submit_button(
+                    "Approve", type="primary", on_click=_decide, args=(request.id, "approve")
+                )
+                st.form_submit_button("Deny", on_click=_decide, args=(request.id, "deny"))
 
 with ui.guard():
     failed = market.failed_for(ctx.user.username)
@@ -129,20 +155,21 @@ with ui.guard():
             "approved decision; it does not ask for approval again."
         )
         for request in failed:
-            scope = f"{request.database}.{request.table or '*'}"
             with st.container(border=True, key=f"failed-{request.id}"):
                 st.markdown(
-                    f"**{ui.md(request.id)}** · {ui.md(scope)} for "
+                    f"**{ui.md(request.id)}** · {ui.md(_scope(request))} for "
                     f"{ui.md(request.account)} · requested by {ui.md(request.requester)}"
                 )
-                st.error(ui.md(f"{request.error_code}: {request.error}"))
+                st.error(ui.md(request.error or request.error_code or "failed"))
                 if request.grants_done:
                     st.caption(ui.md("Already granted: " + ", ".join(request.grants_done)))
-                if st.button("Retry grant", key=f"retry-failed-{request.id}"):
-                    with ui.guard():
-                        outcome = market.retry(request.id, ctx.user.username)
-                        ui.flash(*reversed(ui.describe_outcome(outcome)))
-                        st.rerun()
+                st.button(
+                    "Retry grant",
+                    key=f"retry-failed-{request.id}",
+                    on_click=ui.act,
+                    args=(market.retry, request.id, ctx.user.username),
+                    kwargs={"done": ui.outcome_flash},
+                )
 
 with ui.guard():
     granted = market.revocable_for(ctx.user.username)
@@ -153,28 +180,17 @@ with ui.guard():
             "granted request still justifies stays."
         )
         for request in granted:
-            scope = f"{request.database}.{request.table or '*'}"
             with st.container(border=True, key=f"granted-{request.id}"):
                 st.markdown(
-                    f"**{ui.md(request.id)}** · {ui.md(scope)} for {ui.md(request.account)} · "
-                    f"requested by {ui.md(request.requester)} · "
+                    f"**{ui.md(request.id)}** · {ui.md(_scope(request))} for "
+                    f"{ui.md(request.account)} · requested by {ui.md(request.requester)} · "
                     f"**{ui.md(request.status.value)}**"
                     + (f" · expires {ui.md(request.expires_at)}" if request.expires_at else "")
                 )
                 if request.status is Status.REVOKE_FAILED:
-                    st.error(ui.md(f"{request.error_code}: {request.error}"))
+                    st.error(ui.md(request.error or request.error_code or "revoke failed"))
                 if ctx.services.outbox.org.contains(request.account) is False:
                     st.caption(ui.md(ram_instructions(request.account)))
                 with st.form(key=f"revoke-{request.id}"):
-                    reason = st.text_input("Why revoke (required)", key=f"revoke-c-{request.id}")
-                    revoke = st.form_submit_button("Revoke access")
-                if revoke:
-                    with ui.guard():
-                        ended = ctx.services.lifecycle.revoke(
-                            request.id, ctx.user.username, comment=reason
-                        )
-                        ui.flash(
-                            f"Request {ui.md(ended.id)} is {ui.md(ended.status.value)}.",
-                            "success" if ended.status is Status.REVOKED else "error",
-                        )
-                        st.rerun()
+                    st.text_input("Why revoke (required)", key=f"revoke-c-{request.id}")
+                    st.form_submit_button("Revoke access", on_click=_revoke, args=(request.id,))

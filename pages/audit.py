@@ -15,7 +15,7 @@ with ui.guard():
     if not ctx.user.is_admin:
         st.error("Only admins can read the audit log.")
         st.stop()
-    events = ctx.services.marketplace.audit()
+    events = ctx.services.marketplace.audit_for(ctx.user.username)
     frame = pd.DataFrame(
         [{**e.to_json(), "details": json.dumps(e.details, sort_keys=True)} for e in events],
         columns=["id", "at", "actor", "action", "request_id", "scope", "details"],

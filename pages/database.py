@@ -11,6 +11,8 @@ with ui.guard():
     names = [d.name for d in snapshot.databases]
     wanted = st.query_params.get("db") or st.session_state.get(ui.Keys.DATABASE)
     index = names.index(wanted) if wanted in names else 0
+    if wanted and wanted not in names:
+        st.warning(f"There is no database {ui.md(wanted)} in the catalog; pick one below.")
     name = st.selectbox("Database", names, index=index, key="database_choice")
     st.query_params["db"] = name
     st.session_state[ui.Keys.DATABASE] = name
@@ -20,10 +22,10 @@ with ui.guard():
         row = browse.database_row(database, tables)
         st.title(ui.md(name))
         st.text(database.description)
-        cols = st.columns(3)
-        cols[0].metric("Owner", row.owner)
-        cols[1].metric("PII", row.pii or ("in its tables" if row.contains_pii else "none"))
-        cols[2].metric("Tables", row.tables)
+        pii = row.pii or ("in its tables or columns" if row.contains_pii else "none")
+        st.markdown(
+            f"**Owner** {ui.md(row.owner)}  \n**PII** {ui.md(pii)}  \n**Tables** {row.tables}"
+        )
         if row.no_owner:
             st.warning(
                 "No owner: this data product has no data_owner, so it cannot be "

@@ -35,7 +35,12 @@ with ui.guard():
         )
 
     for request in mine:
-        if request.status not in (Status.PENDING_APPROVAL, Status.FAILED, Status.GRANTED):
+        if request.status not in (
+            Status.PENDING_APPROVAL,
+            Status.FAILED,
+            Status.GRANTED,
+            Status.GRANTING,
+        ):
             continue
         scope = f"{request.database}.{request.table or '*'}"
         with st.container(border=True, key=f"req-{request.id}"):
@@ -46,20 +51,33 @@ with ui.guard():
             )
             if request.status is Status.PENDING_APPROVAL:
                 st.caption(f"Waiting for the owner: {ui.md(request.policy_reason)}")
-                if st.button("Cancel request", key=f"cancel-{request.id}"):
-                    with ui.guard():
-                        market.cancel(request.id, ctx.user.username)
-                        ui.flash(f"Request {ui.md(request.id)} is cancelled.")
-                        st.rerun()
-            elif request.status is Status.FAILED:
-                st.error(ui.md(f"The grant failed ({request.error_code}): {request.error}"))
+                st.button(
+                    "Cancel request",
+                    key=f"cancel-{request.id}",
+                    on_click=ui.act,
+                    args=(market.cancel, request.id, ctx.user.username),
+                    kwargs={"done": lambda r: (f"Request {ui.md(r.id)} is cancelled.", "success")},
+                )
+            elif request.status in (Status.FAILED, Status.GRANTING):
+                if request.status is Status.FAILED:
+                    st.error(ui.md(request.error or request.error_code or "failed"))
+                else:
+                    st.caption(
+                        ui.md(
+                            f"Granting since {request.updated_at}. If it stays here, the process "
+                            "granting it stopped; you can retry "
+                            f"{ctx.services.settings.stale_granting} seconds after that time."
+                        )
+                    )
                 if request.grants_done:
                     st.caption(ui.md("Already granted: " + ", ".join(request.grants_done)))
-                if st.button("Retry grant", key=f"retry-{request.id}"):
-                    with ui.guard():
-                        outcome = market.retry(request.id, ctx.user.username)
-                        ui.flash(*reversed(ui.describe_outcome(outcome)))
-                        st.rerun()
+                st.button(
+                    "Retry grant",
+                    key=f"retry-{request.id}",
+                    on_click=ui.act,
+                    args=(market.retry, request.id, ctx.user.username),
+                    kwargs={"done": ui.outcome_flash},
+                )
             else:
                 if ctx.services.outbox.org.contains(request.account) is False:
                     st.warning(ui.md(ram_instructions(request.account)))

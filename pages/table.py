@@ -10,6 +10,8 @@ with ui.guard():
     snapshot = ui.catalog(ctx.services)
     names = [d.name for d in snapshot.databases]
     wanted_db = st.query_params.get("db") or st.session_state.get(ui.Keys.DATABASE)
+    if wanted_db and wanted_db not in names:
+        st.warning(f"There is no database {ui.md(wanted_db)} in the catalog; pick one below.")
     db_name = st.selectbox(
         "Database",
         names,
@@ -22,6 +24,8 @@ with ui.guard():
     if not table_names:
         st.info("This database has no tables.")
         st.stop()
+    if st.query_params.get("table") and wanted not in table_names:
+        st.warning(f"There is no table {ui.md(wanted)} in {ui.md(db_name)}; pick one below.")
     name = st.selectbox(
         "Table",
         table_names,

@@ -18,6 +18,7 @@ from typing import Any
 
 from mesh.aws import ClientFactory
 from mesh.demo import data, patches
+from mesh.errors import SettingError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class StandIn:
 def is_alive(endpoint: str) -> bool:
     """True if a moto server answers at ``endpoint``."""
     try:
-        with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=2) as response:
+        with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2) as response:
             return bool(response.status == 200)
     except OSError:
         return False
@@ -50,10 +51,25 @@ def find_running(state_file: Path) -> str | None:
     return endpoint if is_alive(endpoint) else None
 
 
+def _marker(db_path: Path) -> Path:
+    return Path(f"{db_path}.demo")
+
+
 def reset_database(db_path: Path) -> None:
-    """Remove the demo's SQLite file: its requests describe a stand-in that is gone."""
+    """Remove the demo's SQLite file: its requests describe a stand-in that is gone.
+
+    Only a file the demo made itself is removed (it leaves a marker beside it); any other
+    file is refused, so a demo started by mistake can never wipe real requests and audit log.
+    """
+    if db_path.exists() and not _marker(db_path).exists():
+        raise SettingError(
+            f"MESH_DB points at {db_path}, which the demo did not create, and the demo starts "
+            "from an empty database; point MESH_DB at another file, or set MESH_MODE=aws."
+        )
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    _marker(db_path).write_text("This SQLite file belongs to the demo and is reset with it.\n")
 
 
 def serve(port: int = 0) -> tuple[Any, str]:
@@ -70,11 +86,11 @@ def serve(port: int = 0) -> tuple[Any, str]:
 
 def start(*, state_file: Path, db_path: Path, port: int = 0) -> StandIn:
     """Start, patch and seed a moto server on 127.0.0.1, and record where it listens."""
+    reset_database(db_path)
     server, endpoint = serve(port)
     factory = ClientFactory(demo_endpoint=endpoint)
     tables = data.seed(factory.client("glue"))
     data.seed_topics(factory.client)
-    reset_database(db_path)
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_text(
         json.dumps(
