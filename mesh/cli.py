@@ -229,6 +229,8 @@ def _hash_password() -> int:
     password = getpass.getpass("Password: ") if prompt else sys.stdin.readline().rstrip("\n")
     if not password:
         raise InvalidInput("Give a non-empty password on standard input.")
+    if len(password.encode()) > 72:
+        raise InvalidInput("bcrypt uses at most 72 bytes of a password; give a shorter one.")
     print(bcrypt.hashpw(password.encode(), bcrypt.gensalt(12)).decode())
     return 0
 

@@ -140,6 +140,8 @@ class Marketplace:
         )
 
     def _request(self, request_id: str) -> AccessRequest:
+        if not (request_id or "").strip():
+            raise InvalidInput("Name the request (its id, such as r-1a2b3c4d).")
         request = self.store.get(request_id.strip())
         if request is None:
             raise NotFound(f"There is no request {request_id!r}.")
@@ -683,6 +685,8 @@ class Marketplace:
     def audit(
         self, *, request_id: str | None = None, actor: str | None = None, action: str | None = None
     ) -> list[AuditEvent]:
+        if request_id is not None:
+            self._request(request_id)  # an unknown request is "not found", not an empty log
         return self.store.audit(request_id=request_id, actor=actor, action=action)
 
 

@@ -39,7 +39,7 @@ PASSWORD = "mesh-demo"
 CAROL_ACCOUNT = "444455556666"  # carol's only consumer account in mesh/demo/users.yaml
 COOKIE = "mesh_marketplace_auth"  # cookie.name in mesh/demo/users.yaml
 STARTUP_SECONDS = 60
-UI_TIMEOUT_MS = 15_000
+UI_TIMEOUT_MS = 30_000
 
 
 @dataclass(frozen=True, kw_only=True)
