@@ -54,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     request.add_argument("--account", required=True)
     request.add_argument("--reason", required=True)
     request.add_argument("--days", type=int, help="access ends this many days after the grant")
+    request.add_argument("--columns", help="comma-separated columns: only these are granted")
     requests = verb("requests", "list requests: all, or those USER made")
     requests.add_argument("--as", dest="user")
     requests.add_argument("--status")
@@ -153,6 +154,7 @@ def _run_verb(services: Services, args: argparse.Namespace) -> int:
             account=args.account,
             reason=args.reason,
             duration=timedelta(days=args.days) if args.days is not None else None,
+            columns=args.columns.split(",") if args.columns is not None else None,
         ),
         "revoke": lambda: services.lifecycle.revoke(
             args.request_id, args.user, comment=args.comment

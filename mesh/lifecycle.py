@@ -46,6 +46,10 @@ TRANSIENT_CODES = frozenset(
 
 
 def _resource_key(resource: dict[str, Any]) -> str:
+    """A comparable key; column lists are compared as sets, whatever order they come in."""
+    body = resource.get("TableWithColumns")
+    if isinstance(body, dict) and "ColumnNames" in body:
+        resource = {"TableWithColumns": {**body, "ColumnNames": sorted(body["ColumnNames"])}}
     return json.dumps(resource, sort_keys=True)
 
 

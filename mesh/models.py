@@ -151,13 +151,18 @@ class User:
 
 @dataclass(frozen=True, kw_only=True)
 class Scope:
-    """What a request asks for: a whole database, or one table in it."""
+    """What a request asks for: a whole database, one table, or some columns of a table."""
 
     database: str
     table: str | None = None
+    columns: tuple[str, ...] | None = None
 
     def __str__(self) -> str:
-        return f"{self.database}.{self.table}" if self.table else f"{self.database}.*"
+        if self.table is None:
+            return f"{self.database}.*"
+        if self.columns is not None:
+            return f"{self.database}.{self.table}({', '.join(self.columns)})"
+        return f"{self.database}.{self.table}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,6 +179,9 @@ class GrantSpec:
         """A stable, readable name for this grant, used to record which grants are done."""
         if "Database" in self.resource:
             return f"database {self.resource['Database']['Name']}"
+        if "TableWithColumns" in self.resource:
+            subset = self.resource["TableWithColumns"]
+            return f"columns {subset['DatabaseName']}.{subset['Name']}"
         table = self.resource["Table"]
         return f"table {table['DatabaseName']}.{table.get('Name', '*')}"
 
@@ -221,10 +229,11 @@ class AccessRequest:
     revokes_done: tuple[str, ...] = ()
     decision_seen: bool = True
     reminders_sent: int = 0
+    columns: tuple[str, ...] | None = None
 
     @property
     def scope(self) -> Scope:
-        return Scope(database=self.database, table=self.table)
+        return Scope(database=self.database, table=self.table, columns=self.columns)
 
     def to_json(self) -> dict[str, Any]:
         """The public JSON shape of a request (the CLI contract)."""
@@ -243,6 +252,7 @@ class AccessRequest:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "expires_at": self.expires_at,
+            "columns": list(self.columns) if self.columns is not None else None,
         }
 
 

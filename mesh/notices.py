@@ -56,6 +56,7 @@ def _facts(request: AccessRequest) -> list[str]:
         f"Request:        {request.id}",
         f"Database:       {request.database}",
         f"Table:          {request.table or '(all tables)'}",
+        *([f"Columns:        {', '.join(request.columns)}"] if request.columns is not None else []),
         f"Target account: {request.account}",
         f"Requester:      {request.requester}",
         f"Reason:         {_quoted(request.reason)}",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 
 from mesh.errors import InvalidInput
@@ -141,6 +141,12 @@ def evaluate(scope: Scope, database: Database, tables: Sequence[Table]) -> Evalu
     if scope.table is None:
         found = assess_database(database, tables)
         clean = f"no pii_flag is set on database {database.name}, its tables or their columns"
+    elif scope.columns is not None:
+        found = assess_table(database, only_columns(tables[0], scope.columns))
+        clean = (
+            f"no pii_flag is set on database {database.name}, table {scope.table} or the "
+            f"requested columns ({', '.join(scope.columns)})"
+        )
     else:
         found = assess_table(database, tables[0])
         clean = (
@@ -149,6 +155,37 @@ def evaluate(scope: Scope, database: Database, tables: Sequence[Table]) -> Evalu
     if found.sensitive:
         return Evaluation(needs_approval=True, reason=found.reason, pii_columns=found.pii_columns)
     return Evaluation(needs_approval=False, reason=clean, pii_columns=())
+
+
+def only_columns(table: Table, columns: Sequence[str]) -> Table:
+    """The table as a column-subset request sees it: only the requested columns remain."""
+    keep = set(columns)
+    return replace(
+        table,
+        columns=tuple(c for c in table.columns if c.name in keep),
+        partition_keys=tuple(c for c in table.partition_keys if c.name in keep),
+    )
+
+
+def check_columns(table: Table, columns: Sequence[str]) -> tuple[str, ...]:
+    """Validate a column subset; returns it in table order (columns, then partition keys)."""
+    wanted = [c.strip() for c in columns if c.strip()]
+    if not wanted:
+        raise InvalidInput("Name at least one column, or leave columns out for the whole table.")
+    known = [c.name for c in table.all_columns]
+    unknown = [c for c in wanted if c not in known]
+    if unknown:
+        raise InvalidInput(
+            f"Table {table.name} has no column {unknown[0]!r}; its columns are {', '.join(known)}."
+        )
+    return tuple(name for name in known if name in set(wanted))
+
+
+def without_pii(database: Database, table: Table) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The "all columns except PII" choice: (columns to request, columns it leaves out)."""
+    flagged = {c.name for c in pii_columns(table)}
+    keep = tuple(c.name for c in table.all_columns if c.name not in flagged)
+    return keep, tuple(c.name for c in table.all_columns if c.name in flagged)
 
 
 # Grants --------------------------------------------------------------------------------------
@@ -163,6 +200,8 @@ def grants_for(scope: Scope, *, account: str, catalog_id: str) -> tuple[GrantSpe
     and a cross-account grant on all tables does not imply DESCRIBE on the database, so a
     database request grants that explicitly (see ../shared/AWS_NOTES.md).
     """
+    if scope.table is not None and scope.columns is not None:
+        return _column_grants(scope, account=account, catalog_id=catalog_id)
     if scope.table is not None:
         table = {"CatalogId": catalog_id, "DatabaseName": scope.database, "Name": scope.table}
         return (
@@ -182,6 +221,28 @@ def grants_for(scope: Scope, *, account: str, catalog_id: str) -> tuple[GrantSpe
         ),
         GrantSpec(
             principal=account, resource={"Table": wildcard}, permissions=_READ, grantable=_READ
+        ),
+    )
+
+
+def _column_grants(scope: Scope, *, account: str, catalog_id: str) -> tuple[GrantSpec, ...]:
+    """A column subset: SELECT on exactly those columns, plus DESCRIBE on the table.
+
+    Lake Formation allows only SELECT on TableWithColumns; the table's DESCRIBE lets the
+    consumer see the table it may query (and re-grant it, hence the grant option).
+    """
+    table = {"CatalogId": catalog_id, "DatabaseName": scope.database, "Name": scope.table}
+    subset = {**table, "ColumnNames": list(scope.columns or ())}
+    select, describe = (Permission.SELECT,), (Permission.DESCRIBE,)
+    return (
+        GrantSpec(
+            principal=account, resource={"Table": table}, permissions=describe, grantable=describe
+        ),
+        GrantSpec(
+            principal=account,
+            resource={"TableWithColumns": subset},
+            permissions=select,
+            grantable=select,
         ),
     )
 

@@ -151,6 +151,11 @@ def _links_and_reports(db: sqlite_utils.Database) -> None:
     )
 
 
+@migrations(name="0007_request_columns")
+def _request_columns(db: sqlite_utils.Database) -> None:
+    db["requests"].add_column("columns", str)  # type: ignore[union-attr]
+
+
 @dataclass(frozen=True, kw_only=True)
 class NewEvent:
     """An audit row to append; ``id`` is assigned by SQLite."""
@@ -207,6 +212,7 @@ def _to_row(request: AccessRequest) -> dict[str, Any]:
         "revokes_done": json.dumps(list(request.revokes_done)),
         "decision_seen": int(request.decision_seen),
         "reminders_sent": request.reminders_sent,
+        "columns": json.dumps(list(request.columns)) if request.columns is not None else None,
     }
 
 
@@ -244,6 +250,7 @@ def _from_row(row: Mapping[str, Any]) -> AccessRequest:
         revokes_done=tuple(json.loads(row["revokes_done"] or "[]")),
         decision_seen=bool(row["decision_seen"] if row["decision_seen"] is not None else 1),
         reminders_sent=row["reminders_sent"] or 0,
+        columns=tuple(json.loads(row["columns"])) if row["columns"] is not None else None,
     )
 
 
@@ -327,8 +334,15 @@ class Store:
         rows = list(
             db.query(
                 "SELECT * FROM requests WHERE database = ? AND account = ? "
-                "AND table_name IS ? AND status IN (?, ?, ?) ORDER BY created_at LIMIT 1",
-                [request.database, request.account, request.table, *active],
+                "AND table_name IS ? AND columns IS ? AND status IN (?, ?, ?) "
+                "ORDER BY created_at LIMIT 1",
+                [
+                    request.database,
+                    request.account,
+                    request.table,
+                    json.dumps(list(request.columns)) if request.columns is not None else None,
+                    *active,
+                ],
             )
         )
         return _from_row(rows[0]) if rows else None

@@ -22,11 +22,11 @@ import pandas as pd
 import streamlit as st
 import streamlit_authenticator as stauth
 
-from mesh import browse
+from mesh import browse, policy
 from mesh.catalog import CatalogSnapshot
 from mesh.demo import standin
 from mesh.errors import InvalidInput, MeshError
-from mesh.models import AccessRequest, Role, User
+from mesh.models import AccessRequest, Database, Role, Table, User
 from mesh.policy import DURATION_CHOICES
 from mesh.services import Services, build, demo_endpoint
 from mesh.settings import Mode, Settings, load_settings
@@ -470,7 +470,7 @@ def show_flash() -> None:
 
 
 def describe_outcome(request: AccessRequest) -> tuple[str, str]:
-    scope = md(f"{request.database}.{request.table}" if request.table else request.database)
+    scope = md(str(request.scope) if request.table else request.database)
     if request.status.value == "granted":
         return "success", f"Access to {scope} for {request.account} is granted ({request.id})."
     if request.status.value == "pending_approval":
@@ -486,8 +486,34 @@ def describe_outcome(request: AccessRequest) -> tuple[str, str]:
     return "info", f"Request {request.id} is {request.status.value}."
 
 
-def request_form(ctx: Context, *, database: str, table: str | None) -> None:
-    """The access request form for a database or one table; values survive an error."""
+def _column_picker(key: str, database: Database, table: Table) -> None:
+    """Least privilege in one click: select every column but the PII ones."""
+    keep, left_out = policy.without_pii(database, table)
+    if not left_out:
+        return
+
+    def pick() -> None:
+        st.session_state[f"{key}-columns"] = list(keep)
+
+    st.button(
+        "Select all columns except PII",
+        key=f"{key}-no-pii",
+        on_click=pick,
+        help="Request only the columns without a pii_flag",
+    )
+    st.caption(
+        "That leaves out: " + ", ".join(md(c) for c in left_out) + ". Without PII in "
+        "scope (and none flagged on the table or database), access is granted at once."
+    )
+
+
+def request_form(
+    ctx: Context, *, database: str, table: str | None, entry: tuple[Database, Table] | None = None
+) -> None:
+    """The access request form for a database or one table; values survive an error.
+
+    ``entry`` (the catalog's database and table) enables picking a subset of columns.
+    """
     user = ctx.user
     scope = f"table {database}.{table}" if table else f"the whole database {database}"
     key = f"request-{database}-{table or '*'}"
@@ -497,8 +523,10 @@ def request_form(ctx: Context, *, database: str, table: str | None) -> None:
             "admin to add accounts to your user."
         )
         return
+    st.subheader(f"Request access to {md(scope)}")
+    if entry is not None:
+        _column_picker(key, *entry)
     with st.form(key=key):
-        st.subheader(f"Request access to {md(scope)}")
         if user.is_admin:
             account = st.text_input(
                 "Consumer account id (12 digits)",
@@ -510,6 +538,13 @@ def request_form(ctx: Context, *, database: str, table: str | None) -> None:
         reason = st.text_area(
             "Reason (the data owner reads it)", max_chars=1000, key=f"{key}-reason"
         )
+        columns: list[str] = []
+        if entry is not None:
+            columns = st.multiselect(
+                "Columns (leave empty for the whole table)",
+                [c.name for c in entry[1].all_columns],
+                key=f"{key}-columns",
+            )
         choices = _duration_choices(ctx.services.settings)
         period = st.selectbox("How long", list(choices), key=f"{key}-period")
         until = st.date_input(
@@ -529,6 +564,7 @@ def request_form(ctx: Context, *, database: str, table: str | None) -> None:
                 reason=reason,
                 duration=duration,
                 until=until if period == UNTIL_DATE else None,
+                columns=columns or None,
             )
             kind, message = describe_outcome(request)
             getattr(st, kind)(message)
@@ -556,6 +592,7 @@ def requests_frame(requests: list[AccessRequest]) -> pd.DataFrame:
                 "status": r.status.value,
                 "database": r.database,
                 "table": r.table or "(whole database)",
+                "columns": ", ".join(r.columns) if r.columns is not None else "",
                 "account": r.account,
                 "requester": r.requester,
                 "created": r.created_at,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -173,6 +173,7 @@ class Marketplace:
         reason: str,
         duration: timedelta | None = None,
         until: date | None = None,
+        columns: Sequence[str] | None = None,
     ) -> AccessRequest:
         """Validate a request, evaluate the policy, store it, and grant at once if allowed.
 
@@ -181,8 +182,11 @@ class Marketplace:
         user = self._user(username)
         database, table, account, reason = _clean_scope(database, table, account, reason)
         policy.check_period(duration, until, today=self.clock().date())
+        if columns is not None and table is None:
+            raise InvalidInput("A whole-database request cannot name columns; request a table.")
         db = self.catalog.database(database)
         tables = [self.catalog.table(database, table)] if table else self.catalog.tables(database)
+        subset = policy.check_columns(tables[0], columns) if columns is not None else None
         if db.owner_account is None:
             raise InvalidInput(NO_OWNER[0].upper() + NO_OWNER[1:] + ".")
         if not user.can_request:
@@ -197,7 +201,7 @@ class Marketplace:
             )
         # Glue matches names case-insensitively: store them as the catalog spells them.
         database, table = db.name, (tables[0].name if table else None)
-        scope = Scope(database=database, table=table)
+        scope = Scope(database=database, table=table, columns=subset)
         verdict = policy.evaluate(scope, db, tables)
         policy.check_terms(
             self.terms, duration, until, sensitive=verdict.needs_approval, today=self.clock().date()
@@ -219,6 +223,7 @@ class Marketplace:
             updated_at=now,
             duration_seconds=int(duration.total_seconds()) if duration else None,
             expires_on=until.isoformat() if until else None,
+            columns=subset,
         )
         events = [
             self._event(

@@ -56,7 +56,7 @@ def _revoke(request_id: str) -> None:
 
 def _scope(request: AccessRequest) -> str:
     if request.table:
-        return f"{request.database}.{request.table}"
+        return str(request.scope)
     return f"{request.database} (whole database)"
 
 

@@ -42,7 +42,7 @@ with ui.guard():
             Status.GRANTING,
         ):
             continue
-        scope = f"{request.database}.{request.table or '*'}"
+        scope = str(request.scope)
         with st.container(border=True, key=f"req-{request.id}"):
             st.markdown(
                 f"**{ui.md(request.id)}** · {ui.md(scope)} for {ui.md(request.account)} · "

@@ -61,4 +61,4 @@ with ui.guard():
                 "requested; ask a catalog admin to set data_owner."
             )
         else:
-            ui.request_form(ctx, database=db_name, table=name)
+            ui.request_form(ctx, database=db_name, table=name, entry=(database, table))

@@ -61,6 +61,7 @@ REQUEST_KEYS = {
     "created_at",
     "updated_at",
     "expires_at",  # added by the access-lifecycle issue: null when access is unbounded
+    "columns",  # added by the approval-policy issue: null for a whole table or database
 }
 AUDIT_KEYS = {"id", "at", "actor", "action", "request_id", "scope", "details"}
 DATABASE_KEYS = {
