@@ -101,7 +101,7 @@ def _print_json(value: Any) -> None:
 
 
 def _request_line(r: AccessRequest) -> str:
-    scope = f"{r.database}.{r.table}" if r.table else f"{r.database} (whole database)"
+    scope = str(r.scope) if r.table else f"{r.database} (whole database)"
     line = f"{r.id}  {r.status.value:<16} {scope} for {r.account} by {r.requester}"
     if r.error:
         line += f"\n    error: {r.error}"

@@ -8,7 +8,6 @@ that a granted request explains, and never touches grants nobody asked for.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -45,12 +44,7 @@ TRANSIENT_CODES = frozenset(
 )
 
 
-def _resource_key(resource: dict[str, Any]) -> str:
-    """A comparable key; column lists are compared as sets, whatever order they come in."""
-    body = resource.get("TableWithColumns")
-    if isinstance(body, dict) and "ColumnNames" in body:
-        resource = {"TableWithColumns": {**body, "ColumnNames": sorted(body["ColumnNames"])}}
-    return json.dumps(resource, sort_keys=True)
+_resource_key = policy.resource_key
 
 
 @dataclass(frozen=True, kw_only=True)

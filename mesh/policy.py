@@ -5,10 +5,12 @@ Nothing here performs I/O; every function takes the catalog entries and users it
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from mesh.errors import InvalidInput
 from mesh.models import (
@@ -245,6 +247,14 @@ def _column_grants(scope: Scope, *, account: str, catalog_id: str) -> tuple[Gran
             grantable=select,
         ),
     )
+
+
+def resource_key(resource: dict[str, Any]) -> str:
+    """A comparable key for a Lake Formation resource; column lists compare as sets."""
+    body = resource.get("TableWithColumns")
+    if isinstance(body, dict) and "ColumnNames" in body:
+        resource = {"TableWithColumns": {**body, "ColumnNames": sorted(body["ColumnNames"])}}
+    return json.dumps(resource, sort_keys=True)
 
 
 # Time-bound access ------------------------------------------------------------------------

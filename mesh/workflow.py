@@ -671,12 +671,15 @@ class Marketplace:
     def lake_formation_view(self, request_id: str, username: str) -> list[dict[str, Any]]:
         """What Lake Formation holds now for a request's account on its resources."""
         request = self.request_for(request_id, username)
-        entries: list[dict[str, Any]] = []
-        for spec in self.grant_plan(request):
-            entries.extend(
-                self.grants.list_permissions(principal=request.account, resource=spec.resource)
-            )
-        return entries
+        wanted = {policy.resource_key(spec.resource) for spec in self.grant_plan(request)}
+        # Listing everything and filtering here also covers column grants, which cannot be
+        # used as a list_permissions filter.
+        return [
+            entry
+            for entry in self.grants.list_permissions()
+            if entry.get("Principal", {}).get("DataLakePrincipalIdentifier") == request.account
+            and policy.resource_key(entry.get("Resource", {})) in wanted
+        ]
 
     def audit_for(self, username: str, **filters: Any) -> list[AuditEvent]:
         """The audit log, for admins only (the CLI, which needs server access, uses audit)."""
