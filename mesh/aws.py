@@ -31,17 +31,19 @@ DEMO_REGION = "us-east-1"
 # Fake credentials are only ever used against the local demo stand-in.
 _DEMO_CREDENTIALS = {"aws_access_key_id": "demo", "aws_secret_access_key": "demo"}
 
-_TRANSIENT = {
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "InternalServiceException",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "OperationTimeoutException",
-    "ConcurrentModificationException",
-}
+TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "InternalServiceException",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "OperationTimeoutException",
+        "ConcurrentModificationException",
+    }
+)
 _MISSING = {"EntityNotFoundException", "NoSuchEntity", "ResourceNotFoundException"}
 
 T = TypeVar("T")
@@ -127,7 +129,7 @@ def call(service: str, operation: str, fn: Callable[[], T], *, missing: str | No
         if missing is not None and code in _MISSING:
             raise NotFound(missing, code=code) from exc
         log.warning("%s %s failed: %s %s", service, operation, code, message)
-        if code in _TRANSIENT:
+        if code in TRANSIENT_CODES:
             raise AwsUnavailable(
                 f"{service} {operation} failed for now ({code}: {message}); try again in a moment.",
                 code=code,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from mesh import policy
+from mesh import aws, policy
 from mesh.errors import Conflict, Forbidden, InvalidInput, MeshError
 from mesh.models import HOLDS_GRANTS, AccessRequest, Action, GrantSpec, Permission, Status
 from mesh.store import NewEvent
@@ -24,24 +24,14 @@ log = logging.getLogger(__name__)
 EXPIRY_ACTOR = "expiry"
 TICK_ACTOR = "tick"
 RECONCILE_ACTOR = "reconcile"
-TRANSIENT_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "InternalServiceException",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "OperationTimeoutException",
-        "ConcurrentModificationException",
-        "EndpointConnectionError",
-        "ConnectTimeoutError",
-        "ReadTimeoutError",
-        "ConnectionClosedError",
-        "Unexpected",
-    }
-)
+# What the job retries: AWS's passing faults, a lost connection, and a crash of our own.
+TRANSIENT_CODES = aws.TRANSIENT_CODES | {
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ConnectionClosedError",
+    "Unexpected",
+}
 
 
 _resource_key = policy.resource_key

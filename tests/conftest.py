@@ -6,13 +6,17 @@ session; each test that asks for ``aws`` gets it reset and freshly seeded.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 import pytest
 
 from mesh.demo import data, standin
@@ -46,6 +50,36 @@ def clear_streamlit_caches() -> Iterator[None]:
     yield
     st.cache_data.clear()
     st.cache_resource.clear()
+
+
+_shared_loader = functools.cache(botocore.loaders.create_loader)
+
+
+@pytest.fixture(autouse=True)
+def one_botocore_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let every boto3 session share one botocore data loader (read-only data), for speed."""
+    monkeypatch.setattr(botocore.session, "create_loader", _shared_loader)
+
+
+@pytest.fixture
+def running_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Page routing as in a server that has already run app.py once.
+
+    A `pages/` folder beside the main script makes Streamlit start in its legacy folder
+    mode, until the first st.navigation() call switches it off for the process. AppTest
+    resets that switch before every run, so without this each run would route like a
+    server's very first run. test_page_url_on_a_fresh_server_shows_the_sign_in_form covers
+    that first run.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def without_page_folder(self: PagesManager, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", without_page_folder)
 
 
 @pytest.fixture(scope="session")

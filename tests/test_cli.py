@@ -43,6 +43,7 @@ from mesh.services import Services, build
 from mesh.settings import DEMO_USERS, load_settings
 from mesh.workflow import Marketplace
 from tests.conftest import REGION, reset_moto
+from tests.support import Cli, Outcome, assert_one_sentence_on_stderr
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -84,28 +85,6 @@ def fresh_account() -> str:
 
 
 # Helpers -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Outcome]
-
-
-def assert_one_sentence_on_stderr(outcome: Outcome) -> None:
-    """A refusal is one line on stderr, a sentence ending in a full stop, never a traceback."""
-    assert "Traceback" not in outcome.err
-    lines = outcome.err.strip().splitlines()
-    assert len(lines) == 1, outcome.err
-    assert lines[0].startswith("error: ")
-    assert lines[0].endswith(".")
 
 
 def request_argv(

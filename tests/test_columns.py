@@ -14,23 +14,19 @@ the Lake Formation grants it reads are its own.
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import boto3
-import botocore.loaders
-import botocore.session
 import pytest
 from botocore.stub import Stubber
 from hypothesis import given
 from hypothesis import strategies as st
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 import mesh.cli
@@ -59,13 +55,20 @@ from mesh.settings import DEMO_USERS, load_settings
 from mesh.store import Store
 from mesh.workflow import Marketplace
 from tests.conftest import REGION, reset_moto
+from tests.support import (
+    APP,
+    COOKIE_KEY,
+    Cli,
+    Outcome,
+    assert_one_sentence_on_stderr,
+    labelled,
+    sign_in,
+    texts,
+)
 
 CENTRAL = data.CENTRAL_ACCOUNT
 SALES = "111111111111"
 REASON = "Churn model for the quarterly review"
-APP = Path(__file__).resolve().parent.parent / "app.py"
-PASSWORD = "mesh-demo"
-COOKIE_KEY = "a-test-cookie-key-that-is-long-enough-0123456789"
 CAROLS_ACCOUNT = "444455556666"  # carol's account in the demo users file
 
 # sales_orders.customers in the demo mesh: full_name, email and phone carry pii_flag
@@ -786,19 +789,6 @@ def test_reconcile_reports_a_removed_column_grant_as_missing_and_fix_restores_it
 # CLI: request --columns -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Outcome]
-
-
 @pytest.fixture
 def cli(
     rig: Rig,
@@ -830,14 +820,6 @@ def cli(
 def request_argv(rig: Rig, *scope: str) -> list[str]:
     base = ["request", "--as", "carol", "--database", "sales_orders", *scope]
     return [*base, "--account", rig.account, "--reason", REASON, "--json"]
-
-
-def assert_one_sentence_on_stderr(outcome: Outcome) -> None:
-    assert "Traceback" not in outcome.err
-    lines = outcome.err.strip().splitlines()
-    assert len(lines) == 1, outcome.err
-    assert lines[0].startswith("error: ")
-    assert lines[0].endswith(".")
 
 
 def test_cli_column_request_prints_its_columns_in_table_order(cli: Cli, rig: Rig) -> None:
@@ -889,21 +871,6 @@ def test_cli_unknown_or_misplaced_columns_exit_2_with_one_sentence(
 
 # The table page (AppTest) -----------------------------------------------------------------------
 
-_shared_loader = functools.cache(botocore.loaders.create_loader)
-_MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
-
-
-@pytest.fixture
-def running_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Page routing as in a server that has already run app.py once (see test_pages.py)."""
-    original = PagesManager.__init__
-
-    def without_page_folder(self: PagesManager, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", without_page_folder)
-
 
 @pytest.fixture
 def app(
@@ -924,29 +891,7 @@ def app(
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    # Every boto3 session shares one botocore data loader (read-only), for speed.
-    monkeypatch.setattr(botocore.session, "create_loader", _shared_loader)
     return AppTest.from_file(APP, default_timeout=30)
-
-
-def texts(elements: Sequence[Any]) -> list[str]:
-    """What a person reads in markdown elements: backslash escapes are not shown."""
-    return [_MARKDOWN_ESCAPE.sub(r"\1", e.value) for e in elements]
-
-
-def labelled(widgets: Sequence[Any], label: str) -> Any:
-    matches = [w for w in widgets if w.label == label]
-    assert len(matches) == 1, f"expected one widget labelled {label!r}, got {len(matches)}"
-    return matches[0]
-
-
-def sign_in(at: AppTest, username: str) -> AppTest:
-    at.run()
-    labelled(at.text_input, "Username").input(username)
-    labelled(at.text_input, "Password").input(PASSWORD)
-    labelled(at.button, "Sign in").click().run()
-    assert not at.exception
-    return at
 
 
 def test_table_page_selects_all_columns_except_pii_in_one_click_and_grants_them_at_once(

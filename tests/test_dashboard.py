@@ -7,29 +7,20 @@ the data Streamlit hands to Vega-Lite.
 
 from __future__ import annotations
 
-import functools
-import re
-from collections.abc import Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import botocore.loaders
-import botocore.session
 import pandas as pd
 import pytest
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from mesh import ui
 from mesh.models import Status
 from mesh.services import Services
 from mesh.workflow import utc_now
+from tests.support import APP, COOKIE_KEY, sign_in, texts
 
-APP = Path(__file__).resolve().parent.parent / "app.py"
-PASSWORD = "mesh-demo"
-COOKIE_KEY = "a-test-cookie-key-that-is-long-enough-0123456789"
 CAROLS_ACCOUNT = "444455556666"
 # Each chart's alt text (what a screen reader says), by what it shows
 CHARTS = {
@@ -57,14 +48,6 @@ class Clock:
 
 # Fixtures (the AppTest ones as in test_pages.py) -----------------------------------------
 
-_shared_loader = functools.cache(botocore.loaders.create_loader)
-
-
-@pytest.fixture(autouse=True)
-def one_botocore_loader(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Let every boto3 session share one botocore data loader (read-only data), for speed."""
-    monkeypatch.setattr(botocore.session, "create_loader", _shared_loader)
-
 
 @pytest.fixture
 def web_env(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
@@ -73,18 +56,6 @@ def web_env(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[st
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
-
-
-@pytest.fixture
-def running_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Page routing as in a server that has already run app.py once (see test_pages.py)."""
-    original = PagesManager.__init__
-
-    def without_page_folder(self: PagesManager, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", without_page_folder)
 
 
 @pytest.fixture
@@ -147,22 +118,6 @@ def queue(services: Services) -> Services:
 # Helpers ---------------------------------------------------------------------------------
 
 
-def labelled(widgets: Sequence[Any], label: str) -> Any:
-    matches = [w for w in widgets if w.label == label]
-    assert len(matches) == 1, f"expected one widget labelled {label!r}, got {len(matches)}"
-    return matches[0]
-
-
-def sign_in(at: AppTest, username: str) -> AppTest:
-    """Sign in through the login form, as a person does."""
-    at.run()
-    labelled(at.text_input, "Username").input(username)
-    labelled(at.text_input, "Password").input(PASSWORD)
-    labelled(at.button, "Sign in").click().run()
-    assert not at.exception
-    return at
-
-
 def dashboard_page() -> str:
     return f"{ui.PAGES_DIR}/dashboard.py"
 
@@ -173,13 +128,6 @@ def open_dashboard(at: AppTest, username: str) -> AppTest:
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     return at
-
-
-_MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
-
-
-def texts(elements: Sequence[Any]) -> list[str]:
-    return [_MARKDOWN_ESCAPE.sub(r"\1", e.value) for e in elements]
 
 
 def charts(at: AppTest) -> dict[str, pd.DataFrame]:

@@ -38,7 +38,8 @@ def external_moto() -> Iterator[str]:
     port = _free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -48,8 +49,13 @@ def external_moto() -> Iterator[str]:
             break
         except OSError:
             time.sleep(0.1)
-    glue = boto3.client("glue", region_name=REGION, endpoint_url=endpoint,
-                        aws_access_key_id="x", aws_secret_access_key="x")
+    glue = boto3.client(
+        "glue",
+        region_name=REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
     data.seed(glue)
     yield endpoint
     server.terminate()
@@ -59,21 +65,34 @@ def external_moto() -> Iterator[str]:
 @pytest.fixture
 def cli(external_moto: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "AWS_"))}
-    env.update({
-        "MESH_MODE": "aws", "MESH_USERS": str(DEMO_USERS), "MESH_DB": str(tmp_path / "m.db"),
-        "AWS_ENDPOINT_URL": external_moto, "AWS_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
-    })
+    env.update(
+        {
+            "MESH_MODE": "aws",
+            "MESH_USERS": str(DEMO_USERS),
+            "MESH_DB": str(tmp_path / "m.db"),
+            "AWS_ENDPOINT_URL": external_moto,
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "x",
+        }
+    )
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mesh", *args], env=env, cwd=PROJECT_ROOT,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "mesh", *args],
+            env=env,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     return run
 
 
 def test_cli_contract_holds_against_a_separately_started_moto_server(
-    cli, external_moto: str  # type: ignore[no-untyped-def]
+    cli,
+    external_moto: str,  # type: ignore[no-untyped-def]
 ) -> None:
     # GIVEN a stock moto server seeded by someone else
     # WHEN the catalog is listed
@@ -86,23 +105,54 @@ def test_cli_contract_holds_against_a_separately_started_moto_server(
     assert catalog["sales_orders"]["pii_flag"] is False
 
     # WHEN carol requests a table without PII, THEN it is granted at once by the policy
-    clean = cli("request", "--as", "carol", "--database", "supply_chain", "--table",
-                "inventory", "--account", "444455556666", "--reason", "stock report", "--json")
+    clean = cli(
+        "request",
+        "--as",
+        "carol",
+        "--database",
+        "supply_chain",
+        "--table",
+        "inventory",
+        "--account",
+        "444455556666",
+        "--reason",
+        "stock report",
+        "--json",
+    )
     assert clean.returncode == 0, clean.stderr
     assert json.loads(clean.stdout)["status"] == "granted"
     assert json.loads(clean.stdout)["decided_by"] is None
 
     # WHEN dan requests a whole database whose tables hold PII, THEN it waits for the owner
-    pending = cli("request", "--as", "dan", "--database", "sales_orders", "--account",
-                  "777788889999", "--reason", "partner analytics", "--json")
+    pending = cli(
+        "request",
+        "--as",
+        "dan",
+        "--database",
+        "sales_orders",
+        "--account",
+        "777788889999",
+        "--reason",
+        "partner analytics",
+        "--json",
+    )
     assert pending.returncode == 0, pending.stderr
     request = json.loads(pending.stdout)
     assert request["status"] == "pending_approval"
     assert request["table"] is None
 
     # WHEN the same request is made again, THEN it is a conflict naming the first one
-    again = cli("request", "--as", "dan", "--database", "sales_orders", "--account",
-                "777788889999", "--reason", "partner analytics")
+    again = cli(
+        "request",
+        "--as",
+        "dan",
+        "--database",
+        "sales_orders",
+        "--account",
+        "777788889999",
+        "--reason",
+        "partner analytics",
+    )
     assert again.returncode == 5
     assert request["id"] in again.stderr
 
@@ -114,17 +164,36 @@ def test_cli_contract_holds_against_a_separately_started_moto_server(
     approved = cli("approve", request["id"], "--as", "sam", "--comment", "ok", "--json")
     assert approved.returncode == 0, approved.stderr
     assert json.loads(approved.stdout)["status"] == "granted"
-    lf = boto3.client("lakeformation", region_name=REGION, endpoint_url=external_moto,
-                      aws_access_key_id="x", aws_secret_access_key="x")
-    entries = [e for e in lf.list_permissions()["PrincipalResourcePermissions"]
-               if e["Principal"]["DataLakePrincipalIdentifier"] == "777788889999"]
+    lf = boto3.client(
+        "lakeformation",
+        region_name=REGION,
+        endpoint_url=external_moto,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+    entries = [
+        e
+        for e in lf.list_permissions()["PrincipalResourcePermissions"]
+        if e["Principal"]["DataLakePrincipalIdentifier"] == "777788889999"
+    ]
     resources = sorted(json.dumps(e["Resource"], sort_keys=True) for e in entries)
-    assert resources == sorted([
-        json.dumps({"Database": {"CatalogId": CENTRAL, "Name": "sales_orders"}},
-                   sort_keys=True),
-        json.dumps({"Table": {"CatalogId": CENTRAL, "DatabaseName": "sales_orders",
-                              "TableWildcard": {}}}, sort_keys=True),
-    ])
+    assert resources == sorted(
+        [
+            json.dumps(
+                {"Database": {"CatalogId": CENTRAL, "Name": "sales_orders"}}, sort_keys=True
+            ),
+            json.dumps(
+                {
+                    "Table": {
+                        "CatalogId": CENTRAL,
+                        "DatabaseName": "sales_orders",
+                        "TableWildcard": {},
+                    }
+                },
+                sort_keys=True,
+            ),
+        ]
+    )
     for entry in entries:
         assert sorted(entry["Permissions"]) == sorted(entry["PermissionsWithGrantOption"])
 
@@ -134,5 +203,10 @@ def test_cli_contract_holds_against_a_separately_started_moto_server(
     audit = json.loads(cli("audit", "--request", request["id"], "--json").stdout)
     story = [row["action"] for row in audit if not row["action"].startswith("notification_")]
     assert story == [
-        "request_submitted", "policy_evaluated", "approved", "grant_attempted",
-        "grant_attempted", "grant_succeeded"]
+        "request_submitted",
+        "policy_evaluated",
+        "approved",
+        "grant_attempted",
+        "grant_attempted",
+        "grant_succeeded",
+    ]

@@ -49,6 +49,7 @@ from mesh.settings import DEMO_USERS, load_settings
 from mesh.store import Store
 from mesh.workflow import Marketplace, iso
 from tests.conftest import REGION, reset_moto
+from tests.support import Cli, Outcome, assert_one_sentence_on_stderr
 
 CENTRAL = data.CENTRAL_ACCOUNT
 SALES, PEOPLE, FINANCE = "111111111111", "333333333333", "555555555555"
@@ -1604,28 +1605,6 @@ def test_tick_makes_at_most_the_grant_retry_limit_of_attempts(
 #
 # The CLI runs in-process: it parses its arguments and reads its settings as always, and its
 # build() hands it the rig's services, so its verbs run over the rig's store and clock.
-
-
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-Cli = Callable[..., Outcome]
-
-
-def assert_one_sentence_on_stderr(outcome: Outcome) -> None:
-    """A refusal is one line on stderr, a sentence ending in a full stop, never a traceback."""
-    assert "Traceback" not in outcome.err
-    lines = outcome.err.strip().splitlines()
-    assert len(lines) == 1, outcome.err
-    assert lines[0].startswith("error: ")
-    assert lines[0].endswith(".")
 
 
 def runner(

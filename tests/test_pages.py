@@ -6,18 +6,11 @@ user's roles, and checks what a person sees and what the store and Lake Formatio
 
 from __future__ import annotations
 
-import functools
 import json
-import re
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import botocore.loaders
-import botocore.session
 import pandas as pd
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from mesh import ui
@@ -26,10 +19,8 @@ from mesh.models import AccessRequest, Action, Status
 from mesh.settings import DEMO_USERS
 from mesh.workflow import Marketplace
 from tests.conftest import lake_formation_entries
+from tests.support import APP, COOKIE_KEY, labelled, sign_in, texts
 
-APP = Path(__file__).resolve().parent.parent / "app.py"
-PASSWORD = "mesh-demo"
-COOKIE_KEY = "a-test-cookie-key-that-is-long-enough-0123456789"
 CAROLS_ACCOUNT = "444455556666"
 
 # What each page shows as its title. The database and table pages are opened on
@@ -58,19 +49,6 @@ PAGES_BY_USER = {
 
 # Fixtures --------------------------------------------------------------------------------
 
-_shared_loader = functools.cache(botocore.loaders.create_loader)
-
-
-@pytest.fixture(autouse=True)
-def one_botocore_loader(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Let every boto3 session share one botocore data loader, for speed.
-
-    ClientFactory opens a new boto3 session for each client, and each session parses
-    botocore's endpoint and model JSON again (about 0.4 s a client here, three clients
-    per start). That data is read-only, so sharing the loader changes only the time.
-    """
-    monkeypatch.setattr(botocore.session, "create_loader", _shared_loader)
-
 
 @pytest.fixture
 def web_env(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
@@ -93,25 +71,6 @@ def settings_env(moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-
-
-@pytest.fixture
-def running_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Page routing as in a server that has already run app.py once.
-
-    A `pages/` folder beside the main script makes Streamlit start in its legacy folder
-    mode, until the first st.navigation() call switches it off for the process. AppTest
-    resets that switch before every run, so without this each run would route like a
-    server's very first run. test_page_url_on_a_fresh_server_shows_the_sign_in_form covers
-    that first run.
-    """
-    original = PagesManager.__init__
-
-    def without_page_folder(self: PagesManager, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", without_page_folder)
 
 
 @pytest.fixture
@@ -156,34 +115,10 @@ def page(name: str) -> str:
     return f"{ui.PAGES_DIR}/{name}.py"
 
 
-def labelled(widgets: Sequence[Any], label: str) -> Any:
-    matches = [w for w in widgets if w.label == label]
-    assert len(matches) == 1, f"expected one widget labelled {label!r}, got {len(matches)}"
-    return matches[0]
-
-
-def sign_in(at: AppTest, username: str, password: str = PASSWORD) -> AppTest:
-    """Sign in through the login form, as a person does."""
-    at.run()
-    labelled(at.text_input, "Username").input(username)
-    labelled(at.text_input, "Password").input(password)
-    labelled(at.button, "Sign in").click().run()
-    assert not at.exception
-    return at
-
-
 def open_page(at: AppTest, name: str, *, database: str = "sales_orders", table: str = "orders"):
     """Switch to a page; the database and table pages take their scope from the query."""
     at.query_params = {"db": database, "table": table} if name in ("database", "table") else {}
     return at.switch_page(page(name)).run()
-
-
-_MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
-
-
-def texts(elements: Sequence[Any]) -> list[str]:
-    """What a person reads in markdown elements: backslash escapes are not shown."""
-    return [_MARKDOWN_ESCAPE.sub(r"\1", e.value) for e in elements]
 
 
 def titles(at: AppTest) -> list[str]:

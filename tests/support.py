@@ -1,0 +1,65 @@
+"""Helpers shared by the test modules: signing in through AppTest, reading what a person
+sees, and checking CLI refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamlit.testing.v1 import AppTest
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+COOKIE_KEY = "a-test-cookie-key-that-is-long-enough-0123456789"
+PASSWORD = "mesh-demo"
+_MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
+def labelled(widgets: Sequence[Any], label: str) -> Any:
+    matches = [w for w in widgets if w.label == label]
+    assert len(matches) == 1, f"expected one widget labelled {label!r}, got {len(matches)}"
+    return matches[0]
+
+
+def sign_in(at: AppTest, username: str, password: str = PASSWORD) -> AppTest:
+    """Sign in through the login form, as a person does."""
+    at.run()
+    labelled(at.text_input, "Username").input(username)
+    labelled(at.text_input, "Password").input(password)
+    labelled(at.button, "Sign in").click().run()
+    assert not at.exception
+    return at
+
+
+def texts(elements: Sequence[Any]) -> list[str]:
+    """What a person reads in markdown elements: backslash escapes (and the zero-width spaces
+    that keep catalog text from becoming links) are not shown."""
+    return [_MARKDOWN_ESCAPE.sub(r"\1", e.value).replace("\u200b", "") for e in elements]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one CLI run gave: exit code, standard output and standard error."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+Cli = Callable[..., Outcome]
+
+
+def assert_one_sentence_on_stderr(outcome: Outcome) -> None:
+    """A refusal is one line on stderr, a sentence ending in a full stop, never a traceback."""
+    assert "Traceback" not in outcome.err
+    lines = outcome.err.strip().splitlines()
+    assert len(lines) == 1, outcome.err
+    assert lines[0].startswith("error: ")
+    assert lines[0].endswith(".")
