@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mesh import aws, policy
-from mesh.errors import Conflict, Forbidden, InvalidInput, MeshError
+from mesh.errors import AwsFailure, Conflict, Forbidden, InvalidInput, MeshError
 from mesh.models import HOLDS_GRANTS, AccessRequest, Action, GrantSpec, Permission, Status
 from mesh.store import NewEvent
 from mesh.workflow import Marketplace, _clean_comment, iso
@@ -52,6 +52,10 @@ class TickReport:
         return dict(self.__dict__)
 
 
+def _already_revoked(exc: AwsFailure) -> bool:
+    return exc.code == "InvalidInputException" and "no permissions revoked" in exc.message.lower()
+
+
 class Lifecycle:
     """Revoke, expire, remind, retry and reconcile over the marketplace's parts."""
 
@@ -84,6 +88,8 @@ class Lifecycle:
                 "an owner of the data product or an admin can."
             )
         resumable = [Status.GRANTED, Status.REVOKE_FAILED]
+        if request.status is Status.FAILED and request.grants_done:
+            resumable.append(Status.FAILED)  # a half-made grant can be taken back too
         if request.status not in resumable:
             raise Conflict(
                 f"Request {request.id} is {request.status.value}; only granted "
@@ -111,8 +117,8 @@ class Lifecycle:
         for other in self.market.store.requests(statuses=list(HOLDS_GRANTS)):
             if other.id == request.id or other.account != request.account:
                 continue
-            if other.status is Status.REVOKING:
-                continue
+            if other.status in (Status.REVOKING, Status.REVOKE_FAILED):
+                continue  # access that is ending justifies nothing
             for spec in self.market.grant_plan(other):
                 perms, grantable, ids = kept.setdefault(
                     _resource_key(spec.resource), (set(), set(), [])
@@ -159,6 +165,13 @@ class Lifecycle:
                 )
                 try:
                     made.append(m.grants.revoke(narrowed))
+                except AwsFailure as exc:
+                    if not _already_revoked(exc):
+                        return self._revoke_failed(
+                            request, actor=actor, exc=exc, done=done, call=narrowed.to_api()
+                        )
+                    # Lake Formation refuses to revoke what is not held (removed by hand, or
+                    # revoked before a crash): the permission is gone, which is the goal.
                 except Exception as exc:  # noqa: BLE001 - leaves revoke_failed with its cause
                     return self._revoke_failed(
                         request, actor=actor, exc=exc, done=done, call=narrowed.to_api()
@@ -286,6 +299,7 @@ class Lifecycle:
                 allowed_from=[request.status],
                 changes={"status": Status.REVOKING, "updated_at": iso(now), **changes},
                 events=[event],
+                unchanged_since=request.updated_at,
             )
             if claimed is None:
                 continue
@@ -477,6 +491,16 @@ class Lifecycle:
         m = self.market
         fixed = []
         for item in missing:
+            current = m.store.get(item["request_id"])
+            if current is None or current.status is not Status.GRANTED:
+                fixed.append(
+                    {
+                        **item,
+                        "fixed": False,
+                        "error": "the request is no longer granted; nothing was re-applied",
+                    }
+                )
+                continue
             api = item["grant"]
             spec = GrantSpec(
                 principal=api["Principal"]["DataLakePrincipalIdentifier"],

@@ -115,12 +115,13 @@ def ram_instructions(account: str) -> str:
 def decision(request: AccessRequest, *, outside_org: bool) -> Message:
     status = request.status.value.replace("_", " ")
     lines = [
-        f"Your request {request.id} for {_scope(request)} (account {request.account}) is {status}."
+        f"Request {request.id} by {request.requester} for {_scope(request)} (account "
+        f"{request.account}) is {status}."
     ]
     if request.comment:
-        lines.append(f"Comment from {request.decided_by}: {request.comment}")
+        lines.append(f"Comment from {request.decided_by}: {_quoted(request.comment)}")
     if request.end_comment:
-        lines.append(f"Comment from {request.ended_by}: {request.end_comment}")
+        lines.append(f"Comment from {request.ended_by}: {_quoted(request.end_comment)}")
     if request.expires_at:
         lines.append(f"Access expires at {request.expires_at}.")
     if outside_org and request.status.value == "granted":

@@ -269,6 +269,7 @@ class AccessTerms:
 
 
 DURATION_CHOICES = (7, 30, 90)
+LONGEST_ACCESS = timedelta(days=3650)
 
 
 def check_period(duration: timedelta | None, until: date | None, *, today: date) -> None:
@@ -277,8 +278,18 @@ def check_period(duration: timedelta | None, until: date | None, *, today: date)
         raise InvalidInput("Give either a duration or an end date, not both.")
     if duration is not None and duration <= timedelta(0):
         raise InvalidInput("The duration must be at least one day.")
+    if duration is not None and duration > LONGEST_ACCESS:
+        raise InvalidInput(
+            f"The duration is longer than {LONGEST_ACCESS.days} days; ask for "
+            "unbounded access instead, or for less time."
+        )
     if until is not None and until <= today:
         raise InvalidInput(f"The end date {until.isoformat()} is not in the future.")
+    if until is not None and until - today > LONGEST_ACCESS:
+        raise InvalidInput(
+            f"The end date is more than {LONGEST_ACCESS.days} days away; ask for "
+            "unbounded access instead, or for an earlier date."
+        )
 
 
 def check_terms(

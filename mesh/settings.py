@@ -348,6 +348,9 @@ _DEMO_TOPICS = {
 }
 
 
+_DEMO_ORG = "123456789012,111111111111,222222222222,333333333333,444455556666,555555555555"
+
+
 def _lifecycle(get: Any, *, demo: bool) -> dict[str, Any]:
     """The access-lifecycle settings: notifications, links, expiry, reminders."""
     base_url = get("MESH_BASE_URL") or "http://localhost:8501"
@@ -366,7 +369,8 @@ def _lifecycle(get: Any, *, demo: bool) -> dict[str, Any]:
         "admin_topic_arn": _topic_setting("MESH_ADMIN_TOPIC_ARN", get, demo),
         "link_secret": get("MESH_LINK_SECRET"),
         "link_ttl_hours": _positive_int("MESH_LINK_TTL_HOURS", get("MESH_LINK_TTL_HOURS"), 72),
-        "org_accounts": _org(get("MESH_ORG_ACCOUNTS")),
+        # The demo's partner account (777788889999) is outside its Organization.
+        "org_accounts": _org(get("MESH_ORG_ACCOUNTS") or (_DEMO_ORG if demo else None)),
         "max_sensitive_days": None
         if cap is None
         else _positive_int("MESH_MAX_DAYS_SENSITIVE", cap, 90),

@@ -330,11 +330,19 @@ class Store:
     def _active_duplicate(
         db: sqlite_utils.Database, request: AccessRequest
     ) -> AccessRequest | None:
-        active = [Status.PENDING_APPROVAL, Status.GRANTING, Status.GRANTED]
+        # A request still ending (revoking) counts too: a twin granted now would lose its
+        # access to the revoke that is under way.
+        active = [
+            Status.PENDING_APPROVAL,
+            Status.GRANTING,
+            Status.GRANTED,
+            Status.REVOKING,
+            Status.REVOKE_FAILED,
+        ]
         rows = list(
             db.query(
                 "SELECT * FROM requests WHERE database = ? AND account = ? "
-                "AND table_name IS ? AND columns IS ? AND status IN (?, ?, ?) "
+                "AND table_name IS ? AND columns IS ? AND status IN (?, ?, ?, ?, ?) "
                 "ORDER BY created_at LIMIT 1",
                 [
                     request.database,
@@ -354,8 +362,12 @@ class Store:
         allowed_from: Sequence[Status],
         changes: Mapping[str, Any],
         events: Sequence[NewEvent],
+        unchanged_since: str | None = None,
     ) -> AccessRequest | None:
         """Change a request only if its status is still one of ``allowed_from``.
+
+        ``unchanged_since`` also requires its ``updated_at`` to be that value: how two
+        processes taking over the same stale request are told apart.
 
         This conditional UPDATE is what makes a decision happen exactly once: of two
         approvers clicking together, one UPDATE matches and the other matches no row.
@@ -366,10 +378,16 @@ class Store:
         }
         assignments = ", ".join(f"[{column}] = ?" for column in row_changes)
         marks = ", ".join("?" for _ in allowed_from)
+        since = " AND updated_at = ?" if unchanged_since is not None else ""
         with self._write() as db:
             cursor = db.execute(
-                f"UPDATE requests SET {assignments} WHERE id = ? AND status IN ({marks})",
-                [*row_changes.values(), request_id, *[s.value for s in allowed_from]],
+                f"UPDATE requests SET {assignments} WHERE id = ? AND status IN ({marks}){since}",
+                [
+                    *row_changes.values(),
+                    request_id,
+                    *[s.value for s in allowed_from],
+                    *([unchanged_since] if unchanged_since is not None else []),
+                ],
             )
             if cursor.rowcount != 1:
                 return None
@@ -400,12 +418,15 @@ class Store:
             events,
         )
 
-    def mark_seen(self, requester: str) -> int:
-        """The requester has seen every decision on their requests."""
+    def mark_seen(self, requester: str, request_ids: Sequence[str]) -> int:
+        """The requester has seen the decisions on these requests (and only these)."""
+        if not request_ids:
+            return 0
+        marks = ", ".join("?" for _ in request_ids)
         with self._write() as db:
             cursor = db.execute(
-                "UPDATE requests SET decision_seen = 1 WHERE requester = ? AND decision_seen = 0",
-                [requester],
+                f"UPDATE requests SET decision_seen = 1 WHERE requester = ? AND id IN ({marks})",
+                [requester, *request_ids],
             )
             return int(cursor.rowcount)
 
@@ -582,7 +603,7 @@ class Store:
             **json.loads(rows[0]["report"]),
             "at": rows[0]["at"],
             "actor": rows[0]["actor"],
-            "fixed": bool(rows[0]["fixed"]),
+            "with_fix": bool(rows[0]["fixed"]),
         }
 
     # Sign-in sessions -------------------------------------------------------------------

@@ -360,6 +360,7 @@ class Marketplace:
         resumed = self.store.transition(
             request.id,
             allowed_from=retryable,
+            unchanged_since=request.updated_at,
             changes={"status": Status.GRANTING, "updated_at": self._now()},
             events=[
                 self._event(
@@ -548,8 +549,13 @@ class Marketplace:
 
     # Decision links -------------------------------------------------------------------------
 
-    def open_link(self, token: str, username: str) -> tuple[LinkClaim, AccessRequest]:
-        """Read a decision link for ``username``; it decides nothing by itself."""
+    def open_link(
+        self, token: str, username: str, *, record: bool = True
+    ) -> tuple[LinkClaim, AccessRequest]:
+        """Read a decision link for ``username``; it decides nothing by itself.
+
+        ``record`` audits the opening; a page shown again in the same session passes False.
+        """
         from mesh.links import InvalidLink
 
         user = self._user(username)
@@ -562,9 +568,12 @@ class Marketplace:
                 "Approvals page instead."
             )
         request = self._request(claim.request_id)
-        self.store.append(
-            self._event(user.username, Action.LINK_OPENED, request, link_action=claim.action.value)
-        )
+        if record:
+            self.store.append(
+                self._event(
+                    user.username, Action.LINK_OPENED, request, link_action=claim.action.value
+                )
+            )
         return claim, request
 
     def decide_by_link(
@@ -575,7 +584,7 @@ class Marketplace:
 
         user = self._user(username)
         comment = _clean_comment(comment)
-        claim, request = self.open_link(token, username)
+        claim, request = self.open_link(token, username, record=False)
         if claim.action.value != action:
             raise InvalidLink(
                 f"This link is for {claim.action.value}, not {action}; nothing was changed."
@@ -591,8 +600,9 @@ class Marketplace:
             return self.approve(request.id, user.username, comment=comment)
         return self.deny(request.id, user.username, comment=comment)
 
-    def mark_seen(self, username: str) -> int:
-        return self.store.mark_seen(self._user(username).username)
+    def mark_seen(self, username: str, request_ids: Sequence[str]) -> int:
+        """Clear the "new" marker of decisions the requester has now seen."""
+        return self.store.mark_seen(self._user(username).username, request_ids)
 
     # Reads ----------------------------------------------------------------------------
 

@@ -62,7 +62,9 @@ def _scope(request: AccessRequest) -> str:
 
 def _confirm_link(token: str) -> None:
     """A link opens the request; nothing is decided until the person confirms."""
-    claim, request = market.open_link(token, ctx.user.username)
+    opened = st.session_state.setdefault("mesh_opened_links", set())
+    claim, request = market.open_link(token, ctx.user.username, record=token not in opened)
+    opened.add(token)
     verb = claim.action.value
     with st.container(border=True, key="link-confirm"):
         st.subheader(f"Confirm: {verb} request {ui.md(request.id)}")

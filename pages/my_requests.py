@@ -18,9 +18,25 @@ with ui.guard():
     mine = market.requests(username=ctx.user.username)
     unseen = [r for r in mine if not r.decision_seen]
     if unseen:
+        st.button(
+            "Mark these as seen",
+            key="mark_seen",
+            on_click=ui.act,
+            args=(market.mark_seen, ctx.user.username, [r.id for r in unseen]),
+        )
         st.info(
-            f"{len(unseen)} new decision(s) on your requests: "
-            + ", ".join(f"{ui.md(r.id)} is {ui.md(r.status.value)}" for r in unseen)
+            f"{len(unseen)} new on your requests: "
+            + "; ".join(
+                f"{ui.md(r.id)} is {ui.md(r.status.value)}"
+                + (f", expiring {ui.md(r.expires_at)}" if r.warned_at and r.expires_at else "")
+                for r in unseen
+            )
+        )
+        st.button(
+            "Mark these as seen",
+            key="mark_seen",
+            on_click=ui.act,
+            args=(market.mark_seen, ctx.user.username, [r.id for r in unseen]),
         )
     if not mine:
         st.info("You have made no requests yet. Open a database or a table to request access.")
@@ -84,5 +100,3 @@ with ui.guard():
                 if st.button("Show in Lake Formation", key=f"lf-{request.id}"):
                     with ui.guard():
                         st.json(market.lake_formation_view(request.id, ctx.user.username))
-    if unseen:
-        market.mark_seen(ctx.user.username)
