@@ -44,6 +44,7 @@ class Keys:
     FLASH = "mesh_flash"
     SIGN_OUT = "mesh_sign_out_requested"
     PENDING_LINK = "mesh_pending_decision_link"
+    JUST_SIGNED_IN = "mesh_just_signed_in"
 
 
 PAGES_DIR = "pages"
@@ -228,6 +229,7 @@ def sign_in(svc: Services) -> User:
     username = str(st.session_state["username"])
     if not was_signed_in:
         _open_or_refuse_session(svc, auth, username)
+        st.session_state[Keys.JUST_SIGNED_IN] = True
     token = st.session_state.get(Keys.SESSION_TOKEN)
     user = svc.users.get(username)
     if token is None or user is None or not svc.marketplace.store.session_is_open(token, username):
@@ -296,16 +298,35 @@ def _sign_out(svc: Services, auth: stauth.Authenticate, *, revoke: bool = True) 
 
 
 def resume_decision_link(user: User, page: Any) -> None:
-    """After sign-in, go back to the decision link that was followed before it."""
-    token = st.session_state.pop(Keys.PENDING_LINK, None)
-    if not token or (page.url_path == "approvals" and st.query_params.get("link") == token):
+    """After sign-in, go back to the decision link that was followed before it.
+
+    Not in the run that signs in: that run draws the component that writes the login cookie,
+    and a page switch would remove it before the browser ran it. The component's answer
+    starts the next run, which switches.
+    """
+    token = st.session_state.get(Keys.PENDING_LINK)
+    if not token and page.url_path != "approvals":
+        # A new browser session (the cookie component may reload the page) keeps only the
+        # address: a link left in it on another page is still the one to open.
+        token = st.query_params.get("link")
+    if not token:
         return
+    st.session_state[Keys.PENDING_LINK] = token
+    if st.session_state.pop(Keys.JUST_SIGNED_IN, False):
+        # The next run switches: the cookie component's answer usually starts it at once,
+        # and this button does when the browser is slow to answer.
+        st.info("Signed in. Opening the request from your decision link…")
+        st.button("Open the request", key="resume_decision_link", type="primary")
+        return
+    st.session_state.pop(Keys.PENDING_LINK, None)
     if not user.can_approve:
         flash(
             "That link is a decision link for data owners and admins; your user cannot "
             "decide requests.",
             "warning",
         )
+        return
+    if page.url_path == "approvals" and st.query_params.get("link") == token:
         return
     st.switch_page(f"{PAGES_DIR}/approvals.py", query_params={"link": token})
 

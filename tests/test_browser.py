@@ -23,7 +23,10 @@ import boto3
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-pytestmark = pytest.mark.browser
+# A real browser against a real server: the login-cookie component of streamlit-authenticator
+# reruns the page shortly after sign-in, and a click that lands during that rerun is lost.
+# Such a test gets two more tries; a failure in all three is a real failure.
+pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2, reruns_delay=1)]
 
 PROJECT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,0 +1,486 @@
+"""An owner decides from the links in the approval notification, in a real browser.
+
+A link never decides by itself: it opens the request on the Approvals page, behind sign-in,
+and the owner confirms. A tampered link, or one for a request already decided, changes nothing.
+
+The demo runs as a user starts it (``python -m mesh demo``); requests are made through the
+CLI against it, and the links are read from the notification outbox in its database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import pytest
+from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+# A real browser against a real server: the login-cookie component of streamlit-authenticator
+# reruns the page shortly after sign-in, and a click that lands during that rerun is lost.
+# Such a test gets two more tries; a failure in all three is a real failure.
+pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2, reruns_delay=1)]
+
+PROJECT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "mesh-demo"
+OWNER = "sam"  # owner of 111111111111 (Sales, which owns sales_orders) in mesh/demo/users.yaml
+COOKIE = "mesh_marketplace_auth"  # cookie.name in mesh/demo/users.yaml
+STARTUP_SECONDS = 60
+UI_TIMEOUT_MS = 15_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class Demo:
+    url: str
+    folder: Path
+
+    @property
+    def db(self) -> Path:
+        return self.folder / "demo.db"
+
+    def standin_endpoint(self) -> str:
+        return str(json.loads((self.folder / "demo-standin.json").read_text())["endpoint"])
+
+    def cli_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "AWS_"))}
+        return {**env, "MESH_DB": str(self.db), "MESH_BASE_URL": self.url}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Links:
+    approve: str
+    deny: str
+
+
+# Fixtures ---------------------------------------------------------------------------------
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _answers(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return None
+
+
+def _demo_is_up(demo: Demo) -> bool:
+    if _answers(f"{demo.url}/_stcore/health") != "ok":
+        return False
+    try:
+        endpoint = demo.standin_endpoint()
+    except (OSError, ValueError, KeyError):
+        return False
+    return _answers(f"{endpoint}/moto-api/data.json") is not None
+
+
+def _wait_until_up(process: subprocess.Popen[bytes], demo: Demo, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while not _demo_is_up(demo):
+        if process.poll() is not None:
+            pytest.fail(f"the demo exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the demo did not come up in {STARTUP_SECONDS} s:\n{log.read_text()}")
+        time.sleep(0.2)  # waiting on a real process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """`python -m mesh demo` on free ports, whose links point back at it (MESH_BASE_URL)."""
+    folder = tmp_path_factory.mktemp("demo")
+    port, standin_port = _free_ports(2)
+    # The links in notifications use MESH_BASE_URL; the browser must use the same host,
+    # or the login cookie set on one would not be sent to the other.
+    running = Demo(url=f"http://localhost:{port}", folder=folder)
+    log = folder / "demo.log"
+    with log.open("wb") as out:
+        command = [sys.executable, "-m", "mesh", "demo", "--port", str(port)]
+        process = subprocess.Popen(
+            [*command, "--standin-port", str(standin_port)],
+            cwd=PROJECT,
+            env=running.cli_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_until_up(process, running, log)
+        yield running
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing; install Debian's chromium package")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Page]:
+    """A fresh browser context (no cookies); a screenshot lands in tmp_path if the test fails."""
+    failed_before = request.session.testsfailed
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    opened = context.new_page()
+    try:
+        yield opened
+    finally:
+        if request.session.testsfailed > failed_before:
+            opened.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+        context.close()
+
+
+# The CLI and the outbox ---------------------------------------------------------------------
+
+
+def mesh_cli(demo: Demo, *args: str) -> object:
+    """Run ``python -m mesh ARGS --json`` against the running demo; its JSON output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mesh", *args, "--json"],
+        cwd=PROJECT,
+        env=demo.cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, f"mesh {' '.join(args)} exited {done.returncode}:\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
+def pending_pii_request(demo: Demo, *, requester: str, scope: str, account: str) -> str:
+    """The id of a new request for a PII table of Sales (sam), which waits for the owner.
+
+    Each test asks for its own table and account: an identical active request is refused.
+    """
+    database, table = scope.split(".")
+    made = mesh_cli(
+        demo,
+        *("request", "--as", requester, "--database", database, "--table", table),
+        *("--account", account, "--reason", f"browser link test ({requester})"),
+    )
+    assert isinstance(made, dict)
+    assert made["status"] == "pending_approval", made
+    return str(made["id"])
+
+
+def status_of(demo: Demo, request_id: str) -> str:
+    listed = mesh_cli(demo, "requests")
+    assert isinstance(listed, list)
+    statuses = {r["id"]: r["status"] for r in listed}
+    assert request_id in statuses, f"{request_id} is not among the requests"
+    return str(statuses[request_id])
+
+
+def links_sent_for(demo: Demo, request_id: str) -> Links:
+    """The approve and deny links in the owner's approval notification (the outbox row)."""
+    with sqlite3.connect(demo.db) as db:
+        rows = db.execute(
+            "SELECT body FROM notifications WHERE request_id = ? AND kind = 'approval_request'",
+            [request_id],
+        ).fetchall()
+    assert len(rows) == 1, f"expected one approval notification for {request_id}, got {rows}"
+    body = str(rows[0][0])
+    approve = re.search(r"^Approve:\s*(\S+)\s*$", body, re.MULTILINE)
+    deny = re.search(r"^Deny:\s*(\S+)\s*$", body, re.MULTILINE)
+    assert approve and deny, f"no approve and deny links in:\n{body}"
+    return Links(approve=approve.group(1), deny=deny.group(1))
+
+
+def with_token_changed(url: str, part: str) -> str:
+    """The link with one character of its token's payload or signature changed."""
+    scheme, netloc, path, query, fragment = urlsplit(url)
+    token = parse_qs(query)["link"][0]
+    # itsdangerous tokens are payload.timestamp.signature; a first character carries six
+    # full bits, whereas the last one of a part may only carry padding that decoding ignores.
+    payload, timestamp, signature = token.rsplit(".", 2)
+    parts = {"payload": payload, "signature": signature}
+    original = parts[part]
+    parts[part] = ("B" if original[0] == "A" else "A") + original[1:]
+    changed = f"{parts['payload']}.{timestamp}.{parts['signature']}"
+    assert changed != token
+    return urlunsplit((scheme, netloc, path, urlencode({"link": changed}), fragment))
+
+
+# Steps a person takes -----------------------------------------------------------------------
+
+
+def wait_until_idle(page: Page) -> None:
+    """Wait for the end of the script run in progress (Streamlit marks it on stApp)."""
+    expect(page.get_by_test_id("stApp")).to_have_attribute(
+        "data-test-script-state", "notRunning", timeout=UI_TIMEOUT_MS
+    )
+
+
+def fill_sign_in_form(page: Page, username: str) -> None:
+    """Sign in on the form the current page shows."""
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=UI_TIMEOUT_MS)
+    signed_in = signed_in_as(page, username)
+    # The login cookie component reports (once or twice) after its iframe loads, and the
+    # rerun it triggers can drop a submit made just before: let it settle, and submit again
+    # if the form stays.
+    page.wait_for_timeout(2_000)
+    for _ in range(3):
+        wait_until_idle(page)
+        page.get_by_role("textbox", name="Username").fill(username)
+        # A "Show password" button shares the label, so ask for the textbox.
+        page.get_by_role("textbox", name="Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        try:
+            expect(signed_in).to_be_visible(timeout=5_000)
+            break
+        except AssertionError:
+            wait_until_idle(page)
+            if signed_in.is_visible():
+                break
+    expect(signed_in).to_be_visible()
+
+
+def open_link_after_sign_in(page: Page) -> None:
+    """After signing in from a link the app moves to its request by itself, or offers a
+    button for it when the browser's cookie component has not answered yet."""
+    resume = page.get_by_role("button", name="Open the request")
+    try:
+        expect(resume).to_be_visible(timeout=3_000)
+    except AssertionError:
+        return  # already moved on by itself
+    wait_until_idle(page)
+    if resume.is_visible():
+        resume.click()
+
+
+def signed_in_as(page: Page, username: str) -> Locator:
+    return page.get_by_test_id("stSidebar").get_by_text(f"Signed in as {username}")
+
+
+def login_cookie_written(page: Page) -> bool:
+    """Whether the browser got the login cookie, which signs in the next page load."""
+    # The cookie component writes it in the browser a moment after sign-in.
+    try:
+        page.wait_for_function(f"document.cookie.includes('{COOKIE}=')", timeout=UI_TIMEOUT_MS)
+    except PlaywrightTimeoutError:
+        return False
+    return True
+
+
+def sign_in(page: Page, demo: Demo, username: str) -> None:
+    """Sign in on the home page, so that following a link later opens it signed in."""
+    page.goto(demo.url)
+    fill_sign_in_form(page, username)
+    assert login_cookie_written(page), "signing in on the home page wrote no login cookie"
+
+
+def click_until(page: Page, button: Locator, done: Locator) -> None:
+    """Click, and click again if the click was dropped: the button is still there, not done.
+
+    A page load that signs in from the login cookie is rerun when the cookie component
+    reports, a moment after the page shows, and that rerun can drop a click made before it.
+    """
+    for _ in range(3):
+        wait_until_idle(page)
+        button.click()
+        try:
+            expect(done).to_be_visible(timeout=5_000)
+            return
+        except AssertionError:
+            wait_until_idle(page)
+            if done.is_visible() or not button.is_visible():
+                break
+    expect(done).to_be_visible()
+
+
+@contextmanager
+def components_held_back(page: Page) -> Iterator[None]:
+    """Hold the requests for custom components' frames, and let them load at the end."""
+    pattern = "**/component/**"
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route(pattern, hold)
+    try:
+        yield
+    finally:
+        page.unroute(pattern)  # the held requests continue, where their frame is still there
+
+
+def follow(page: Page, url: str) -> None:
+    page.goto(url)
+    wait_until_idle(page)
+
+
+def confirm_heading(page: Page, action: str, request_id: str) -> Locator:
+    return page.get_by_role("heading", name=f"Confirm: {action} request {request_id}")
+
+
+# Tests ------------------------------------------------------------------------------------
+
+
+def test_approve_link_asks_owner_to_sign_in_then_to_confirm_and_grants_on_confirm(
+    page: Page, demo: Demo
+) -> None:
+    # GIVEN carol's PII request, waiting for sam, and the links in the notification he got
+    request_id = pending_pii_request(
+        demo, requester="carol", scope="sales_orders.customers", account="444455556666"
+    )
+    links = links_sent_for(demo, request_id)
+
+    # WHEN sam follows the approve link in a browser where nobody is signed in
+    follow(page, links.approve)
+    # THEN he is asked to sign in, not told that the page does not exist
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    expect(page.get_by_text("Page not found")).to_have_count(0)
+    # AND following the link decided nothing
+    assert status_of(demo, request_id) == "pending_approval"
+
+    # WHEN he signs in
+    fill_sign_in_form(page, OWNER)
+    open_link_after_sign_in(page)
+    # THEN the Approvals page asks him to confirm approving that request, which still waits
+    expect(confirm_heading(page, "approve", request_id)).to_be_visible(timeout=UI_TIMEOUT_MS)
+    assert status_of(demo, request_id) == "pending_approval"
+
+    # WHEN he confirms
+    success = page.get_by_test_id("stAlertContentSuccess").filter(has_text=request_id)
+    click_until(page, page.get_by_role("button", name="Confirm approve"), success)
+    # THEN the page says the access is granted, and the request is granted
+    expect(success).to_contain_text("granted")
+    assert status_of(demo, request_id) == "granted"
+
+
+@pytest.mark.parametrize(
+    ("part", "scope"),
+    [
+        ("signature", "sales_orders.customers"),
+        ("payload", "sales_crm.contacts"),
+    ],
+)
+def test_tampered_approve_link_is_refused_and_request_stays_pending(
+    page: Page, demo: Demo, part: str, scope: str
+) -> None:
+    # GIVEN dan's PII request, waiting for sam, who is signed in
+    request_id = pending_pii_request(demo, requester="dan", scope=scope, account="777788889999")
+    tampered = with_token_changed(links_sent_for(demo, request_id).approve, part)
+    sign_in(page, demo, OWNER)
+
+    # WHEN he follows the approve link with one character of its token changed
+    follow(page, tampered)
+
+    # THEN the page says the link is not valid, and offers nothing to confirm
+    expect(page.get_by_test_id("stAlertContentError")).to_contain_text(
+        "not valid", timeout=UI_TIMEOUT_MS
+    )
+    expect(page.get_by_role("button", name=re.compile("^Confirm"))).to_have_count(0)
+    expect(page.get_by_role("heading", name=re.compile("^Confirm:"))).to_have_count(0)
+    # AND the request still waits for a decision
+    assert status_of(demo, request_id) == "pending_approval"
+
+
+def test_used_approve_link_and_late_deny_link_change_nothing(page: Page, demo: Demo) -> None:
+    # GIVEN mia's PII request, which sam, signed in, approved from its approve link
+    request_id = pending_pii_request(
+        demo, requester="mia", scope="sales_crm.contacts", account="444455556666"
+    )
+    links = links_sent_for(demo, request_id)
+    sign_in(page, demo, OWNER)
+    follow(page, links.approve)
+    expect(confirm_heading(page, "approve", request_id)).to_be_visible(timeout=UI_TIMEOUT_MS)
+    granted = page.get_by_test_id("stAlertContentSuccess").filter(has_text=request_id)
+    click_until(page, page.get_by_role("button", name="Confirm approve"), granted)
+    assert status_of(demo, request_id) == "granted"
+
+    # WHEN he follows the same approve link again
+    follow(page, links.approve)
+    # THEN it is refused as used, and offers nothing to confirm
+    expect(page.get_by_test_id("stAlertContentError")).to_contain_text(
+        "already used", timeout=UI_TIMEOUT_MS
+    )
+    expect(page.get_by_role("button", name=re.compile("^Confirm"))).to_have_count(0)
+
+    # WHEN he follows the deny link from the same notification
+    follow(page, links.deny)
+    # THEN the page says the request is already granted, and offers nothing to confirm
+    expect(page.get_by_test_id("stAlertContentWarning")).to_contain_text(
+        "already granted", timeout=UI_TIMEOUT_MS
+    )
+    expect(page.get_by_role("button", name=re.compile("^Confirm"))).to_have_count(0)
+    # AND the request stays granted
+    assert status_of(demo, request_id) == "granted"
+
+
+def test_owner_who_signs_in_from_a_link_stays_signed_in_on_the_next_page_load(
+    page: Page, demo: Demo
+) -> None:
+    # GIVEN dan's PII request, and its deny link opened at the home page's address, where
+    # nobody is signed in. On a server's first visit the app itself moves a link from
+    # /approvals?link=... to /?link=... before sign-in; either way, it comes back to the link
+    # after sign-in.
+    request_id = pending_pii_request(
+        demo, requester="dan", scope="sales_crm.opportunities", account="777788889999"
+    )
+    deny = links_sent_for(demo, request_id).deny
+    at_home = urlunsplit(urlsplit(deny)._replace(path="/"))
+    follow(page, at_home)
+    # WHEN he signs in, and the link's request opens (after the run that signs in has let the
+    # login cookie be written: the app switches page only in the next run)
+    fill_sign_in_form(page, OWNER)
+    open_link_after_sign_in(page)
+    expect(confirm_heading(page, "deny", request_id)).to_be_visible(timeout=UI_TIMEOUT_MS)
+
+    # THEN the browser keeps his sign-in, as it does after signing in on the home page
+    assert login_cookie_written(page), "signing in from a decision link wrote no login cookie"
+    # AND a new page load opens signed in, without the password
+    page.goto(f"{demo.url}/approvals")
+    expect(signed_in_as(page, OWNER)).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_role("button", name="Sign in")).to_have_count(0)
