@@ -23,9 +23,10 @@ import boto3
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-# A real browser against a real server: the login-cookie component of streamlit-authenticator
-# reruns the page shortly after sign-in, and a click that lands during that rerun is lost.
-# Such a test gets two more tries; a failure in all three is a real failure.
+# A real browser against a real server: streamlit-authenticator's login-cookie component
+# reruns the page shortly after sign-in, and a click that lands in that rerun is lost. Each
+# test has a demo of its own, so it can be tried again from scratch, up to twice; a failure in
+# all three tries is a real failure.
 pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2, reruns_delay=1)]
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -109,7 +110,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """`python -m mesh demo` on free ports, with its database and stand-in file in a tmp dir."""
     folder = tmp_path_factory.mktemp("demo")
@@ -190,6 +191,15 @@ def sign_in(page: Page, demo: Demo, username: str) -> None:
             if signed_in.is_visible():
                 break
     expect(signed_in).to_be_visible()
+    settle(page)
+
+
+def settle(page: Page) -> None:
+    """Let the login-cookie component write its cookie and finish the rerun it starts, so the
+    next click is not dropped by that rerun."""
+    page.wait_for_function(f"document.cookie.includes('{COOKIE}=')", timeout=UI_TIMEOUT_MS)
+    page.wait_for_timeout(1_500)
+    wait_until_idle(page)
 
 
 def open_table(page: Page, demo: Demo, database: str, table: str) -> None:
@@ -200,6 +210,7 @@ def open_table(page: Page, demo: Demo, database: str, table: str) -> None:
     expect(page.get_by_role("heading", name=f"{database}.{table}", exact=True)).to_be_visible(
         timeout=UI_TIMEOUT_MS
     )
+    settle(page)
 
 
 def request_access(page: Page, reason: str) -> None:

@@ -29,9 +29,10 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-# A real browser against a real server: the login-cookie component of streamlit-authenticator
-# reruns the page shortly after sign-in, and a click that lands during that rerun is lost.
-# Such a test gets two more tries; a failure in all three is a real failure.
+# A real browser against a real server: streamlit-authenticator's login-cookie component
+# reruns the page shortly after sign-in, and a click that lands in that rerun is lost. Each
+# test has a demo of its own, so it can be tried again from scratch, up to twice; a failure in
+# all three tries is a real failure.
 pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2, reruns_delay=1)]
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -129,7 +130,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """`python -m mesh demo` on free ports, whose links point back at it (MESH_BASE_URL)."""
     folder = tmp_path_factory.mktemp("demo")
