@@ -9,12 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +19,8 @@ import boto3
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, free_ports, stop, wait_until_up
+
 # A real browser against a real server: streamlit-authenticator's login-cookie component
 # reruns the page shortly after sign-in, and a click that lands in that rerun is lost. Each
 # test has a demo of its own, so it can be tried again from scratch, up to twice; a failure in
@@ -30,19 +28,9 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2, reruns_delay=1)]
 
 PROJECT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "mesh-demo"
 CAROL_ACCOUNT = "444455556666"  # carol's only consumer account in mesh/demo/users.yaml
 COOKIE = "mesh_marketplace_auth"  # cookie.name in mesh/demo/users.yaml
-STARTUP_SECONDS = 60
 UI_TIMEOUT_MS = 30_000
 
 
@@ -58,63 +46,11 @@ class Demo:
 # Fixtures ---------------------------------------------------------------------------------
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _answers(url: str) -> str | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return str(response.read().decode())
-    except OSError:
-        return None
-
-
-def _demo_is_up(demo: Demo) -> bool:
-    if _answers(f"{demo.url}/_stcore/health") != "ok":
-        return False
-    try:
-        endpoint = demo.standin_endpoint()
-    except (OSError, ValueError, KeyError):
-        return False
-    return _answers(f"{endpoint}/moto-api/data.json") is not None
-
-
-def _wait_until_up(process: subprocess.Popen[bytes], demo: Demo, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while not _demo_is_up(demo):
-        if process.poll() is not None:
-            pytest.fail(f"the demo exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"the demo did not come up in {STARTUP_SECONDS} s:\n{log.read_text()}")
-        time.sleep(0.2)  # waiting on a real process
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @pytest.fixture
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """`python -m mesh demo` on free ports, with its database and stand-in file in a tmp dir."""
     folder = tmp_path_factory.mktemp("demo")
-    port, standin_port = _free_ports(2)
+    port, standin_port = free_ports(2)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "AWS_"))}
     env["MESH_DB"] = str(folder / "demo.db")
     log = folder / "demo.log"
@@ -130,10 +66,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         )
     try:
         running = Demo(url=f"http://127.0.0.1:{port}", folder=folder)
-        _wait_until_up(process, running, log)
+        wait_until_up(process, running, log)
         yield running
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.fixture(scope="module")
