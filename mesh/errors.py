@@ -6,6 +6,8 @@ exit code (see ``EXIT_CODES``).
 
 from __future__ import annotations
 
+import logging
+
 
 class MeshError(Exception):
     """Base class: a refusal or failure with a message a person understands."""
@@ -57,3 +59,15 @@ class AwsFailure(MeshError):
 
 class AwsUnavailable(AwsFailure):
     """AWS could not be reached or timed out; trying again later may work."""
+
+
+def failure_of(exc: Exception, unexpected: str) -> tuple[str, str]:
+    """The code and message to record for a failure that must leave a named state.
+
+    A domain error speaks for itself; anything else is logged with its trace (for the
+    operator) and recorded as ``Unexpected`` with the sentence ``unexpected`` (for a person).
+    """
+    if isinstance(exc, MeshError):
+        return exc.code or type(exc).__name__, exc.message
+    logging.getLogger("mesh").error("unexpected failure: %s", unexpected, exc_info=exc)
+    return "Unexpected", unexpected

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mesh import aws, policy
-from mesh.errors import AwsFailure, Conflict, Forbidden, InvalidInput, MeshError
+from mesh.errors import AwsFailure, Conflict, Forbidden, InvalidInput, MeshError, failure_of
 from mesh.models import HOLDS_GRANTS, AccessRequest, Action, GrantSpec, Permission, Status
 from mesh.store import NewEvent
 from mesh.workflow import Marketplace, _clean_comment, iso
@@ -222,11 +222,7 @@ class Lifecycle:
         call: dict[str, Any],
     ) -> AccessRequest:
         m = self.market
-        if isinstance(exc, MeshError):
-            code, message = exc.code or type(exc).__name__, exc.message
-        else:
-            log.exception("unexpected failure while revoking %s", request.id)
-            code, message = "Unexpected", f"An unexpected error stopped the revoke ({exc})."
+        code, message = failure_of(exc, f"An unexpected error stopped the revoke ({exc}).")
         failed = m.store.transition(
             request.id,
             allowed_from=[Status.REVOKING],

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from mesh import notices
-from mesh.errors import MeshError
+from mesh.errors import failure_of
 from mesh.links import LinkAction, LinkSigner
 from mesh.models import AccessRequest, Action, Status
 from mesh.notices import Channel, Kind, Message
@@ -189,11 +189,7 @@ class Outbox:
         return self.notifier.publish(row["target"], subject=row["subject"], body=row["body"])
 
     def _failed(self, row: dict[str, Any], exc: Exception) -> None:
-        if isinstance(exc, MeshError):
-            code, message = exc.code or type(exc).__name__, exc.message
-        else:
-            log.exception("unexpected failure delivering notification %s", row["id"])
-            code, message = "Unexpected", f"{type(exc).__name__}: {exc}"
+        code, message = failure_of(exc, f"{type(exc).__name__}: {exc}")
         at = _iso(self.clock())
         self.store.finish_notification(
             row["id"],

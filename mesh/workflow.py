@@ -15,7 +15,15 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mesh import policy
-from mesh.errors import AwsFailure, Conflict, Forbidden, InvalidInput, MeshError, NotFound
+from mesh.errors import (
+    AwsFailure,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    MeshError,
+    NotFound,
+    failure_of,
+)
 from mesh.models import (
     AccessRequest,
     Action,
@@ -513,11 +521,7 @@ class Marketplace:
         made: list[dict[str, Any]],
         call: dict[str, Any],
     ) -> AccessRequest:
-        if isinstance(exc, MeshError):
-            code, message = exc.code or type(exc).__name__, exc.message
-        else:
-            log.exception("unexpected failure while granting %s", request.id)
-            code, message = "Unexpected", f"An unexpected error stopped the grant ({exc})."
+        code, message = failure_of(exc, f"An unexpected error stopped the grant ({exc}).")
         if isinstance(exc, AwsFailure) or not isinstance(exc, MeshError):
             message += " Fix the cause, then retry the request."
         failed = self.store.transition(

@@ -63,3 +63,18 @@ def assert_one_sentence_on_stderr(outcome: Outcome) -> None:
     assert len(lines) == 1, outcome.err
     assert lines[0].startswith("error: ")
     assert lines[0].endswith(".")
+
+
+def in_process_cli(monkeypatch: Any, capsys: Any, build: Callable[..., Any]) -> Cli:
+    """Run `python -m mesh` in this process, its services built by ``build``."""
+    import mesh.cli
+
+    monkeypatch.setattr(mesh.cli, "build", build)
+
+    def run(*argv: str) -> Outcome:
+        capsys.readouterr()
+        code = mesh.cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return Outcome(code=code, out=out, err=err)
+
+    return run

@@ -33,7 +33,6 @@ import mesh.cli
 import mesh.settings
 from mesh import policy, ui
 from mesh.aws import ClientFactory
-from mesh.cli import main
 from mesh.demo import data
 from mesh.errors import Conflict, InvalidInput
 from mesh.grants import LakeFormation
@@ -59,8 +58,8 @@ from tests.support import (
     APP,
     COOKIE_KEY,
     Cli,
-    Outcome,
     assert_one_sentence_on_stderr,
+    in_process_cli,
     labelled,
     sign_in,
     texts,
@@ -806,15 +805,7 @@ def cli(
     def build_from_rig(settings: Any, *, endpoint: str | None = None) -> Services:
         return replace(wired, settings=settings, marketplace=rig.market, lifecycle=rig.lifecycle)
 
-    monkeypatch.setattr(mesh.cli, "build", build_from_rig)
-
-    def run(*argv: str) -> Outcome:
-        capsys.readouterr()
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return Outcome(code=code, out=out, err=err)
-
-    return run
+    return in_process_cli(monkeypatch, capsys, build_from_rig)
 
 
 def request_argv(rig: Rig, *scope: str) -> list[str]:

@@ -34,7 +34,6 @@ from itsdangerous.encoding import base64_decode, base64_encode
 import mesh.cli
 import mesh.settings
 from mesh.aws import ClientFactory, call
-from mesh.cli import main
 from mesh.demo import data
 from mesh.errors import Conflict, Forbidden, InvalidInput, NotFound
 from mesh.grants import LakeFormation
@@ -49,7 +48,7 @@ from mesh.settings import DEMO_USERS, load_settings
 from mesh.store import Store
 from mesh.workflow import Marketplace, iso
 from tests.conftest import REGION, reset_moto
-from tests.support import Cli, Outcome, assert_one_sentence_on_stderr
+from tests.support import Cli, assert_one_sentence_on_stderr, in_process_cli
 
 CENTRAL = data.CENTRAL_ACCOUNT
 SALES, PEOPLE, FINANCE = "111111111111", "333333333333", "555555555555"
@@ -1634,15 +1633,7 @@ def runner(
             outbox=rig.outbox,
         )
 
-    monkeypatch.setattr(mesh.cli, "build", build_from_rig)
-
-    def run(*argv: str) -> Outcome:
-        capsys.readouterr()
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return Outcome(code=code, out=out, err=err)
-
-    return run
+    return in_process_cli(monkeypatch, capsys, build_from_rig)
 
 
 @pytest.fixture
