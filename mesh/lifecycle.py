@@ -8,7 +8,6 @@ that a granted request explains, and never touches grants nobody asked for.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,8 +17,6 @@ from mesh.errors import AwsFailure, Conflict, Forbidden, InvalidInput, MeshError
 from mesh.models import HOLDS_GRANTS, AccessRequest, Action, GrantSpec, Permission, Status
 from mesh.store import NewEvent
 from mesh.workflow import Marketplace, _clean_comment, iso
-
-log = logging.getLogger(__name__)
 
 EXPIRY_ACTOR = "expiry"
 TICK_ACTOR = "tick"

@@ -7,7 +7,6 @@ notified", and the periodic job delivers it again.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -19,8 +18,6 @@ from mesh.models import AccessRequest, Action, Status
 from mesh.notices import Channel, Kind, Message
 from mesh.org import Organization
 from mesh.store import NewEvent, Store
-
-log = logging.getLogger(__name__)
 
 SENDING_IS_STALE = timedelta(minutes=5)
 ASKS_FOR_A_DECISION = frozenset(
