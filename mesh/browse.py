@@ -5,11 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mesh import policy
+from mesh import approval, policy
+from mesh.approval import DEFAULT, ApprovalPolicy, Verdict
 from mesh.catalog import CatalogSnapshot
-from mesh.models import Column, Database, FlagState, Table
+from mesh.models import Column, Database, FlagState, Scope, Table
 
 UNRECOGNISED = "unrecognised flag value"
+
+
+def verdict(
+    rules: ApprovalPolicy, database: Database, tables: tuple[Table, ...], table: Table | None
+) -> Verdict:
+    """What the policy says about requesting a database or a table, for any account."""
+    scope = Scope(database=database.name, table=table.name if table else None)
+    return approval.evaluate(
+        rules, scope, database, [table] if table else list(tables), account=None
+    )
 
 
 def badge(parameters: dict[str, str]) -> str:
@@ -31,6 +42,7 @@ class DatabaseRow:
     sensitive: bool
     no_owner: bool
     tables: int
+    level: str = ""
 
     @property
     def owner(self) -> str:
@@ -46,9 +58,13 @@ class DatabaseRow:
         return not needle or needle in haystack
 
 
-def database_row(database: Database, tables: tuple[Table, ...]) -> DatabaseRow:
+def database_row(
+    database: Database, tables: tuple[Table, ...], *, rules: ApprovalPolicy = DEFAULT
+) -> DatabaseRow:
+    """``sensitive`` means the policy asks for approval (for an account no condition names)."""
     own = policy.flag_of(database.parameters).truthy
     assessment = policy.assess_database(database, tables)
+    judged = verdict(rules, database, tables, None)
     return DatabaseRow(
         name=database.name,
         description=database.description,
@@ -56,14 +72,19 @@ def database_row(database: Database, tables: tuple[Table, ...]) -> DatabaseRow:
         owner_name=database.owner_name,
         pii=badge(database.parameters),
         contains_pii=assessment.sensitive and not own,
-        sensitive=assessment.sensitive,
+        sensitive=judged.needs_approval,
         no_owner=database.owner_account is None,
         tables=len(tables),
+        level=judged.level,
     )
 
 
-def database_rows(snapshot: CatalogSnapshot, text: str = "") -> list[DatabaseRow]:
-    rows = [database_row(d, snapshot.tables.get(d.name, ())) for d in snapshot.databases]
+def database_rows(
+    snapshot: CatalogSnapshot, text: str = "", *, rules: ApprovalPolicy = DEFAULT
+) -> list[DatabaseRow]:
+    rows = [
+        database_row(d, snapshot.tables.get(d.name, ()), rules=rules) for d in snapshot.databases
+    ]
     return [r for r in rows if r.matches(text)]
 
 
@@ -75,20 +96,24 @@ class TableRow:
     pii_columns: int
     sensitive: bool
     reason: str
+    level: str = ""
 
 
-def table_rows(database: Database, tables: tuple[Table, ...]) -> list[TableRow]:
+def table_rows(
+    database: Database, tables: tuple[Table, ...], *, rules: ApprovalPolicy = DEFAULT
+) -> list[TableRow]:
     rows = []
     for table in tables:
-        found = policy.assess_table(database, table)
+        judged = verdict(rules, database, tables, table)
         rows.append(
             TableRow(
                 name=table.name,
                 description=table.description,
                 pii=badge(table.parameters),
-                pii_columns=len(found.pii_columns),
-                sensitive=found.sensitive,
-                reason=found.reason,
+                pii_columns=len(policy.pii_columns(table)),
+                sensitive=judged.needs_approval,
+                reason=judged.reason,
+                level=judged.level,
             )
         )
     return rows
@@ -117,11 +142,25 @@ def _column_row(column: Column) -> ColumnRow:
     )
 
 
-def catalog_json(snapshot: CatalogSnapshot) -> list[dict[str, Any]]:
-    """The ``catalog --json`` shape (a public contract)."""
+def catalog_json(
+    snapshot: CatalogSnapshot, *, rules: ApprovalPolicy = DEFAULT
+) -> list[dict[str, Any]]:
+    """The ``catalog --json`` shape (a public contract); ``sensitive``: needs approval."""
     result = []
     for database in snapshot.databases:
         tables = snapshot.tables.get(database.name, ())
+        whole = verdict(rules, database, tables, None)
+        entries = []
+        for t in tables:
+            judged = verdict(rules, database, tables, t)
+            entries.append(
+                {
+                    "name": t.name,
+                    "pii_columns": [c.name for c in policy.pii_columns(t)],
+                    "sensitive": judged.needs_approval,
+                    "level": judged.level,
+                }
+            )
         result.append(
             {
                 "name": database.name,
@@ -129,15 +168,9 @@ def catalog_json(snapshot: CatalogSnapshot) -> list[dict[str, Any]]:
                 "owner_account": database.owner_account,
                 "owner_name": database.owner_name,
                 "pii_flag": policy.flag_of(database.parameters).truthy,
-                "sensitive": policy.assess_database(database, tables).sensitive,
-                "tables": [
-                    {
-                        "name": t.name,
-                        "pii_columns": [c.name for c in policy.pii_columns(t)],
-                        "sensitive": policy.assess_table(database, t).sensitive,
-                    }
-                    for t in tables
-                ],
+                "sensitive": whole.needs_approval,
+                "level": whole.level,
+                "tables": entries,
             }
         )
     return result

@@ -14,12 +14,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, NoReturn
 
-from mesh import browse
-from mesh.errors import InvalidInput, MeshError
+from mesh import approval, browse
+from mesh.approval import Verdict
+from mesh.errors import InvalidInput, MeshError, SettingError
 from mesh.models import AccessRequest, AuditEvent
-from mesh.services import Services, build
+from mesh.services import Services, build, load_users
 from mesh.settings import Mode, load_settings
 
 log = logging.getLogger("mesh")
@@ -75,6 +77,19 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("request_id", metavar="REQUEST_ID")
     revoke.add_argument("--as", dest="user", required=True)
     revoke.add_argument("--comment", required=True)
+    rules = verb("policy", "check the approval policy, or explain what it does", json_flag=False)
+    rule_verbs = rules.add_subparsers(dest="policy_verb", required=True, parser_class=_Parser)
+    check = rule_verbs.add_parser("check", help="validate a policy file (default: MESH_POLICY)")
+    check.add_argument("file", nargs="?", metavar="FILE")
+    check.add_argument("--json", action="store_true", help="print JSON")
+    explain = rule_verbs.add_parser(
+        "explain", help="print the level, rule, steps and reason for a scope; creates nothing"
+    )
+    explain.add_argument("--database", required=True)
+    explain.add_argument("--table")
+    explain.add_argument("--columns", help="comma-separated columns of the table")
+    explain.add_argument("--account", required=True)
+    explain.add_argument("--json", action="store_true", help="print JSON")
     verb("tick", "run one pass of the periodic job: expiry, reminders, warnings, retries")
     reconcile = verb("reconcile", "compare granted requests with what Lake Formation holds")
     reconcile.add_argument("--fix", action="store_true", help="re-apply missing grants")
@@ -128,9 +143,9 @@ def _audit_line(e: AuditEvent) -> str:
 def _catalog(services: Services, args: argparse.Namespace) -> int:
     snapshot = services.catalog.snapshot()
     if args.json:
-        _print_json(browse.catalog_json(snapshot))
+        _print_json(browse.catalog_json(snapshot, rules=services.marketplace.rules))
         return 0
-    for row in browse.database_rows(snapshot):
+    for row in browse.database_rows(snapshot, rules=services.marketplace.rules):
         marks = " ".join(
             m
             for m in (
@@ -168,6 +183,18 @@ def _run_verb(services: Services, args: argparse.Namespace) -> int:
         return _show_request(single[args.verb](), args.json)
     if args.verb == "catalog":
         return _catalog(services, args)
+    if args.verb == "policy":
+        verdict = m.explain(
+            database=args.database,
+            table=args.table,
+            account=args.account,
+            columns=args.columns.split(",") if args.columns is not None else None,
+        )
+        if args.json:
+            _print_json(verdict.to_json())
+        else:
+            print("\n".join(_explain_lines(verdict)))
+        return 0
     if args.verb == "tick":
         report = services.lifecycle.tick().to_json()
         _print_list([report], [f"{k}: {v}" for k, v in report.items()], args.json, single=True)
@@ -189,6 +216,74 @@ def _run_verb(services: Services, args: argparse.Namespace) -> int:
     elif args.verb == "audit":
         events = m.audit(request_id=args.request_id)
         _print_list([e.to_json() for e in events], [_audit_line(e) for e in events], args.json)
+    return 0
+
+
+def _explain_lines(verdict: Verdict) -> list[str]:
+    lines = [f"level:    {verdict.level}"]
+    lines += [f"  {finding.text}" for finding in verdict.findings] or ["  (nothing classified)"]
+    if verdict.needs_approval:
+        count = len(verdict.steps)
+        lines.append(f"rule:     approval in {count} step{'s' if count > 1 else ''}")
+        lines += [f"  {line}" for line in approval.describe_steps(verdict.steps)]
+        lines.append("outcome:  waits for approval")
+    else:
+        lines.append(f"rule:     granted at once: {verdict.auto_reason}")
+        lines.append("outcome:  granted at once")
+    terms = [
+        *([f"at most {verdict.max_days} days"] if verdict.max_days else []),
+        *(["a duration or end date is required"] if verdict.require_duration else []),
+        *(
+            [f"a reason of at least {verdict.min_reason_length} characters"]
+            if verdict.min_reason_length
+            else []
+        ),
+    ]
+    lines.append(f"terms:    {'; '.join(terms) or 'none'}")
+    lines.append(f"reason:   {verdict.reason}")
+    return lines
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    """Validate a policy file; with loadable settings, against the users file too."""
+    try:
+        settings = load_settings()
+    except SettingError:
+        settings = None
+    path = Path(args.file) if args.file else (settings.policy_path if settings else None)
+    if path is None:
+        rules = approval.DEFAULT
+        source = "(built-in default)"
+    else:
+        rules = approval.load(path)
+        source = str(path)
+    checked_users = None
+    if settings is not None:
+        load_users(settings.users_path, rules, source=source)
+        checked_users = str(settings.users_path)
+    summary: dict[str, Any] = {
+        "file": source,
+        "valid": True,
+        "levels": [level.name for level in rules.levels],
+        "parameters": list(rules.parameters),
+        "rules": {
+            name: "granted at once"
+            if rule.auto_approve
+            else approval.describe_steps([approval.to_step(s) for s in rule.steps])
+            for name, rule in rules.rules.items()
+        },
+        "users_file": checked_users,
+    }
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(f"{source}: valid")
+    print(f"levels, least strict first: {', '.join(summary['levels'])}")
+    print(f"catalog parameters read: {', '.join(summary['parameters']) or '(none)'}")
+    for name, rule in summary["rules"].items():
+        print(f"  {name}: {rule if isinstance(rule, str) else ' then '.join(rule)}")
+    if checked_users:
+        print(f"groups checked against {checked_users}")
     return 0
 
 
@@ -246,6 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.verb == "hash-password":
             return _hash_password()
+        if args.verb == "policy" and args.policy_verb == "check":
+            return _policy_check(args)
         settings = load_settings()
         if args.verb == "demo":
             from mesh.demo.launcher import run_demo

@@ -44,9 +44,16 @@ class TickReport:
     notifications_sent: int = 0
     notifications_failing: int = 0
     grants_retried: list[str] = field(default_factory=list)
+    escalated: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def _since_step(request: AccessRequest) -> datetime:
+    """When the request's current step began to wait (its submission, for the first)."""
+    started = request.step_started_at or request.created_at
+    return datetime.fromisoformat(started.replace("Z", "+00:00"))
 
 
 def _already_revoked(exc: AwsFailure) -> bool:
@@ -254,6 +261,7 @@ class Lifecycle:
         """
         report = TickReport()
         self._expire_due(report)
+        self._escalate(report)
         self._remind(report)
         self._warn_expiring(report)
         if self.market.outbox is not None:
@@ -309,11 +317,44 @@ class Lifecycle:
             return self.market._is_stale(request)
         return request.end_target == Status.EXPIRED.value or request.error_code in TRANSIENT_CODES
 
+    def _escalate(self, report: TickReport) -> None:
+        """Open a step that has waited its escalation delay to its escalation group too."""
+        m = self.market
+        now = m.clock()
+        for request in m.store.requests(statuses=[Status.PENDING_APPROVAL]):
+            step = request.current_step
+            if step is None or not step.escalate_to or step.escalate_after_hours is None:
+                continue
+            if request.escalated_at is not None:
+                continue
+            if now - _since_step(request) < timedelta(hours=step.escalate_after_hours):
+                continue
+            claimed = m.store.claim_escalation(
+                request.id,
+                step=request.step,
+                at=iso(now),
+                events=[
+                    m._event(
+                        TICK_ACTOR,
+                        Action.STEP_ESCALATED,
+                        request,
+                        step=request.step + 1,
+                        approvers=step.approvers,
+                        to=step.escalate_to,
+                        after_hours=step.escalate_after_hours,
+                    )
+                ],
+            )
+            if claimed is None:
+                continue
+            m._notify("approval_request", claimed, escalated=True)
+            report.escalated.append(request.id)
+
     def _remind(self, report: TickReport) -> None:
         m = self.market
         now = m.clock()
         for request in m.store.requests(statuses=[Status.PENDING_APPROVAL]):
-            waited = now - datetime.fromisoformat(request.created_at.replace("Z", "+00:00"))
+            waited = now - _since_step(request)
             level = (
                 2 if waited >= 2 * self.remind_after else (1 if waited >= self.remind_after else 0)
             )

@@ -60,6 +60,8 @@ class Action(StrEnum):
     REMINDER_DUE = "reminder_due"
     EXPIRY_WARNING_DUE = "expiry_warning_due"
     LINK_OPENED = "link_opened"
+    STEP_COMPLETED = "step_completed"
+    STEP_ESCALATED = "step_escalated"
     RECONCILE_MISSING = "reconcile_missing"
     RECONCILE_UNEXPLAINED = "reconcile_unexplained"
     RECONCILE_FIXED = "reconcile_fixed"
@@ -131,6 +133,7 @@ class User:
     roles: frozenset[Role] = frozenset()
     accounts: tuple[str, ...] = ()
     owner_of: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
 
     @property
     def is_admin(self) -> bool:
@@ -146,7 +149,8 @@ class User:
 
     @property
     def can_approve(self) -> bool:
-        return self.is_admin or self.is_owner
+        """Owners, admins and members of an approver group may have something to decide."""
+        return self.is_admin or self.is_owner or bool(self.groups)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,6 +167,53 @@ class Scope:
         if self.columns is not None:
             return f"{self.database}.{self.table}({', '.join(self.columns)})"
         return f"{self.database}.{self.table}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """One approval step of a request: who approves, how many, and where it escalates.
+
+    ``approvers`` is ``owner`` (the owners of the producer account) or a group's name. A
+    request stores its steps when it is submitted, so a policy edited later never changes
+    the steps of a request already waiting.
+    """
+
+    approvers: str
+    quorum: int | str = "any"
+    escalate_after_hours: float | None = None
+    escalate_to: str | None = None
+
+    def describe(self) -> str:
+        who = "an owner of the product" if self.approvers == "owner" else self.approvers
+        if self.quorum == "any":
+            text = f"{who}: any one"
+        elif self.quorum == "all":
+            text = f"{who}: all of them"
+        else:
+            text = f"{who}: {self.quorum} different people"
+        if self.escalate_to:
+            text += f"; after {self.escalate_after_hours:g} h also {self.escalate_to}"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "approvers": self.approvers,
+            "quorum": self.quorum,
+            "escalate_after_hours": self.escalate_after_hours,
+            "escalate_to": self.escalate_to,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Step:
+        return cls(
+            approvers=str(raw["approvers"]),
+            quorum=raw.get("quorum", "any"),
+            escalate_after_hours=raw.get("escalate_after_hours"),
+            escalate_to=raw.get("escalate_to"),
+        )
+
+
+OWNER_STEP = Step(approvers="owner", quorum="any")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,10 +281,22 @@ class AccessRequest:
     decision_seen: bool = True
     reminders_sent: int = 0
     columns: tuple[str, ...] | None = None
+    level: str = ""
+    plan: tuple[Step, ...] = ()
+    step: int = 0
+    step_started_at: str | None = None
+    escalated_at: str | None = None
 
     @property
     def scope(self) -> Scope:
         return Scope(database=self.database, table=self.table, columns=self.columns)
+
+    @property
+    def current_step(self) -> Step | None:
+        """The step waiting for approvers, while the request is pending approval."""
+        if self.status is not Status.PENDING_APPROVAL or not self.plan:
+            return None
+        return self.plan[min(self.step, len(self.plan) - 1)]
 
     def to_json(self) -> dict[str, Any]:
         """The public JSON shape of a request (the CLI contract)."""
@@ -253,6 +316,9 @@ class AccessRequest:
             "updated_at": self.updated_at,
             "expires_at": self.expires_at,
             "columns": list(self.columns) if self.columns is not None else None,
+            "level": self.level or None,
+            "steps": [s.to_json() for s in self.plan],
+            "step": self.step + 1 if self.current_step is not None else None,
         }
 
 

@@ -22,6 +22,7 @@ class Channel(StrEnum):
     PRODUCER = "producer"  # the owner's topic in the producer account, through its role
     ADMIN = "admin"  # a topic in the central account for platform admins
     REQUESTER = "requester"  # a topic in the central account for decisions
+    GROUP = "group"  # an approver group's topic (groups.NAME.topic_arn in the policy)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +62,11 @@ def _facts(request: AccessRequest) -> list[str]:
         f"Requester:      {request.requester}",
         f"Reason:         {_quoted(request.reason)}",
         f"Why approval:   {request.policy_reason}",
+        *(
+            [f"Approval step:  {request.step + 1} of {len(request.plan)}, {step.describe()}"]
+            if (step := request.current_step) is not None
+            else []
+        ),
         "PII columns:    "
         + (", ".join(request.pii_columns) or "(flagged at database or table level)"),
     ]
@@ -83,7 +89,8 @@ def approval_request(
     prefix = "Reminder: " if reminder else ""
     lines = [
         f"{prefix}{request.requester} asks for access to {_scope(request)} for account "
-        f"{request.account}. Personal data is in scope, so an owner must decide.",
+        f"{request.account}. The approval policy puts it at level "
+        f"{request.level or 'pii'}, so it needs your decision.",
         "",
         *_facts(request),
         "",

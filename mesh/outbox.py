@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from mesh import notices
+from mesh.approval import DEFAULT, OWNER, ApprovalPolicy
 from mesh.errors import failure_of
 from mesh.links import LinkAction, LinkSigner
 from mesh.models import AccessRequest, Action, Status
@@ -41,6 +42,7 @@ class Outbox:
         self,
         *,
         store: Store,
+        rules: ApprovalPolicy | None = None,
         notifier: Notifier | None,
         links: LinkSigner,
         org: Organization,
@@ -52,6 +54,7 @@ class Outbox:
         clock: Callable[[], datetime],
     ) -> None:
         self.store = store
+        self.rules = rules or DEFAULT
         self.notifier = notifier
         self.links = links
         self.org = org
@@ -65,16 +68,34 @@ class Outbox:
     # What to send -------------------------------------------------------------------------
 
     def approval_request(
-        self, request: AccessRequest, *, reminder: bool = False, to_admins: bool = False
+        self,
+        request: AccessRequest,
+        *,
+        reminder: bool = False,
+        to_admins: bool = False,
+        escalated: bool = False,
     ) -> int:
+        """Ask whoever can act on the request's current step (its escalation group, if
+        ``escalated``; the admins' topic, if ``to_admins``)."""
         approve = self.links.url(self.base_url, request.id, LinkAction.APPROVE)
         deny = self.links.url(self.base_url, request.id, LinkAction.DENY)
-        channel = Channel.ADMIN if to_admins else Channel.PRODUCER
+        step = request.current_step
+        group = (step.escalate_to if escalated else step.approvers) if step else OWNER
+        skip = None
+        if to_admins:
+            channel, target = Channel.ADMIN, self.admin_topic_arn
+        elif group == OWNER or group is None:
+            channel, target = Channel.PRODUCER, request.owner_account
+        else:
+            channel = Channel.GROUP
+            body = self.rules.groups.get(group)
+            target = body.topic_arn if body else None
+            if target is None:
+                skip = f"group {group} has no topic_arn in the approval policy"
         message = notices.approval_request(
             request, approve_url=approve, deny_url=deny, reminder=reminder, channel=channel
         )
-        target = self.admin_topic_arn if to_admins else request.owner_account
-        return self._send(request, message, target)
+        return self._send(request, message, target, skip=skip)
 
     def decision(self, request: AccessRequest) -> int:
         outside = self.org.contains(request.account) is False
@@ -87,19 +108,16 @@ class Outbox:
 
     # How it goes out ----------------------------------------------------------------------
 
-    def _send(self, request: AccessRequest, message: Message, target: str | None) -> int:
+    def _send(
+        self,
+        request: AccessRequest,
+        message: Message,
+        target: str | None,
+        *,
+        skip: str | None = None,
+    ) -> int:
         now = _iso(self.clock())
-        skip = None
-        if not self.enabled:
-            skip = "notifications are off (MESH_NOTIFY=off)"
-        elif self.notifier is None:
-            skip = "no notifier is configured"
-        elif target is None:
-            skip = {
-                Channel.ADMIN: "MESH_ADMIN_TOPIC_ARN is not set",
-                Channel.REQUESTER: "MESH_DECISION_TOPIC_ARN is not set",
-                Channel.PRODUCER: "the product has no data_owner",
-            }[message.channel]
+        skip = skip or self._why_not_sent(message.channel, target)
         row = {
             "request_id": request.id,
             "kind": message.kind.value,
@@ -130,6 +148,20 @@ class Outbox:
         if skip is None:
             self.deliver(notification_id)
         return notification_id
+
+    def _why_not_sent(self, channel: Channel, target: str | None) -> str | None:
+        if not self.enabled:
+            return "notifications are off (MESH_NOTIFY=off)"
+        if self.notifier is None:
+            return "no notifier is configured"
+        if target is None:
+            return {
+                Channel.ADMIN: "MESH_ADMIN_TOPIC_ARN is not set",
+                Channel.REQUESTER: "MESH_DECISION_TOPIC_ARN is not set",
+                Channel.PRODUCER: "the product has no data_owner",
+                Channel.GROUP: "the group has no topic_arn in the approval policy",
+            }[channel]
+        return None
 
     def deliver(self, notification_id: int) -> bool:
         """Try one notification once; True if it went out. Safe to call from two processes."""

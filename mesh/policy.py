@@ -125,40 +125,6 @@ def assess_database(database: Database, tables: Iterable[Table]) -> Assessment:
     return Assessment(sensitive=bool(reasons), reasons=tuple(reasons), pii_columns=tuple(columns))
 
 
-@dataclass(frozen=True, kw_only=True)
-class Evaluation:
-    """The policy's verdict on a request: approval needed or not, and why."""
-
-    needs_approval: bool
-    reason: str
-    pii_columns: tuple[str, ...]
-
-
-def evaluate(scope: Scope, database: Database, tables: Sequence[Table]) -> Evaluation:
-    """Decide whether a request for ``scope`` needs approval.
-
-    ``tables`` holds the one requested table for a table request, or every table of the
-    database for a database request.
-    """
-    if scope.table is None:
-        found = assess_database(database, tables)
-        clean = f"no pii_flag is set on database {database.name}, its tables or their columns"
-    elif scope.columns is not None:
-        found = assess_table(database, only_columns(tables[0], scope.columns))
-        clean = (
-            f"no pii_flag is set on database {database.name}, table {scope.table} or the "
-            f"requested columns ({', '.join(scope.columns)})"
-        )
-    else:
-        found = assess_table(database, tables[0])
-        clean = (
-            f"no pii_flag is set on database {database.name}, table {scope.table} or its columns"
-        )
-    if found.sensitive:
-        return Evaluation(needs_approval=True, reason=found.reason, pii_columns=found.pii_columns)
-    return Evaluation(needs_approval=False, reason=clean, pii_columns=())
-
-
 def only_columns(table: Table, columns: Sequence[str]) -> Table:
     """The table as a column-subset request sees it: only the requested columns remain."""
     keep = set(columns)
@@ -181,13 +147,6 @@ def check_columns(table: Table, columns: Sequence[str]) -> tuple[str, ...]:
             f"Table {table.name} has no column {unknown[0]!r}; its columns are {', '.join(known)}."
         )
     return tuple(name for name in known if name in set(wanted))
-
-
-def without_pii(database: Database, table: Table) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The "all columns except PII" choice: (columns to request, columns it leaves out)."""
-    flagged = {c.name for c in pii_columns(table)}
-    keep = tuple(c.name for c in table.all_columns if c.name not in flagged)
-    return keep, tuple(c.name for c in table.all_columns if c.name in flagged)
 
 
 # Grants --------------------------------------------------------------------------------------
@@ -260,14 +219,6 @@ def resource_key(resource: dict[str, Any]) -> str:
 # Time-bound access ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class AccessTerms:
-    """How long access to sensitive products may last (MESH_MAX_DAYS_SENSITIVE and friends)."""
-
-    max_sensitive_days: int | None = None
-    require_expiry_sensitive: bool = False
-
-
 DURATION_CHOICES = (7, 30, 90)
 LONGEST_ACCESS = timedelta(days=3650)
 
@@ -289,38 +240,6 @@ def check_period(duration: timedelta | None, until: date | None, *, today: date)
         raise InvalidInput(
             f"The end date is more than {LONGEST_ACCESS.days} days away; ask for "
             "unbounded access instead, or for an earlier date."
-        )
-
-
-def check_terms(
-    terms: AccessTerms,
-    duration: timedelta | None,
-    until: date | None,
-    *,
-    sensitive: bool,
-    today: date,
-) -> None:
-    """Apply the duration rules for sensitive products."""
-    if not sensitive:
-        return
-    if terms.require_expiry_sensitive and duration is None and until is None:
-        raise InvalidInput(
-            "This data product holds PII, so the request must say how long "
-            "access is needed (a number of days or an end date)."
-        )
-    if terms.max_sensitive_days is None:
-        return
-    cap = timedelta(days=terms.max_sensitive_days)
-    asked = duration if duration is not None else ((until - today) if until is not None else None)
-    if asked is None:
-        raise InvalidInput(
-            f"This data product holds PII, so access may last at most "
-            f"{terms.max_sensitive_days} days; give a duration or an end date."
-        )
-    if asked > cap:
-        raise InvalidInput(
-            f"This data product holds PII, so access may last at most "
-            f"{terms.max_sensitive_days} days."
         )
 
 
@@ -346,13 +265,6 @@ def may_request_for(user: User, account: str) -> bool:
 
 def owns(user: User, owner_account: str | None) -> bool:
     return user.is_owner and owner_account is not None and owner_account in user.owner_of
-
-
-def may_decide(user: User, request: AccessRequest, owner_account: str | None) -> bool:
-    """Owners of the product and admins decide; nobody decides their own request."""
-    if user.username == request.requester:
-        return False
-    return user.is_admin or owns(user, owner_account)
 
 
 def may_retry(user: User, request: AccessRequest, owner_account: str | None) -> bool:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
+from mesh import approval
+from mesh.approval import ApprovalPolicy
 from mesh.aws import ClientFactory, central_account
 from mesh.catalog import GlueCatalog
 from mesh.errors import SettingError
@@ -14,7 +17,6 @@ from mesh.links import LinkSigner, load_or_create_secret
 from mesh.notify import SnsNotifier
 from mesh.org import AwsOrganization, Organization, StaticOrganization, UnknownOrganization
 from mesh.outbox import Outbox
-from mesh.policy import AccessTerms
 from mesh.settings import Mode, Settings
 from mesh.store import Store
 from mesh.users import UserFile
@@ -69,6 +71,23 @@ def _links(settings: Settings) -> LinkSigner:
     return LinkSigner(secret, max_age_seconds=settings.link_ttl_hours * 3600, clock=utc_now)
 
 
+def load_policy(settings: Settings) -> ApprovalPolicy:
+    """The approval policy: MESH_POLICY's file, or the built-in default with its settings."""
+    if settings.policy_path is None:
+        return approval.default_policy(
+            max_days=settings.max_sensitive_days,
+            require_duration=settings.require_expiry_sensitive,
+        )
+    return approval.load(settings.policy_path)
+
+
+def load_users(path: Path, rules: ApprovalPolicy, *, source: str) -> UserFile:
+    """The users file with the policy's groups; a group that cannot reach its quorum stops."""
+    users = UserFile(path, groups={g: body.members for g, body in rules.groups.items()})
+    approval.check_users(rules, users.everyone(), source=source)
+    return users
+
+
 def build(settings: Settings, *, endpoint: str | None = None) -> Services:
     """Build the services; in demo mode ``endpoint`` is the stand-in's URL."""
     if settings.mode is Mode.DEMO and endpoint is None:
@@ -78,8 +97,11 @@ def build(settings: Settings, *, endpoint: str | None = None) -> Services:
         timeout=settings.aws_timeout,
         demo_endpoint=endpoint if settings.mode is Mode.DEMO else None,
     )
-    users = UserFile(settings.users_path)
-    users.directory()  # a broken users file stops start-up, before any AWS call
+    # A broken policy or users file stops start-up, before any AWS call.
+    rules = load_policy(settings)
+    users = load_users(
+        settings.users_path, rules, source=str(settings.policy_path or "(built-in default)")
+    )
     sts = factory.client("sts")
     account = central_account(sts)
     catalog = GlueCatalog(factory.client("glue"), catalog_id=account)
@@ -97,6 +119,7 @@ def build(settings: Settings, *, endpoint: str | None = None) -> Services:
     )
     outbox = Outbox(
         store=store,
+        rules=rules,
         notifier=notifier,
         links=links,
         org=_organization(settings, factory),
@@ -115,10 +138,7 @@ def build(settings: Settings, *, endpoint: str | None = None) -> Services:
         stale_granting=settings.stale_granting,
         outbox=outbox,
         links=links,
-        terms=AccessTerms(
-            max_sensitive_days=settings.max_sensitive_days,
-            require_expiry_sensitive=settings.require_expiry_sensitive,
-        ),
+        rules=rules,
     )
     lifecycle = Lifecycle(
         marketplace,

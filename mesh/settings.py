@@ -129,14 +129,20 @@ SETTINGS = (
         "with organizations:ListAccounts; outside accounts get RAM instructions",
     ),
     Setting(
+        name="MESH_POLICY",
+        default="(built-in: PII waits for its owner)",
+        help="approval policy file (YAML): sensitivity levels, rules, approval steps; "
+        "see examples/policies/",
+    ),
+    Setting(
         name="MESH_MAX_DAYS_SENSITIVE",
         default="(no cap)",
-        help="longest access, in days, that a request for a sensitive product may ask for",
+        help="without MESH_POLICY: longest access, in days, a request with PII may ask for",
     ),
     Setting(
         name="MESH_REQUIRE_EXPIRY_SENSITIVE",
         default="off",
-        help="`on`: a request for a sensitive product must ask for a duration",
+        help="without MESH_POLICY: `on` makes a request with PII ask for a duration",
     ),
     Setting(
         name="MESH_EXPIRY_WARNING_DAYS",
@@ -199,6 +205,7 @@ class Settings:
     notify_retry_limit: int = 5
     tick_seconds: int = 60
     demo_minutes: int = 3
+    policy_path: Path | None = None
 
     @property
     def link_secret_file(self) -> Path:
@@ -280,6 +287,15 @@ def load_settings(
             "set it to the path of your users file."
         )
 
+    policy = get("MESH_POLICY")
+    if policy is not None and (
+        get("MESH_MAX_DAYS_SENSITIVE") or get("MESH_REQUIRE_EXPIRY_SENSITIVE")
+    ):
+        raise SettingError(
+            "MESH_POLICY is set, so MESH_MAX_DAYS_SENSITIVE and MESH_REQUIRE_EXPIRY_SENSITIVE "
+            "do not apply; put max_days and require_duration in the policy's rules instead."
+        )
+
     cookie_key = get("MESH_COOKIE_KEY")
     if web and mode is Mode.AWS and (cookie_key is None or len(cookie_key) < MIN_COOKIE_KEY):
         state = "is not set" if cookie_key is None else f"has only {len(cookie_key)} characters"
@@ -299,6 +315,7 @@ def load_settings(
         aws_timeout=_positive_int("MESH_AWS_TIMEOUT", get("MESH_AWS_TIMEOUT"), 10),
         stale_granting=_positive_int("MESH_STALE_GRANTING", get("MESH_STALE_GRANTING"), 300),
         demo_endpoint=get("MESH_DEMO_ENDPOINT"),
+        policy_path=_resolve(policy) if policy else None,
         **_lifecycle(get, demo=mode is Mode.DEMO),
     )
 

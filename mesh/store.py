@@ -19,7 +19,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from mesh.errors import SettingError
-from mesh.models import AccessRequest, AuditEvent, Status
+from mesh.models import OWNER_STEP, AccessRequest, AuditEvent, Status, Step
 
 migrations = Migrations("mesh")
 
@@ -156,6 +156,47 @@ def _request_columns(db: sqlite_utils.Database) -> None:
     db["requests"].add_column("columns", str)  # type: ignore[union-attr]
 
 
+@migrations(name="0008_approval_steps")
+def _approval_steps(db: sqlite_utils.Database) -> None:
+    requests = db["requests"]
+    for column, kind in (
+        ("level", str),
+        ("plan", str),
+        ("step", int),
+        ("step_started_at", str),
+        ("escalated_at", str),
+    ):
+        requests.add_column(column, kind)  # type: ignore[union-attr]
+    # Requests from before policies had steps waited for one owner: that is their plan.
+    db.execute(
+        "UPDATE requests SET step = 0, step_started_at = created_at, plan = CASE WHEN "
+        "needs_approval = 1 THEN ? ELSE '[]' END",
+        [json.dumps([OWNER_STEP.to_json()])],
+    )
+    db["approvals"].create(  # type: ignore[union-attr]
+        {"id": int, "request_id": str, "step": int, "username": str, "at": str, "comment": str},
+        pk="id",
+        not_null={"request_id", "step", "username", "at"},
+    )
+    # One person fills at most one place in a request's approvals.
+    db["approvals"].create_index(["request_id", "username"], unique=True)  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Approval:
+    """One person's approval of one step of a request."""
+
+    request_id: str
+    step: int
+    username: str
+    at: str
+    comment: str = ""
+
+
+class AlreadyApproved(Exception):
+    """This person has already approved this request (at this or an earlier step)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class NewEvent:
     """An audit row to append; ``id`` is assigned by SQLite."""
@@ -213,6 +254,11 @@ def _to_row(request: AccessRequest) -> dict[str, Any]:
         "decision_seen": int(request.decision_seen),
         "reminders_sent": request.reminders_sent,
         "columns": json.dumps(list(request.columns)) if request.columns is not None else None,
+        "level": request.level,
+        "plan": json.dumps([s.to_json() for s in request.plan]),
+        "step": request.step,
+        "step_started_at": request.step_started_at,
+        "escalated_at": request.escalated_at,
     }
 
 
@@ -251,6 +297,11 @@ def _from_row(row: Mapping[str, Any]) -> AccessRequest:
         decision_seen=bool(row["decision_seen"] if row["decision_seen"] is not None else 1),
         reminders_sent=row["reminders_sent"] or 0,
         columns=tuple(json.loads(row["columns"])) if row["columns"] is not None else None,
+        level=row["level"] or "",
+        plan=tuple(Step.from_json(s) for s in json.loads(row["plan"] or "[]")),
+        step=row["step"] or 0,
+        step_started_at=row["step_started_at"],
+        escalated_at=row["escalated_at"],
     )
 
 
@@ -393,6 +444,102 @@ class Store:
                 return None
             self._append(db, events)
             return _from_row(db["requests"].get(request_id))  # type: ignore[union-attr]
+
+    def record_approval(
+        self,
+        approval: Approval,
+        *,
+        needed: int,
+        last_step: bool,
+        granting: Mapping[str, Any],
+        events: Sequence[NewEvent],
+        step_events: Sequence[NewEvent],
+    ) -> tuple[AccessRequest, bool] | None:
+        """Add one approval to the request's current step, and advance it if that fills it.
+
+        One transaction: the request must still be pending at ``approval.step``; the
+        approval is inserted (a second one by the same person raises AlreadyApproved); when
+        the step now has ``needed`` approvals, the request moves to the next step, or, after
+        the last, takes the ``granting`` changes. Returns the request and whether the step
+        was completed, or None when the request had moved on.
+        """
+        with self._write() as db:
+            rows = list(
+                db.query("SELECT status, step FROM requests WHERE id = ?", [approval.request_id])
+            )
+            if not rows or rows[0]["status"] != Status.PENDING_APPROVAL.value:
+                return None
+            if (rows[0]["step"] or 0) != approval.step:
+                return None
+            try:
+                db["approvals"].insert(  # type: ignore[union-attr]
+                    {
+                        "request_id": approval.request_id,
+                        "step": approval.step,
+                        "username": approval.username,
+                        "at": approval.at,
+                        "comment": approval.comment,
+                    }
+                )
+            except sqlite3.IntegrityError as exc:
+                raise AlreadyApproved(approval.username) from exc
+            count = next(
+                iter(
+                    db.query(
+                        "SELECT COUNT(*) AS n FROM approvals WHERE request_id = ? AND step = ?",
+                        [approval.request_id, approval.step],
+                    )
+                )
+            )["n"]
+            complete = count >= needed
+            if not complete:
+                changes: Mapping[str, Any] = {"updated_at": approval.at}
+            elif last_step:
+                changes = dict(granting)
+            else:
+                changes = {
+                    "step": approval.step + 1,
+                    "step_started_at": approval.at,
+                    "escalated_at": None,
+                    "reminders_sent": 0,
+                    "updated_at": approval.at,
+                }
+            assignments = ", ".join(f"[{column}] = ?" for column in changes)
+            db.execute(
+                f"UPDATE requests SET {assignments} WHERE id = ?",
+                [*[_column_value(v) for v in changes.values()], approval.request_id],
+            )
+            self._append(db, [*events, *(step_events if complete else [])])
+            request = _from_row(db["requests"].get(approval.request_id))  # type: ignore[union-attr]
+            return request, complete
+
+    def approvals(self, request_id: str) -> list[Approval]:
+        """Every approval of a request, in the order they were given."""
+        with self._connect() as db:
+            return [
+                Approval(
+                    request_id=row["request_id"],
+                    step=row["step"],
+                    username=row["username"],
+                    at=row["at"],
+                    comment=row["comment"] or "",
+                )
+                for row in db.query(
+                    "SELECT * FROM approvals WHERE request_id = ? ORDER BY id", [request_id]
+                )
+            ]
+
+    def claim_escalation(
+        self, request_id: str, *, step: int, at: str, events: Sequence[NewEvent]
+    ) -> AccessRequest | None:
+        """Mark a waiting step as escalated; None if it moved on or another pass did it."""
+        return self._update_if(
+            request_id,
+            "status = 'pending_approval' AND step = ? AND escalated_at IS NULL",
+            [step],
+            {"escalated_at": at},
+            events,
+        )
 
     def claim_reminder(
         self, request_id: str, *, was: int, level: int, events: Sequence[NewEvent]
@@ -635,7 +782,7 @@ def _column_value(value: Any) -> Any:
     if isinstance(value, Status):
         return value.value
     if isinstance(value, (tuple, list)):
-        return json.dumps(list(value))
+        return json.dumps([v.to_json() if isinstance(v, Step) else v for v in value])
     if isinstance(value, bool):
         return int(value)
     return value

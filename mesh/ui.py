@@ -22,11 +22,11 @@ import pandas as pd
 import streamlit as st
 import streamlit_authenticator as stauth
 
-from mesh import browse, policy
+from mesh import approval, browse
 from mesh.catalog import CatalogSnapshot
 from mesh.demo import standin
 from mesh.errors import InvalidInput, MeshError
-from mesh.models import AccessRequest, Database, Role, Table, User
+from mesh.models import AccessRequest, Database, Role, Scope, Table, User
 from mesh.policy import DURATION_CHOICES
 from mesh.services import Services, build, demo_endpoint
 from mesh.settings import Mode, Settings, load_settings
@@ -495,8 +495,9 @@ def describe_outcome(request: AccessRequest) -> tuple[str, str]:
     if request.status.value == "granted":
         return "success", f"Access to {scope} for {request.account} is granted ({request.id})."
     if request.status.value == "pending_approval":
+        steps = "; then ".join(s.describe() for s in request.plan)
         return "info", (
-            f"Request {request.id} for {scope} needs the owner's approval: "
+            f"Request {request.id} for {scope} waits for approval ({md(steps)}): "
             f"{md(request.policy_reason)}."
         )
     if request.status.value == "failed":
@@ -507,9 +508,10 @@ def describe_outcome(request: AccessRequest) -> tuple[str, str]:
     return "info", f"Request {request.id} is {request.status.value}."
 
 
-def _column_picker(key: str, database: Database, table: Table) -> None:
-    """Least privilege in one click: select every column but the PII ones."""
-    keep, left_out = policy.without_pii(database, table)
+def _column_picker(key: str, ctx: Context, database: Database, table: Table) -> None:
+    """Least privilege in one click: select every column but the sensitive ones."""
+    rules = ctx.services.marketplace.rules
+    keep, left_out = approval.without_sensitive(rules, table)
     if not left_out:
         return
 
@@ -520,12 +522,45 @@ def _column_picker(key: str, database: Database, table: Table) -> None:
         "Select all columns except PII",
         key=f"{key}-no-pii",
         on_click=pick,
-        help="Request only the columns without a pii_flag",
+        help="Request only the columns the approval policy does not rate above "
+        f"{rules.base} (no pii_flag, for the built-in policy)",
     )
-    st.caption(
-        "That leaves out: " + ", ".join(md(c) for c in left_out) + ". Without PII in "
-        "scope (and none flagged on the table or database), access is granted at once."
+    subset = Scope(database=database.name, table=table.name, columns=keep)
+    then = approval.evaluate(rules, subset, database, [table], account=None)
+    outcome = (
+        "access is granted at once"
+        if not then.needs_approval
+        else f"the request is still at level {then.level} and waits for approval"
     )
+    st.caption("That leaves out: " + ", ".join(md(c) for c in left_out) + f". Then {outcome}.")
+
+
+def policy_note(ctx: Context, *, database: str, table: str | None) -> None:
+    """Say what the approval policy does with a request for this scope, before it is made."""
+    with guard():
+        verdict = ctx.services.marketplace.explain(database=database, table=table, account=None)
+        if verdict.needs_approval:
+            steps = "; then ".join(s.describe() for s in verdict.steps)
+            st.warning(
+                f"Level **{md(verdict.level)}**: a request waits for approval ({md(steps)}). "
+                f"Why: {md(verdict.reason)}."
+            )
+        else:
+            st.success(
+                f"Level **{md(verdict.level)}**: access is granted at once. "
+                f"Why: {md(verdict.reason)}."
+            )
+        terms = [
+            *([f"at most {verdict.max_days} days"] if verdict.max_days else []),
+            *(["a duration or an end date"] if verdict.require_duration else []),
+            *(
+                [f"a reason of at least {verdict.min_reason_length} characters"]
+                if verdict.min_reason_length
+                else []
+            ),
+        ]
+        if terms:
+            st.caption("The policy asks for " + md("; ".join(terms)) + ".")
 
 
 def request_form(
@@ -546,7 +581,7 @@ def request_form(
         return
     st.subheader(f"Request access to {md(scope)}")
     if entry is not None:
-        _column_picker(key, *entry)
+        _column_picker(key, ctx, *entry)
     with st.form(key=key):
         if user.is_admin:
             account = st.text_input(

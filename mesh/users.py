@@ -12,6 +12,7 @@ credentials:
       roles: [consumer]
       accounts: ["444455556666"]  # consumer accounts this user may request for
       owner_of: []                # producer accounts whose requests this user decides
+      groups: []                  # approver groups of the approval policy (MESH_POLICY)
 ```
 The file is re-read whenever it changes, so every action checks the user's current roles.
 """
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,9 @@ def _user(path: Path, username: str, entry: Any) -> User:
         raise _bad(
             path, f"user {username!r} has role {unknown[0]!r}; roles are consumer, owner and admin"
         )
+    groups = entry.get("groups") or []
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g.strip() for g in groups):
+        raise _bad(path, f"groups of user {username!r} must be a list such as [privacy-office]")
     name = " ".join(str(entry.get(k) or "") for k in ("first_name", "last_name")).strip()
     return User(
         username=username,
@@ -93,6 +98,7 @@ def _user(path: Path, username: str, entry: Any) -> User:
         roles=frozenset(Role(r) for r in raw_roles),
         accounts=_accounts(path, username, "accounts", entry.get("accounts")),
         owner_of=frozenset(_accounts(path, username, "owner_of", entry.get("owner_of"))),
+        groups=frozenset(g.strip().lower() for g in groups),
     )
 
 
@@ -140,19 +146,38 @@ def load(path: Path) -> Directory:
 
 
 class UserFile:
-    """A users file that is read again whenever its modification time changes."""
+    """A users file that is read again whenever its modification time changes.
 
-    def __init__(self, path: Path) -> None:
+    ``groups`` adds approver-group memberships that the approval policy lists (group name
+    to usernames) to those the file gives.
+    """
+
+    def __init__(self, path: Path, *, groups: Mapping[str, Iterable[str]] | None = None) -> None:
         self.path = path
+        self.groups = {g: frozenset(members) for g, members in (groups or {}).items()}
         self._stamp: float | None = None
         self._directory: Directory | None = None
 
     def directory(self) -> Directory:
         stamp = self.path.stat().st_mtime_ns if self.path.exists() else -1
         if self._directory is None or stamp != self._stamp:
-            self._directory = load(self.path)
+            loaded = load(self.path)
+            self._directory = replace(
+                loaded,
+                users={
+                    name: replace(
+                        user,
+                        groups=user.groups
+                        | {g for g, members in self.groups.items() if name in members},
+                    )
+                    for name, user in loaded.users.items()
+                },
+            )
             self._stamp = stamp
         return self._directory
 
     def get(self, username: str | None) -> User | None:
         return self.directory().get(username)
+
+    def everyone(self) -> list[User]:
+        return list(self.directory().users.values())

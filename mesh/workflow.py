@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mesh import policy
+from mesh import approval, policy
+from mesh.approval import ApprovalPolicy, Verdict
 from mesh.errors import (
     AwsFailure,
     Conflict,
@@ -25,6 +26,7 @@ from mesh.errors import (
     failure_of,
 )
 from mesh.models import (
+    OWNER_STEP,
     AccessRequest,
     Action,
     AuditEvent,
@@ -32,10 +34,11 @@ from mesh.models import (
     GrantSpec,
     Scope,
     Status,
+    Step,
     Table,
     User,
 )
-from mesh.store import NewEvent, Store
+from mesh.store import AlreadyApproved, Approval, NewEvent, Store
 
 if TYPE_CHECKING:
     from mesh.links import LinkClaim, LinkSigner
@@ -65,6 +68,7 @@ class Grants(Protocol):
 
 class Users(Protocol):
     def get(self, username: str | None) -> User | None: ...
+    def everyone(self) -> list[User]: ...
 
 
 def utc_now() -> datetime:
@@ -87,6 +91,7 @@ class PendingItem:
     owner_account: str | None
     owner_name: str
     grants: tuple[dict[str, Any], ...]
+    progress: str = ""
 
 
 class Marketplace:
@@ -102,7 +107,7 @@ class Marketplace:
         clock: Callable[[], datetime] = utc_now,
         stale_granting: int = 300,
         outbox: Outbox | None = None,
-        terms: policy.AccessTerms | None = None,
+        rules: ApprovalPolicy | None = None,
         links: LinkSigner | None = None,
     ) -> None:
         self.store = store
@@ -112,7 +117,7 @@ class Marketplace:
         self.clock = clock
         self.stale_granting = stale_granting
         self.outbox = outbox
-        self.terms = terms or policy.AccessTerms()
+        self.rules = rules or approval.DEFAULT
         self.links = links
 
     def _notify(self, kind: str, request: AccessRequest, **options: Any) -> None:
@@ -210,9 +215,9 @@ class Marketplace:
         # Glue matches names case-insensitively: store them as the catalog spells them.
         database, table = db.name, (tables[0].name if table else None)
         scope = Scope(database=database, table=table, columns=subset)
-        verdict = policy.evaluate(scope, db, tables)
-        policy.check_terms(
-            self.terms, duration, until, sensitive=verdict.needs_approval, today=self.clock().date()
+        verdict = approval.evaluate(self.rules, scope, db, tables, account=account)
+        approval.check_request(
+            verdict, duration=duration, until=until, reason=reason, today=self.clock().date()
         )
         now = self._now()
         request = AccessRequest(
@@ -225,8 +230,11 @@ class Marketplace:
             reason=reason,
             policy_reason=verdict.reason,
             needs_approval=verdict.needs_approval,
-            pii_columns=verdict.pii_columns,
+            pii_columns=verdict.sensitive_columns,
             owner_account=db.owner_account,
+            level=verdict.level,
+            plan=verdict.steps,
+            step_started_at=now,
             created_at=now,
             updated_at=now,
             duration_seconds=int(duration.total_seconds()) if duration else None,
@@ -242,14 +250,7 @@ class Marketplace:
                 reason=reason,
                 owner_account=db.owner_account,
             ),
-            self._event(
-                POLICY_ACTOR,
-                Action.POLICY_EVALUATED,
-                request,
-                needs_approval=verdict.needs_approval,
-                reason=verdict.reason,
-                pii_columns=list(verdict.pii_columns),
-            ),
+            self._policy_event(request, verdict),
         ]
         existing = self.store.add_request(request, events)
         if existing is not None:
@@ -261,42 +262,159 @@ class Marketplace:
             return request
         return self._grant(request, actor=POLICY_ACTOR)
 
+    def _policy_event(self, request: AccessRequest, verdict: Verdict, **more: Any) -> NewEvent:
+        return self._event(
+            POLICY_ACTOR,
+            Action.POLICY_EVALUATED,
+            request,
+            needs_approval=verdict.needs_approval,
+            reason=verdict.reason,
+            pii_columns=list(verdict.sensitive_columns),
+            level=verdict.level,
+            steps=[step.to_json() for step in verdict.steps],
+            **more,
+        )
+
+    def explain(
+        self,
+        *,
+        database: str,
+        table: str | None,
+        account: str | None,
+        columns: Sequence[str] | None = None,
+    ) -> Verdict:
+        """What the policy says about a request for this scope, without creating anything.
+
+        ``account`` None judges it as if for an account no auto-approval condition names.
+        """
+        database = (database or "").strip()
+        table = (table or "").strip() or None
+        if not database:
+            raise InvalidInput("Name the database to explain.")
+        if account is not None and not policy.is_valid_account(account.strip()):
+            raise InvalidInput(
+                f"The account {account!r} is not an AWS account id: it must be exactly 12 digits."
+            )
+        if columns is not None and table is None:
+            raise InvalidInput("A whole-database request cannot name columns; request a table.")
+        db = self.catalog.database(database)
+        tables = [self.catalog.table(database, table)] if table else self.catalog.tables(database)
+        subset = policy.check_columns(tables[0], columns) if columns is not None else None
+        scope = Scope(database=db.name, table=tables[0].name if table else None, columns=subset)
+        return approval.evaluate(
+            self.rules, scope, db, tables, account=account.strip() if account else None
+        )
+
     # Decisions ------------------------------------------------------------------------
 
     def _authorise_decision(self, user: User, request_id: str) -> AccessRequest:
         request = self._request(request_id)
         if user.username == request.requester:
             raise Forbidden(f"You cannot decide your own request {request.id}.")
-        if not policy.may_decide(user, request, self._owner_now(request)):
+        # "Not allowed" comes before "wrong state": judge a decided request as if it waited
+        # at the step it was at.
+        waiting = replace(
+            request, status=Status.PENDING_APPROVAL, plan=request.plan or (OWNER_STEP,)
+        )
+        if not approval.in_step(self.rules, user, waiting, self._owner_now(request)):
             raise Forbidden(
-                f"User {user.username} may not decide request {request.id}: only "
-                "an owner of the data product or an admin can."
+                f"User {user.username} may not decide request {request.id}: "
+                f"{self.progress(waiting)}."
             )
         if request.status is not Status.PENDING_APPROVAL:
             raise self._moved_on(request.id, "decided")
+        if any(a.username == user.username for a in self.store.approvals(request.id)):
+            raise Conflict(
+                f"You have already approved request {request.id}; one person fills one "
+                "place, so someone else must give the next approval."
+            )
         return request
 
+    def needed(self, request: AccessRequest, step: Step, owner: str | None) -> int:
+        """How many approvals fill ``step`` now; "all" counts the approvers but the requester."""
+        if step.quorum == "any":
+            return 1
+        if isinstance(step.quorum, int):
+            return step.quorum
+        if step.approvers == approval.OWNER:
+            people = [u for u in self.users.everyone() if policy.owns(u, owner)]
+        else:
+            people = [u for u in self.users.everyone() if step.approvers in u.groups]
+        return max(1, len([u for u in people if u.username != request.requester]))
+
+    def progress(self, request: AccessRequest, done: Sequence[Approval] | None = None) -> str:
+        """Where a request stands, such as "step 2 of 2: owner approved (sam); waiting for
+        privacy-office, 0 of 1"."""
+        step = request.current_step
+        if step is None:
+            return request.status.value.replace("_", " ")
+        done = self.store.approvals(request.id) if done is None else done
+        parts = [f"step {request.step + 1} of {len(request.plan)}"]
+        before = [
+            f"{s.approvers} approved ({', '.join(a.username for a in done if a.step == i)})"
+            for i, s in enumerate(request.plan[: request.step])
+        ]
+        have = len([a for a in done if a.step == request.step])
+        need = self.needed(request, step, request.owner_account)
+        waiting = f"waiting for {step.approvers}, {have} of {need}"
+        if request.escalated_at is not None and step.escalate_to:
+            waiting += f" (escalated to {step.escalate_to} too)"
+        return f"{parts[0]}: " + "; ".join([*before, waiting])
+
     def approve(self, request_id: str, username: str, *, comment: str = "") -> AccessRequest:
-        """Approve a pending request and grant it; only one approval can ever win."""
+        """Add an approval to the current step; the last one needed grants the request.
+
+        The approval, the count and the move to the next step (or to granting) happen in one
+        transaction, so of two approvers at once exactly one completes the step.
+        """
         user = self._user(username)
         comment = _clean_comment(comment)
         request = self._authorise_decision(user, request_id)
-        now = self._now()
-        decided = self.store.transition(
-            request.id,
-            allowed_from=[Status.PENDING_APPROVAL],
-            changes={
-                "status": Status.GRANTING,
-                "decided_by": user.username,
-                "decided_at": now,
-                "comment": comment,
-                "updated_at": now,
-            },
-            events=[self._event(user.username, Action.APPROVED, request, comment=comment)],
-        )
-        if decided is None:
+        step = request.current_step
+        if step is None:  # _authorise_decision saw it pending; a legacy row without a plan
             raise self._moved_on(request.id, "approved")
-        return self._grant(decided, actor=user.username)
+        now = self._now()
+        last = request.step >= len(request.plan) - 1
+        needed = self.needed(request, step, self._owner_now(request))
+        where = {"step": request.step + 1, "of": len(request.plan), "approvers": step.approvers}
+        try:
+            outcome = self.store.record_approval(
+                Approval(
+                    request_id=request.id,
+                    step=request.step,
+                    username=user.username,
+                    at=now,
+                    comment=comment,
+                ),
+                needed=needed,
+                last_step=last,
+                granting={
+                    "status": Status.GRANTING,
+                    "decided_by": user.username,
+                    "decided_at": now,
+                    "comment": comment,
+                    "updated_at": now,
+                },
+                events=[
+                    self._event(user.username, Action.APPROVED, request, comment=comment, **where)
+                ],
+                # The last step's completion shows as the grant that follows it.
+                step_events=[]
+                if last
+                else [self._event(POLICY_ACTOR, Action.STEP_COMPLETED, request, **where)],
+            )
+        except AlreadyApproved:
+            raise Conflict(
+                f"You have already approved request {request.id}; one person fills one place."
+            ) from None
+        if outcome is None:
+            raise self._moved_on(request.id, "approved")
+        updated, completed = outcome
+        if completed and last:
+            return self._grant(updated, actor=user.username)
+        if completed:
+            self._notify("approval_request", updated)
+        return updated
 
     def deny(self, request_id: str, username: str, *, comment: str) -> AccessRequest:
         user = self._user(username)
@@ -479,7 +597,7 @@ class Marketplace:
             )
         except NotFound:
             return None  # the grant itself will fail and say what is missing
-        verdict = policy.evaluate(request.scope, db, tables)
+        verdict = approval.evaluate(self.rules, request.scope, db, tables, account=request.account)
         if not verdict.needs_approval:
             return None
         pending = self.store.transition(
@@ -489,23 +607,18 @@ class Marketplace:
                 "status": Status.PENDING_APPROVAL,
                 "needs_approval": True,
                 "policy_reason": verdict.reason,
-                "pii_columns": verdict.pii_columns,
+                "pii_columns": verdict.sensitive_columns,
                 "owner_account": db.owner_account,
+                "level": verdict.level,
+                "plan": verdict.steps,
+                "step": 0,
+                "step_started_at": self._now(),
+                "escalated_at": None,
                 "error_code": None,
                 "error": None,
                 "updated_at": self._now(),
             },
-            events=[
-                self._event(
-                    POLICY_ACTOR,
-                    Action.POLICY_EVALUATED,
-                    request,
-                    needs_approval=True,
-                    reason=verdict.reason,
-                    pii_columns=list(verdict.pii_columns),
-                    on_retry_by=actor,
-                )
-            ],
+            events=[self._policy_event(request, verdict, on_retry_by=actor)],
         )
         if pending is not None:
             self._notify("approval_request", pending)
@@ -626,7 +739,8 @@ class Marketplace:
         user = self._user(username)
         if not user.can_approve:
             raise Forbidden(
-                f"User {user.username} is neither an owner nor an admin, so has nothing to approve."
+                f"User {user.username} is neither an owner, an admin nor in an approver "
+                "group, so has nothing to approve."
             )
         owners: dict[str, Database | None] = {}
         items = []
@@ -635,7 +749,8 @@ class Marketplace:
                 owners[request.database] = _maybe(self.catalog.database, request.database)
             db = owners[request.database]
             owner = db.owner_account if db else None
-            if not policy.may_decide(user, request, owner):
+            done = self.store.approvals(request.id)
+            if not approval.may_act(self.rules, user, request, owner, done):
                 continue
             items.append(
                 PendingItem(
@@ -643,6 +758,7 @@ class Marketplace:
                     owner_account=owner,
                     owner_name=db.owner_name if db else "",
                     grants=tuple(spec.to_api() for spec in self.grant_plan(request)),
+                    progress=self.progress(request, done),
                 )
             )
         return items

@@ -80,6 +80,7 @@ def _confirm_link(token: str) -> None:
             f"{ui.md(request.requester)}"
         )
         st.text(f"Reason: {request.reason}\nWhy approval is needed: {request.policy_reason}")
+        st.markdown(f"**Progress** {ui.md(market.progress(request))}")
         with st.form(key="link-form"):
             st.text_input("Comment" + (" (required)" if verb == "deny" else ""), key="link-comment")
             st.form_submit_button(
@@ -121,9 +122,12 @@ with ui.guard():
         request = item.request
         with st.container(border=True, key=f"pending-{request.id}"):
             st.subheader(ui.md(_scope(request)))
+            st.markdown(
+                f"**Level** {ui.md(request.level or 'pii')} · **Progress** {ui.md(item.progress)}"
+            )
             if request.id in not_notified:
                 st.warning(
-                    f"Owner not notified: {ui.md(not_notified[request.id])}. The "
+                    f"Approvers not notified: {ui.md(not_notified[request.id])}. The "
                     "periodic job will try again."
                 )
             left, right = st.columns(2)
@@ -133,7 +137,7 @@ with ui.guard():
             right.markdown("**Why approval is needed**")
             right.text(request.policy_reason)
             st.markdown(
-                "**PII columns in scope:** "
+                "**Sensitive columns in scope:** "
                 + (
                     ", ".join(ui.md(c) for c in request.pii_columns)
                     or "none (flagged at database or table level)"

@@ -19,7 +19,7 @@ with ui.guard():
     database = snapshot.database(name)
     if database is not None:
         tables = snapshot.tables.get(name, ())
-        row = browse.database_row(database, tables)
+        row = browse.database_row(database, tables, rules=ctx.services.marketplace.rules)
         st.title(ui.md(name))
         st.text(database.description)
         pii = row.pii or ("in its tables or columns" if row.contains_pii else "none")
@@ -32,15 +32,26 @@ with ui.guard():
                 "requested; ask a catalog admin to set data_owner."
             )
         st.dataframe(
-            ui.badges_frame(browse.table_rows(database, tables)),
+            ui.badges_frame(
+                browse.table_rows(database, tables, rules=ctx.services.marketplace.rules)
+            ),
             hide_index=True,
             key="tables_table",
-            column_order=["name", "description", "pii", "pii_columns", "sensitive", "reason"],
+            column_order=[
+                "name",
+                "description",
+                "pii",
+                "pii_columns",
+                "level",
+                "sensitive",
+                "reason",
+            ],
             column_config={
                 "name": "Table",
                 "description": "Description",
                 "pii": "PII",
                 "pii_columns": "PII columns",
+                "level": "Level",
                 "sensitive": st.column_config.CheckboxColumn("Needs approval"),
                 "reason": "Why",
             },
@@ -51,4 +62,5 @@ with ui.guard():
                 st.session_state[ui.Keys.TABLE] = table
                 st.switch_page("pages/table.py", query_params={"db": name, "table": table})
         if not row.no_owner:
+            ui.policy_note(ctx, database=name, table=None)
             ui.request_form(ctx, database=name, table=None)

@@ -14,7 +14,7 @@ st.caption(
 with ui.guard():
     snapshot = ui.catalog(ctx.services)
     text = st.text_input("Filter by name, description or owner", key="db_filter")
-    rows = browse.database_rows(snapshot, text)
+    rows = browse.database_rows(snapshot, text, rules=ctx.services.marketplace.rules)
     st.dataframe(
         ui.badges_frame(rows),
         hide_index=True,
@@ -27,6 +27,8 @@ with ui.guard():
             "pii",
             "contains_pii",
             "no_owner",
+            "level",
+            "sensitive",
             "tables",
         ],
         column_config={
@@ -39,6 +41,12 @@ with ui.guard():
                 "Contains PII", help="PII sits in its tables or columns, not on the database"
             ),
             "no_owner": st.column_config.CheckboxColumn("No owner"),
+            "level": st.column_config.TextColumn(
+                "Level", help="the approval policy's sensitivity level of the whole database"
+            ),
+            "sensitive": st.column_config.CheckboxColumn(
+                "Needs approval", help="a request for the whole database waits for approvers"
+            ),
             "tables": "Tables",
         },
     )

@@ -66,7 +66,10 @@ with ui.guard():
                 + (f" · expires {ui.md(request.expires_at)}" if request.expires_at else "")
             )
             if request.status is Status.PENDING_APPROVAL:
-                st.caption(f"Waiting for the owner: {ui.md(request.policy_reason)}")
+                st.caption(
+                    f"Waiting for approval, {ui.md(market.progress(request))}. "
+                    f"Why: {ui.md(request.policy_reason)}"
+                )
                 st.button(
                     "Cancel request",
                     key=f"cancel-{request.id}",

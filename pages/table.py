@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from mesh import browse, policy, ui
+from mesh import browse, ui
 
 ctx = ui.context()
 
@@ -38,11 +38,7 @@ with ui.guard():
     if database is not None and table is not None:
         st.title(ui.md(f"{db_name}.{name}"))
         st.text(table.description)
-        found = policy.assess_table(database, table)
-        if found.sensitive:
-            st.warning(f"Needs the owner's approval: {ui.md(found.reason)}.")
-        else:
-            st.success("No PII in scope: access is granted at once.")
+        ui.policy_note(ctx, database=db_name, table=name)
         st.dataframe(
             ui.badges_frame(browse.column_rows(table)),
             hide_index=True,

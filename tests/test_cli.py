@@ -63,6 +63,9 @@ REQUEST_KEYS = {
     "updated_at",
     "expires_at",  # added by the access-lifecycle issue: null when access is unbounded
     "columns",  # added by the approval-policy issue: null for a whole table or database
+    "level",  # the policy's sensitivity level of the scope
+    "steps",  # the approval steps the policy set ([] when granted at once)
+    "step",  # the current step (from 1) while pending approval, else null
 }
 AUDIT_KEYS = {"id", "at", "actor", "action", "request_id", "scope", "details"}
 DATABASE_KEYS = {
@@ -72,9 +75,10 @@ DATABASE_KEYS = {
     "owner_name",
     "pii_flag",
     "sensitive",
+    "level",
     "tables",
 }
-TABLE_KEYS = {"name", "pii_columns", "sensitive"}
+TABLE_KEYS = {"name", "pii_columns", "sensitive", "level"}
 
 _numbers = itertools.count(1)
 
@@ -368,6 +372,7 @@ def test_catalog_json_reads_owners_and_pii_the_way_the_contract_says(shared_cli:
         "name": "orders",
         "pii_columns": [],
         "sensitive": False,
+        "level": "public",
     }
     # THEN a table in a flagged database is sensitive even with no flagged column
     assert tables[("hr_people", "departments")]["sensitive"] is True

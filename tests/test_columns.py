@@ -31,7 +31,7 @@ from streamlit.testing.v1 import AppTest
 
 import mesh.cli
 import mesh.settings
-from mesh import policy, ui
+from mesh import approval, policy, ui
 from mesh.aws import ClientFactory
 from mesh.demo import data
 from mesh.errors import Conflict, InvalidInput
@@ -122,6 +122,11 @@ def customers(flag: str | None = None) -> Table:
     )
 
 
+def evaluate(scope: Scope, db: Database, tables: list[Table]) -> approval.Verdict:
+    """The built-in default policy's verdict, for an account no condition names."""
+    return approval.evaluate(approval.DEFAULT, scope, db, tables, account=None)
+
+
 def subset_scope(table: Table, columns: Sequence[str]) -> Scope:
     """The scope submit builds: the subset checked and put in table order."""
     return Scope(
@@ -163,13 +168,13 @@ def test_column_subset_is_sensitive_only_if_what_remains_is(
 ) -> None:
     # GIVEN a table with PII columns (so the whole table needs approval)
     table, db = customers(table_flag), database(db_flag)
-    assert policy.evaluate(Scope(database="sales", table="customers"), db, [table]).needs_approval
+    assert evaluate(Scope(database="sales", table="customers"), db, [table]).needs_approval
     # WHEN a subset of its columns is evaluated
-    verdict = policy.evaluate(subset_scope(table, columns), db, [table])
+    verdict = evaluate(subset_scope(table, columns), db, [table])
     # THEN it needs approval only if the subset, the table or the database is flagged
     assert verdict.needs_approval is sensitive
     # AND the PII columns in scope are the requested flagged ones, never those left out
-    assert verdict.pii_columns == listed
+    assert verdict.sensitive_columns == listed
     assert verdict.reason
 
 
@@ -177,7 +182,7 @@ def test_reason_for_a_sensitive_subset_names_only_the_flagged_columns_requested(
     # GIVEN a subset holding one of the table's four flagged columns
     table = customers()
     # WHEN it is evaluated
-    verdict = policy.evaluate(subset_scope(table, ["customer_id", "email"]), database(), [table])
+    verdict = evaluate(subset_scope(table, ["customer_id", "email"]), database(), [table])
     # THEN the reason names that column, and none of the flagged ones left out
     assert "email" in verdict.reason
     for left_out in ("full_name", "notes", "signup_region"):
@@ -226,7 +231,7 @@ def test_empty_or_unknown_column_subset_is_invalid_input(asked: list[str], expla
 
 def test_all_columns_except_pii_keeps_the_unflagged_and_names_the_flagged_in_table_order() -> None:
     # WHEN the "all columns except PII" choice is made for a table with flagged columns
-    kept, left_out = policy.without_pii(database(), customers())
+    kept, left_out = approval.without_sensitive(approval.DEFAULT, customers())
     # THEN it keeps the unflagged columns and partition keys, and names what it leaves out
     assert kept == ("customer_id", "country", "segment", "signup_date")
     assert left_out == ("full_name", "email", "notes", "signup_region")
@@ -237,7 +242,7 @@ def test_all_columns_except_pii_of_a_table_without_flagged_columns_leaves_out_no
     table = Table(database="sales", name="stores", columns=(column("id"), column("city", "no")))
     # WHEN the "all columns except PII" choice is made
     # THEN it keeps every column and leaves out nothing
-    assert policy.without_pii(database(), table) == (("id", "city"), ())
+    assert approval.without_sensitive(approval.DEFAULT, table) == (("id", "city"), ())
 
 
 CLEAR = st.sampled_from([None, "false", "FALSE", " no ", "0"])
@@ -266,18 +271,18 @@ def test_all_columns_except_pii_is_never_sensitive_and_adding_back_any_left_out_
     # GIVEN any table whose columns carry any mix of flag spellings, in an unflagged database
     names = [c.name for c in table.all_columns]
     # WHEN the "all columns except PII" choice is made
-    kept, left_out = policy.without_pii(database(), table)
+    kept, left_out = approval.without_sensitive(approval.DEFAULT, table)
     # THEN the two parts split the table's columns, each in table order
     assert sorted(kept + left_out) == sorted(names)
     assert list(kept) == [n for n in names if n in kept]
     assert list(left_out) == [n for n in names if n in left_out]
     # AND what it keeps is granted at once
     if kept:
-        assert not policy.evaluate(subset_scope(table, kept), database(), [table]).needs_approval
+        assert not evaluate(subset_scope(table, kept), database(), [table]).needs_approval
     # AND adding back any one column it left out makes the subset sensitive, naming that column
     for name in left_out:
-        verdict = policy.evaluate(subset_scope(table, [*kept, name]), database(), [table])
-        assert (verdict.needs_approval, verdict.pii_columns) == (True, (name,))
+        verdict = evaluate(subset_scope(table, [*kept, name]), database(), [table])
+        assert (verdict.needs_approval, verdict.sensitive_columns) == (True, (name,))
 
 
 # The grant shape (Stubber) ---------------------------------------------------------------------
@@ -538,9 +543,8 @@ def test_all_columns_except_pii_of_a_pii_table_is_granted_at_once_on_those_colum
     rig: Rig, wired: Services
 ) -> None:
     # GIVEN the "all columns except PII" choice for sales_orders.customers, as the form makes it
-    db = wired.catalog.database("sales_orders")
     table = wired.catalog.table("sales_orders", "customers")
-    kept, left_out = policy.without_pii(db, table)
+    kept, left_out = approval.without_sensitive(approval.DEFAULT, table)
     assert (kept, left_out) == (CUSTOMERS_WITHOUT_PII, CUSTOMERS_PII)
     # WHEN carol requests those columns
     request = rig.submit("customers", list(kept))

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesh import browse, policy
+from mesh import approval, browse, policy
 from mesh.catalog import CatalogSnapshot
 from mesh.models import (
+    OWNER_STEP,
     AccessRequest,
     Column,
     Database,
@@ -103,7 +104,18 @@ def request(
         requester=requester,
         reason="dashboard",
         owner_account=SALES,
+        plan=(OWNER_STEP,),
     )
+
+
+def evaluate(scope: Scope, db: Database, tables: list[Table]) -> approval.Verdict:
+    """The built-in default policy's verdict, for an account no condition names."""
+    return approval.evaluate(approval.DEFAULT, scope, db, tables, account=None)
+
+
+def may_decide(user: User, pending: AccessRequest, owner: str | None) -> bool:
+    """Whether ``user`` may approve the one owner step of the default policy."""
+    return approval.may_act(approval.DEFAULT, user, pending, owner, ())
 
 
 CAROL = User(username="carol", roles=frozenset({Role.CONSUMER}), accounts=(CONSUMER_ACCOUNT,))
@@ -200,7 +212,7 @@ def test_flag_at_any_level_makes_table_request_need_approval(place: str, value: 
     # GIVEN a table whose only pii_flag is truthy (or unrecognised) at one level
     db, tb = scope_with_flag(place, value)
     # WHEN a table request is evaluated
-    verdict = policy.evaluate(Scope(database=db.name, table=tb.name), db, [tb])
+    verdict = evaluate(Scope(database=db.name, table=tb.name), db, [tb])
     # THEN it needs approval
     assert verdict.needs_approval
     assert policy.assess_table(db, tb).sensitive
@@ -214,10 +226,10 @@ def test_falsy_flag_at_any_level_leaves_table_request_granted_at_once(
     # GIVEN a table whose only pii_flag is falsy, blank or absent
     db, tb = scope_with_flag(place, value)
     # WHEN a table request is evaluated
-    verdict = policy.evaluate(Scope(database=db.name, table=tb.name), db, [tb])
+    verdict = evaluate(Scope(database=db.name, table=tb.name), db, [tb])
     # THEN it is granted at once, and the policy still says why
     assert not verdict.needs_approval
-    assert verdict.pii_columns == ()
+    assert verdict.sensitive_columns == ()
     assert verdict.reason
 
 
@@ -226,11 +238,11 @@ def test_pii_column_makes_table_request_need_approval_and_names_the_column() -> 
     db = database()
     tb = table(columns=(column("id"), column("ip_address", "True"), column("page")))
     # WHEN a table request is evaluated
-    verdict = policy.evaluate(Scope(database=db.name, table=tb.name), db, [tb])
+    verdict = evaluate(Scope(database=db.name, table=tb.name), db, [tb])
     # THEN it needs approval and the reason names the column and its value
     assert verdict.needs_approval
     assert "column ip_address has pii_flag=True" in verdict.reason
-    assert verdict.pii_columns == ("ip_address",)
+    assert verdict.sensitive_columns == ("ip_address",)
 
 
 def test_unrecognised_column_flag_reason_says_it_is_unrecognised() -> None:
@@ -238,7 +250,7 @@ def test_unrecognised_column_flag_reason_says_it_is_unrecognised() -> None:
     db = database()
     tb = table(columns=(column("id"), column("ip_address", "perhaps")))
     # WHEN a table request is evaluated
-    verdict = policy.evaluate(Scope(database=db.name, table=tb.name), db, [tb])
+    verdict = evaluate(Scope(database=db.name, table=tb.name), db, [tb])
     # THEN the reason names the column, the value, and that the value is unrecognised
     assert verdict.needs_approval
     assert "ip_address" in verdict.reason
@@ -251,11 +263,11 @@ def test_flagged_partition_key_is_named_as_a_partition_key() -> None:
     db = database()
     tb = table(partition_keys=(column("customer_id", "yes", partition=True),))
     # WHEN a table request is evaluated
-    verdict = policy.evaluate(Scope(database=db.name, table=tb.name), db, [tb])
+    verdict = evaluate(Scope(database=db.name, table=tb.name), db, [tb])
     # THEN it needs approval and the reason names the partition key
     assert verdict.needs_approval
     assert "partition key customer_id" in verdict.reason
-    assert verdict.pii_columns == ("customer_id",)
+    assert verdict.sensitive_columns == ("customer_id",)
 
 
 def test_database_flag_reason_names_the_database() -> None:
@@ -263,11 +275,11 @@ def test_database_flag_reason_names_the_database() -> None:
     db = database("hr_people", flag="yes")
     tb = table(database="hr_people")
     # WHEN a table request is evaluated
-    verdict = policy.evaluate(Scope(database=db.name, table=tb.name), db, [tb])
+    verdict = evaluate(Scope(database=db.name, table=tb.name), db, [tb])
     # THEN the reason names the database, and no column is listed as PII
     assert verdict.needs_approval
     assert "database hr_people" in verdict.reason
-    assert verdict.pii_columns == ()
+    assert verdict.sensitive_columns == ()
 
 
 def test_pii_columns_are_flagged_columns_in_column_order_then_partition_keys() -> None:
@@ -301,12 +313,12 @@ def test_database_request_needs_approval_when_only_a_table_column_holds_pii() ->
     clean = table("pages")
     weblog = table("weblog", columns=(column("id"), column("ip_address", "true")))
     # WHEN a request for the whole database is evaluated
-    verdict = policy.evaluate(Scope(database=db.name), db, [clean, weblog])
+    verdict = evaluate(Scope(database=db.name), db, [clean, weblog])
     # THEN it needs approval and names the table and column
     assert verdict.needs_approval
     assert "weblog" in verdict.reason
     assert "ip_address" in verdict.reason
-    assert any("weblog" in c and "ip_address" in c for c in verdict.pii_columns)
+    assert any("weblog" in c and "ip_address" in c for c in verdict.sensitive_columns)
 
 
 @pytest.mark.parametrize(
@@ -333,7 +345,7 @@ def test_database_request_is_sensitive_if_database_or_any_table_is(
     # GIVEN a database and its tables
     db = database(flag=db_flag)
     # WHEN a database request is evaluated
-    verdict = policy.evaluate(Scope(database=db.name), db, list(tables))
+    verdict = evaluate(Scope(database=db.name), db, list(tables))
     # THEN it needs approval exactly when the database or one of its tables is sensitive
     assert verdict.needs_approval is sensitive
     assert policy.assess_database(db, tables).sensitive is sensitive
@@ -420,7 +432,7 @@ def test_who_may_decide_a_request(username: str, requester: str, allowed: bool) 
     pending = request(requester=requester)
     # WHEN the user asks to decide it
     # THEN only an owner of Sales or an admin may, and never the requester
-    assert policy.may_decide(USERS[username], pending, SALES) is allowed
+    assert may_decide(USERS[username], pending, SALES) is allowed
 
 
 @pytest.mark.parametrize(("username", "allowed"), [("sam", False), ("ada", True)])
@@ -429,7 +441,7 @@ def test_only_an_admin_may_decide_for_a_product_with_no_owner(username: str, all
     pending = request()
     # WHEN an owner or an admin asks to decide it
     # THEN only the admin may
-    assert policy.may_decide(USERS[username], pending, None) is allowed
+    assert may_decide(USERS[username], pending, None) is allowed
 
 
 @pytest.mark.parametrize(
@@ -532,7 +544,7 @@ def test_nobody_ever_decides_their_own_request(
     user = User(username=username, roles=roles, owner_of=owner_of)
     # WHEN they ask to decide it
     # THEN they may not
-    assert not policy.may_decide(user, request(requester=username), owner)
+    assert not may_decide(user, request(requester=username), owner)
 
 
 @given(username=usernames, roles=role_sets, owner_of=owned)
@@ -544,8 +556,8 @@ def test_an_admin_decides_any_request_but_their_own(
     other = request(requester=f"not-{username}")
     # WHEN they ask to decide it
     # THEN they may, for an owned or an unowned product
-    assert policy.may_decide(admin, other, SALES)
-    assert policy.may_decide(admin, other, None)
+    assert may_decide(admin, other, SALES)
+    assert may_decide(admin, other, None)
 
 
 # Badges and the browse views -----------------------------------------------------------------
@@ -727,13 +739,15 @@ def test_catalog_json_has_exactly_the_public_shape() -> None:
             "owner_name": "Sales",
             "pii_flag": False,
             "sensitive": True,
+            "level": "pii",
             "tables": [
                 {
                     "name": "weblog",
                     "pii_columns": ["ip_address", "user_agent", "visitor_id"],
                     "sensitive": True,
+                    "level": "pii",
                 },
-                {"name": "pages", "pii_columns": [], "sensitive": False},
+                {"name": "pages", "pii_columns": [], "sensitive": False, "level": "public"},
             ],
         },
         {
@@ -743,7 +757,8 @@ def test_catalog_json_has_exactly_the_public_shape() -> None:
             "owner_name": "",
             "pii_flag": True,
             "sensitive": True,
-            "tables": [{"name": "dump", "pii_columns": [], "sensitive": True}],
+            "level": "pii",
+            "tables": [{"name": "dump", "pii_columns": [], "sensitive": True, "level": "pii"}],
         },
     ]
 
@@ -848,12 +863,12 @@ def test_database_request_is_sensitive_when_any_flag_in_it_is_truthy(
     # GIVEN a random database and tables
     db, tables = shape.build()
     # WHEN a database request is evaluated
-    verdict = policy.evaluate(Scope(database=db.name), db, tables)
+    verdict = evaluate(Scope(database=db.name), db, tables)
     # THEN it needs approval exactly when some flag anywhere in it is truthy
     assert verdict.needs_approval == any(spec_truthy(v) for v in shape.flags())
     # AND never less than any single table request in it would
     for t in tables:
-        table_verdict = policy.evaluate(Scope(database=db.name, table=t.name), db, [t])
+        table_verdict = evaluate(Scope(database=db.name, table=t.name), db, [t])
         assert verdict.needs_approval or not table_verdict.needs_approval
 
 

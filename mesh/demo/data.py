@@ -3,6 +3,8 @@
 PII is marked in every way a real catalog marks it: on a whole database ("true", "yes"), on
 one table, on columns only (in assorted spellings, "TRUE" among them), on a partition key,
 and once with an unrecognised value that must count as PII. One database has no owner.
+Three finance tables carry a `classification` (restricted, internal, and the unmapped "tbd"),
+which the built-in policy ignores and examples/policies/restricted-stewards.yaml reads.
 """
 
 from __future__ import annotations
@@ -393,7 +395,7 @@ def _finance_ledger() -> Tables:
                 col("posted_at", "timestamp"),
             ],
             [col("fiscal_period")],
-            {},
+            {"classification": "restricted"},
         ),
         "chart_of_accounts": (
             "Ledger accounts",
@@ -405,7 +407,7 @@ def _finance_ledger() -> Tables:
             "Budget per cost center and period",
             [col("cost_center"), col("fiscal_period"), col("amount", "decimal(16,2)")],
             [],
-            {},
+            {"classification": "internal"},
         ),
         "fx_rates": (
             "Daily exchange rates",
@@ -417,7 +419,7 @@ def _finance_ledger() -> Tables:
             "Cost centers",
             [col("cost_center"), col("name"), col("owner_department_id", "int")],
             [],
-            {},
+            {"classification": "tbd"},
         ),
     }
 
