@@ -302,6 +302,9 @@ class Users:
     def get(self, username: str | None) -> User | None:
         return self.users.get((username or "").strip().lower())
 
+    def everyone(self) -> list[User]:
+        return list(self.users.values())
+
 
 @dataclass(frozen=True)
 class OneTableCatalog:

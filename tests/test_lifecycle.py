@@ -152,6 +152,9 @@ class Users:
     def get(self, username: str | None) -> User | None:
         return self.users.get((username or "").strip().lower())
 
+    def everyone(self) -> list[User]:
+        return list(self.users.values())
+
 
 def users_with(wired: Services, account: str) -> Users:
     demo = wired.users.directory().users
