@@ -35,11 +35,18 @@ _LONGEST_DAYS = 3650
 class PolicyError(SettingError):
     """A policy file that cannot be used; the message names the key path."""
 
-    def __init__(self, source: str, path: str, what: str) -> None:
+    def __init__(
+        self, source: str, path: str, what: str, *, label: str = "The policy file"
+    ) -> None:
         where = f" at {path}" if path else ""
-        super().__init__(f"The policy file {source} is invalid{where}: {what}.")
+        super().__init__(f"{label} {source} is invalid{where}: {what}.")
+        self.source = source
         self.path = path
         self.what = what
+
+    def as_setting(self) -> PolicyError:
+        """The same problem, said as the setting that named the file (MESH_POLICY)."""
+        return PolicyError(self.source, self.path, self.what, label="MESH_POLICY file")
 
 
 # The file's shape ------------------------------------------------------------------------

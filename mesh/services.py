@@ -98,10 +98,13 @@ def build(settings: Settings, *, endpoint: str | None = None) -> Services:
         demo_endpoint=endpoint if settings.mode is Mode.DEMO else None,
     )
     # A broken policy or users file stops start-up, before any AWS call.
-    rules = load_policy(settings)
-    users = load_users(
-        settings.users_path, rules, source=str(settings.policy_path or "(built-in default)")
-    )
+    try:
+        rules = load_policy(settings)
+        users = load_users(
+            settings.users_path, rules, source=str(settings.policy_path or "(built-in default)")
+        )
+    except approval.PolicyError as exc:
+        raise exc.as_setting() from None
     sts = factory.client("sts")
     account = central_account(sts)
     catalog = GlueCatalog(factory.client("glue"), catalog_id=account)

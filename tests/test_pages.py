@@ -525,6 +525,9 @@ BAD_SETTINGS = [
     ("MESH_USERS", "/nonexistent/users.yaml"),
     # a cache lifetime that is not a number
     ("MESH_CATALOG_TTL", "soon"),
+    # an approval policy that cannot be read, or that is broken
+    ("MESH_POLICY", "/nonexistent/policy.yaml"),
+    ("MESH_POLICY", "examples/policies/../../README.md"),
 ]
 
 

@@ -358,3 +358,28 @@ def test_setting_error_is_invalid_input_so_the_cli_exits_2() -> None:
     # THEN the error is invalid input, which the CLI maps to exit code 2
     assert isinstance(refused.value, InvalidInput)
     assert refused.value.exit_code == 2
+
+
+# The approval policy file ------------------------------------------------------------------------
+
+
+def test_no_policy_file_means_the_built_in_default() -> None:
+    assert load_settings({}, {}).policy_path is None
+
+
+def test_policy_file_is_resolved_against_the_project() -> None:
+    settings = load_settings({"MESH_POLICY": "examples/policies/default.yaml"}, {})
+    assert settings.policy_path == PROJECT_ROOT / "examples" / "policies" / "default.yaml"
+
+
+@pytest.mark.parametrize(
+    "legacy", [{"MESH_MAX_DAYS_SENSITIVE": "30"}, {"MESH_REQUIRE_EXPIRY_SENSITIVE": "on"}]
+)
+def test_a_policy_file_and_the_old_pii_terms_settings_cannot_both_be_set(
+    legacy: dict[str, str],
+) -> None:
+    # GIVEN a policy file and a setting that the policy's rules replace
+    # WHEN the settings are read
+    # THEN one sentence says where those terms go now, so that nothing is silently ignored
+    with pytest.raises(SettingError, match="put max_days and require_duration in the policy"):
+        load_settings({"MESH_POLICY": "examples/policies/default.yaml", **legacy}, {})
