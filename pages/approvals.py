@@ -21,6 +21,12 @@ ui.show_flash()
 def _decided(outcome: AccessRequest) -> tuple[str, str]:
     if outcome.status is Status.DENIED:
         return f"Request {ui.md(outcome.id)} is denied.", "info"
+    if outcome.status is Status.PENDING_APPROVAL:
+        return (
+            f"Your approval of request {ui.md(outcome.id)} is recorded; "
+            f"{ui.md(market.progress(outcome))}.",
+            "success",
+        )
     return ui.outcome_flash(outcome)
 
 

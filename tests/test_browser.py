@@ -6,20 +6,15 @@ Playwright drives Debian's chromium against the demo started as a user starts it
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
-from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, free_ports, stop, wait_until_up
+from tests.browser_support import Demo, chromium, fresh_page, started_demo
 
 # A real browser against a real server: streamlit-authenticator's login-cookie component
 # reruns the page shortly after sign-in, and a click that lands in that rerun is lost. Each
@@ -34,67 +29,27 @@ COOKIE = "mesh_marketplace_auth"  # cookie.name in mesh/demo/users.yaml
 UI_TIMEOUT_MS = 30_000
 
 
-@dataclass(frozen=True, kw_only=True)
-class Demo:
-    url: str
-    folder: Path
-
-    def standin_endpoint(self) -> str:
-        return str(json.loads((self.folder / "demo-standin.json").read_text())["endpoint"])
-
-
 # Fixtures ---------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """`python -m mesh demo` on free ports, with its database and stand-in file in a tmp dir."""
-    folder = tmp_path_factory.mktemp("demo")
-    port, standin_port = free_ports(2)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "AWS_"))}
-    env["MESH_DB"] = str(folder / "demo.db")
-    log = folder / "demo.log"
-    with log.open("wb") as out:
-        command = [sys.executable, "-m", "mesh", "demo", "--port", str(port)]
-        process = subprocess.Popen(
-            [*command, "--standin-port", str(standin_port)],
-            cwd=PROJECT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        running = Demo(url=f"http://127.0.0.1:{port}", folder=folder)
-        wait_until_up(process, running, log)
+    with started_demo(tmp_path_factory.mktemp("demo")) as running:
         yield running
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing; install Debian's chromium package")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
 def page(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Page]:
     """A fresh browser context (no cookies); a screenshot lands in tmp_path if the test fails."""
-    failed_before = request.session.testsfailed
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    opened = context.new_page()
-    try:
+    with fresh_page(browser, request, tmp_path, timeout_ms=UI_TIMEOUT_MS) as opened:
         yield opened
-    finally:
-        if request.session.testsfailed > failed_before:
-            opened.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-        context.close()
 
 
 # Steps a person takes -----------------------------------------------------------------------

@@ -10,7 +10,6 @@ CLI against it, and the links are read from the notification outbox in its datab
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -22,10 +21,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Route, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, free_ports, stop, wait_until_up
+from tests.browser_support import Demo, chromium, fresh_page, started_demo
 
 # A real browser against a real server: streamlit-authenticator's login-cookie component
 # reruns the page shortly after sign-in, and a click that lands in that rerun is lost. Each
@@ -41,23 +40,6 @@ UI_TIMEOUT_MS = 15_000
 
 
 @dataclass(frozen=True, kw_only=True)
-class Demo:
-    url: str
-    folder: Path
-
-    @property
-    def db(self) -> Path:
-        return self.folder / "demo.db"
-
-    def standin_endpoint(self) -> str:
-        return str(json.loads((self.folder / "demo-standin.json").read_text())["endpoint"])
-
-    def cli_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "AWS_"))}
-        return {**env, "MESH_DB": str(self.db), "MESH_BASE_URL": self.url}
-
-
-@dataclass(frozen=True, kw_only=True)
 class Links:
     approve: str
     deny: str
@@ -69,52 +51,21 @@ class Links:
 @pytest.fixture
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """`python -m mesh demo` on free ports, whose links point back at it (MESH_BASE_URL)."""
-    folder = tmp_path_factory.mktemp("demo")
-    port, standin_port = free_ports(2)
-    # The links in notifications use MESH_BASE_URL; the browser must use the same host,
-    # or the login cookie set on one would not be sent to the other.
-    running = Demo(url=f"http://localhost:{port}", folder=folder)
-    log = folder / "demo.log"
-    with log.open("wb") as out:
-        command = [sys.executable, "-m", "mesh", "demo", "--port", str(port)]
-        process = subprocess.Popen(
-            [*command, "--standin-port", str(standin_port)],
-            cwd=PROJECT,
-            env=running.cli_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_until_up(process, running, log)
+    with started_demo(tmp_path_factory.mktemp("demo"), host="localhost") as running:
         yield running
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing; install Debian's chromium package")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
 def page(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Page]:
     """A fresh browser context (no cookies); a screenshot lands in tmp_path if the test fails."""
-    failed_before = request.session.testsfailed
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    opened = context.new_page()
-    try:
+    with fresh_page(browser, request, tmp_path, timeout_ms=UI_TIMEOUT_MS) as opened:
         yield opened
-    finally:
-        if request.session.testsfailed > failed_before:
-            opened.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-        context.close()
 
 
 # The CLI and the outbox ---------------------------------------------------------------------
