@@ -345,3 +345,59 @@ def test_policy_explain_refuses_bad_input_as_the_contract_says(
     assert result.code == code, result.err
     assert says in result.err
     assert_one_sentence_on_stderr(result)
+
+
+def test_notifications_go_to_whoever_can_act_on_the_current_step(
+    with_policy: Callable[[str], Services], aws: str
+) -> None:
+    from mesh.aws import ClientFactory
+    from mesh.demo import data
+
+    # GIVEN the demo's topics, and a two-step request
+    data.seed_topics(ClientFactory(demo_endpoint=aws).client)
+    services = with_policy("two-step-pii.yaml")
+    market = services.marketplace
+    request = market.submit(
+        "carol",
+        database="sales_orders",
+        table="customers",
+        account=ANALYTICS,
+        reason=LONG_REASON,
+        duration=timedelta(days=30),
+    )
+
+    def asked() -> list[tuple[str, str | None, str]]:
+        return [
+            (row["channel"], row["target"], row["status"])
+            for row in services.marketplace.store.notifications(request_id=request.id)
+            if row["kind"] == "approval_request"
+        ]
+
+    # THEN step 1 asks the owners, through the producer's topic
+    assert asked() == [("producer", "111111111111", "sent")]
+    # WHEN the owner approves, step 2 asks the privacy office on its own topic
+    market.approve(request.id, "sam")
+    assert asked()[1:] == [("group", data.PRIVACY_TOPIC, "sent")]
+    # AND the escalation group of step 1, which has no topic, is recorded as not notified
+    other = market.submit(
+        "carol",
+        database="hr_people",
+        table="employees",
+        account=ANALYTICS,
+        reason=LONG_REASON,
+        duration=timedelta(days=7),
+    )
+    real_clock = market.clock
+    market.clock = lambda: real_clock() + timedelta(hours=49)
+    Lifecycle(
+        market, remind_after=timedelta(days=30), warn_before=timedelta(days=1), grant_retry_limit=1
+    ).tick()
+    rows = [
+        r
+        for r in services.marketplace.store.notifications(request_id=other.id)
+        if r["channel"] == "group"
+    ]
+    assert [(r["status"], r["error"]) for r in rows] == [
+        ("skipped", "group data-governance has no topic_arn in the approval policy")
+    ]
+    assert market.store.approvals(other.id) == []

@@ -598,6 +598,8 @@ def seed(glue: Any) -> int:
 PRODUCERS_WITH_TOPIC = ("111111111111", "222222222222", "333333333333")
 DECISION_TOPIC = f"arn:aws:sns:us-east-1:{CENTRAL_ACCOUNT}:mesh-decisions"
 ADMIN_TOPIC = f"arn:aws:sns:us-east-1:{CENTRAL_ACCOUNT}:mesh-admin-reminders"
+# The privacy office's topic in examples/policies/two-step-pii.yaml (groups.*.topic_arn).
+PRIVACY_TOPIC = f"arn:aws:sns:us-east-1:{CENTRAL_ACCOUNT}:mesh-privacy-office"
 
 
 def seed_topics(
@@ -620,5 +622,5 @@ def seed_topics(
         )
         sns.create_topic(Name=topic_name)
     central = client_for("sns")
-    for arn in (DECISION_TOPIC, ADMIN_TOPIC):
+    for arn in (DECISION_TOPIC, ADMIN_TOPIC, PRIVACY_TOPIC):
         central.create_topic(Name=arn.rsplit(":", 1)[1])
