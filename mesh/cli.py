@@ -210,7 +210,11 @@ def _run_verb(services: Services, args: argparse.Namespace) -> int:
         items = m.pending_for(args.user)
         _print_list(
             [i.request.to_json() for i in items],
-            [_request_line(i.request) + f"\n    policy: {i.request.policy_reason}" for i in items],
+            [
+                _request_line(i.request)
+                + f"\n    policy: {i.request.policy_reason}\n    progress: {i.progress}"
+                for i in items
+            ],
             args.json,
         )
     elif args.verb == "audit":

@@ -286,13 +286,18 @@ class Outbox:
         return str(row["status"]) if row else "gone"
 
     def owner_not_notified(self, request_ids: list[str]) -> dict[str, str]:
-        """For each request whose owner has no delivered approval request: the cause."""
+        """For each request whose current step's approvers have no delivered approval
+        request: the cause."""
         causes: dict[str, str] = {}
         for request_id in request_ids:
+            request = self.store.get(request_id)
+            # Only what asked the approvers of the current step counts.
+            since = (request.step_started_at if request else None) or ""
             rows = [
                 r
                 for r in self.store.notifications(request_id=request_id)
                 if r["kind"] in (Kind.APPROVAL_REQUEST.value, Kind.OWNER_REMINDER.value)
+                and r["created_at"] >= since
             ]
             if not any(r["status"] == "sent" for r in rows):
                 last = rows[-1] if rows else None

@@ -493,7 +493,12 @@ def show_flash() -> None:
 def describe_outcome(request: AccessRequest) -> tuple[str, str]:
     scope = md(str(request.scope) if request.table else request.database)
     if request.status.value == "granted":
-        return "success", f"Access to {scope} for {request.account} is granted ({request.id})."
+        why = (
+            ""
+            if request.needs_approval
+            else f" The policy granted it at once: {md(request.policy_reason)}."
+        )
+        return "success", f"Access to {scope} for {request.account} is granted ({request.id}).{why}"
     if request.status.value == "pending_approval":
         steps = "; then ".join(s.describe() for s in request.plan)
         return "info", (

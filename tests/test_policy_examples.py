@@ -401,3 +401,36 @@ def test_notifications_go_to_whoever_can_act_on_the_current_step(
         ("skipped", "group data-governance has no topic_arn in the approval policy")
     ]
     assert market.store.approvals(other.id) == []
+
+
+def test_approvers_not_notified_is_about_the_current_step(
+    with_policy: Callable[[str], Services], aws: str
+) -> None:
+    import boto3
+
+    from mesh.aws import ClientFactory
+    from mesh.demo import data
+
+    # GIVEN the demo's topics, but the privacy office's topic is gone
+    data.seed_topics(ClientFactory(demo_endpoint=aws).client)
+    boto3.client("sns", region_name="us-east-1", endpoint_url=aws).delete_topic(
+        TopicArn=data.PRIVACY_TOPIC
+    )
+    services = with_policy("two-step-pii.yaml")
+    market = services.marketplace
+    request = market.submit(
+        "carol",
+        database="sales_orders",
+        table="customers",
+        account=ANALYTICS,
+        reason=LONG_REASON,
+        duration=timedelta(days=30),
+    )
+    # THEN at step 1 the owners were notified
+    assert services.outbox.owner_not_notified([request.id]) == {}
+    # WHEN step 2 begins and its notification fails
+    market.approve(request.id, "sam")
+    # THEN the request shows as not notified, with the cause, though step 1's message went out
+    causes = services.outbox.owner_not_notified([request.id])
+    assert list(causes) == [request.id]
+    assert causes[request.id].startswith("failed: ")
