@@ -223,8 +223,6 @@ def _key_path(loc: Sequence[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("function-before[_values(), dict[str,tuple[str, ...]]]",):
-            continue
         else:
             out += ("." if out else "") + str(part)
     return out
@@ -244,6 +242,7 @@ def _first_problem(source: str, exc: ValidationError) -> PolicyError:
     more = len(errors) - 1
     if more:
         what += f" (and {more} more problem{'s' if more > 1 else ''})"
+    # A validator's own name can appear in the location; the file has no such key.
     loc = [p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
     return PolicyError(source, _key_path(loc), what)
 
