@@ -173,6 +173,26 @@ class ApprovalPolicy(_Model):
     admins_approve: bool = True
     rules: dict[str, Rule]
 
+    @field_validator("domains", mode="before")
+    @classmethod
+    def _domains(cls, raw: Any) -> Any:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            raise ValueError("must map a domain name to a list of 12-digit account ids")
+        out: dict[str, tuple[str, ...]] = {}
+        for name, accounts in raw.items():
+            if not isinstance(accounts, list):
+                raise ValueError(f"the accounts of domain {name} must be a list")
+            for account in accounts:
+                if not (isinstance(account, str) and _ACCOUNT.fullmatch(account.strip())):
+                    raise ValueError(
+                        f"domain {name} lists {account!r}, which is not a 12-digit account id "
+                        'in quotes (quote ids in YAML: "012345678901")'
+                    )
+            out[str(name)] = tuple(a.strip() for a in accounts)
+        return out
+
     @property
     def parameters(self) -> tuple[str, ...]:
         """The catalog parameters the policy reads, in the order the levels name them."""
@@ -218,6 +238,22 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _no_duplicate_keys(loader: _Loader, node: yaml.MappingNode) -> Any:
+    """A key given twice would silently drop the first value: refuse it instead."""
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
+
+
 def _key_path(loc: Sequence[int | str]) -> str:
     out = ""
     for part in loc:
@@ -233,9 +269,9 @@ def _first_problem(source: str, exc: ValidationError) -> PolicyError:
     first = errors[0]
     kind = first["type"]
     if kind == "extra_forbidden":
-        what = "is not a key the policy knows (check its spelling)"
+        what = "this key is unknown (check its spelling)"
     elif kind == "missing":
-        what = "is required"
+        what = "this key is required"
     else:
         what = str(first["msg"]).removeprefix("Value error, ")
         what = what[0].lower() + what[1:]
@@ -261,10 +297,18 @@ def parse(document: Any, *, source: str = "(text)") -> ApprovalPolicy:
 
 def loads(text: str, *, source: str = "(text)") -> ApprovalPolicy:
     try:
-        document = yaml.load(text, Loader=_Loader)
+        document = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise PolicyError(source, "", f"it is not valid YAML ({str(exc).splitlines()[0]})") from exc
+        raise PolicyError(source, "", f"it is not valid YAML ({_yaml_problem(exc)})") from exc
     return parse(document, source=source)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return str(problem)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
 
 
 def load(path: Path) -> ApprovalPolicy:
@@ -272,6 +316,8 @@ def load(path: Path) -> ApprovalPolicy:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(str(path), "", f"it cannot be read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(str(path), "", "it is not UTF-8 text") from exc
     return loads(text, source=str(path))
 
 
@@ -321,6 +367,8 @@ def _check_rule(policy: ApprovalPolicy, path: str, rule: Rule, bad: Any) -> None
         raise bad(path, "a rule either sets auto_approve: true or lists steps, not both")
     if not rule.auto_approve and not rule.steps:
         raise bad(path, "a rule needs auto_approve: true or at least one approval step")
+    if rule.auto_approve and rule.auto_approve_if != AutoApproveIf():
+        raise bad(f"{path}.auto_approve_if", "a rule that approves everything needs no conditions")
     for i, step in enumerate(rule.steps):
         here = f"{path}.steps[{i}]"
         if step.approvers != OWNER and step.approvers not in policy.groups:
@@ -330,6 +378,8 @@ def _check_rule(policy: ApprovalPolicy, path: str, rule: Rule, bad: Any) -> None
             )
         if step.escalate is not None and step.escalate.to not in policy.groups:
             raise bad(f"{here}.escalate.to", f"{step.escalate.to!r} is not a group under groups")
+        if step.escalate is not None and step.escalate.to == step.approvers:
+            raise bad(f"{here}.escalate.to", "a step cannot escalate to its own approvers")
 
 
 def check_users(policy: ApprovalPolicy, users: Iterable[User], *, source: str) -> None:
@@ -341,24 +391,116 @@ def check_users(policy: ApprovalPolicy, users: Iterable[User], *, source: str) -
                 raise PolicyError(
                     source, f"groups.{group}.members[{i}]", f"{member!r} is not in the users file"
                 )
+    owners: dict[str, int] = {}
+    for user in everyone.values():
+        for account in user.owner_of if user.is_owner else ():
+            owners[account] = owners.get(account, 0) + 1
     for level, rule in policy.rules.items():
         for i, step in enumerate(rule.steps):
+            need = step.quorum if isinstance(step.quorum, int) else 1
+            here = f"rules.{level}.steps[{i}]"
+            if step.approvers == OWNER and need > 1:
+                short = sorted(a for a, n in owners.items() if n < need)
+                if short:
+                    raise PolicyError(
+                        source,
+                        here,
+                        f"the step needs {need} owners, but producer account {short[0]} has "
+                        f"{owners[short[0]]} in the users file",
+                    )
             names = [step.approvers] + ([step.escalate.to] if step.escalate else [])
             for group in (g for g in names if g != OWNER):
                 size = len(members(group, everyone.values()))
-                need = step.quorum if isinstance(step.quorum, int) else 1
                 if size < need:
                     raise PolicyError(
                         source,
-                        f"rules.{level}.steps[{i}]",
-                        f"group {group!r} has {size} member{'s' if size != 1 else ''} but "
-                        f"the step needs {need}; add members (in the policy or the users file)",
+                        here,
+                        f"group {group!r} has {size} member{'s' if size != 1 else ''} (in "
+                        f"the policy and the users file together) but the step needs {need}",
                     )
+
+
+def check_waiting(policy: ApprovalPolicy, waiting: Iterable[AccessRequest], *, source: str) -> None:
+    """Every group a waiting request's remaining steps name must still be in the policy."""
+    for request in waiting:
+        for step in request.plan[request.step :]:
+            for group in (step.approvers, step.escalate_to):
+                if group is None or group == OWNER or group in policy.groups:
+                    continue
+                raise PolicyError(
+                    source,
+                    "groups",
+                    f"request {request.id} still waits for group {group!r}, which the policy "
+                    "no longer defines; keep the group until such requests are decided",
+                )
 
 
 def members(group: str, users: Iterable[User]) -> frozenset[str]:
     """The usernames in a group: listed in the policy or the users file (merged into User)."""
     return frozenset(u.username for u in users if group in u.groups)
+
+
+def approvers_of(step: Step, users: Iterable[User], owner: str | None) -> list[User]:
+    """The people a step names (owners or group members), before escalation and admins."""
+    if step.approvers == OWNER:
+        return [u for u in users if owns(u, owner)]
+    return [u for u in users if step.approvers in u.groups]
+
+
+def needed(step: Step, *, requester: str, users: Iterable[User], owner: str | None) -> int:
+    """How many approvals fill ``step``: any is one, n is n, all is every approver it names
+    but the requester."""
+    if step.quorum == "any":
+        return 1
+    if isinstance(step.quorum, int):
+        return step.quorum
+    others = [u for u in approvers_of(step, users, owner) if u.username != requester]
+    return max(1, len(others))
+
+
+def unfillable(
+    plan: Sequence[Step], *, requester: str, users: Sequence[User], owner: str | None
+) -> str | None:
+    """Why no set of different people could ever fill every step, or None if some could.
+
+    Each person fills at most one place across all steps, so this is a matching of places
+    to people (Kuhn's algorithm; plans and groups are small).
+    """
+    places: list[set[str]] = []
+    for index, step in enumerate(plan):
+        people = {u.username for u in approvers_of(step, users, owner)}
+        if step.escalate_to:
+            people |= members(step.escalate_to, users)
+        if step.admins:
+            people |= {u.username for u in users if u.is_admin}
+        people.discard(requester)
+        count = needed(step, requester=requester, users=users, owner=owner)
+        if len(people) < count:
+            return (
+                f"step {index + 1} ({step.describe()}) needs {count} "
+                f"{'person' if count == 1 else 'different people'} other than {requester}, "
+                f"and has {len(people)}"
+            )
+        places += [people] * count
+    taken: dict[str, int] = {}
+
+    def assign(place: int, seen: set[str]) -> bool:
+        for person in sorted(places[place]):
+            if person in seen:
+                continue
+            seen.add(person)
+            if person not in taken or assign(taken[person], seen):
+                taken[person] = place
+                return True
+        return False
+
+    for place in range(len(places)):
+        if not assign(place, set()):
+            return (
+                f"its {len(plan)} steps need {len(places)} different people in all, and "
+                "too few people are named across them (one person fills one place)"
+            )
+    return None
 
 
 # The built-in default ----------------------------------------------------------------------
@@ -605,7 +747,9 @@ def evaluate(
     return Verdict(
         level=level,
         findings=findings,
-        steps=() if auto is not None else tuple(to_step(s) for s in rule.steps),
+        steps=()
+        if auto is not None
+        else tuple(to_step(s, admins=policy.admins_approve) for s in rule.steps),
         auto_reason=auto,
         reason=reason,
         sensitive_columns=tuple(f.column for f in findings if f.column is not None),
@@ -615,12 +759,13 @@ def evaluate(
     )
 
 
-def to_step(rule: StepRule) -> Step:
+def to_step(rule: StepRule, *, admins: bool) -> Step:
     return Step(
         approvers=rule.approvers,
         quorum=rule.quorum,
         escalate_after_hours=rule.escalate.after_hours if rule.escalate else None,
         escalate_to=rule.escalate.to if rule.escalate else None,
+        admins=admins,
     )
 
 
@@ -674,18 +819,31 @@ class _Approved(Protocol):
 def in_step(policy: ApprovalPolicy, user: User, request: AccessRequest, owner: str | None) -> bool:
     """Whether ``user`` is one of the approvers of the request's current step.
 
-    Admins are, when the policy lets them (``admins_approve``); an escalated step also takes
-    its escalation group.
+    Admins are, when the step lets them (the policy's ``admins_approve`` when the request
+    was submitted); an escalated step also takes its escalation group.
     """
     step = request.current_step
     if step is None:
         return False
-    if user.is_admin and policy.admins_approve:
+    if user.is_admin and step.admins:
         return True
     groups = [step.approvers]
     if request.escalated_at is not None and step.escalate_to:
         groups.append(step.escalate_to)
     return any(owns(user, owner) if g == OWNER else g in user.groups for g in groups)
+
+
+def capacity(user: User, request: AccessRequest, owner: str | None) -> str:
+    """In what capacity ``user`` fills a place: "" as the step's own approvers, else "admin"
+    or the escalation group's name."""
+    step = request.current_step
+    if step is None:
+        return ""
+    if owns(user, owner) if step.approvers == OWNER else step.approvers in user.groups:
+        return ""
+    if request.escalated_at is not None and step.escalate_to in user.groups:
+        return str(step.escalate_to)
+    return "admin" if user.is_admin else ""
 
 
 def may_act(

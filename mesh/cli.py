@@ -1,4 +1,4 @@
-"""``python -m mesh``: a thin command line over the same use cases as the web app.
+"""python -m mesh: a thin command line over the same use cases as the web app.
 
 The CLI trusts ``--as USER``: running it already takes access to the server, its settings
 and its database. Every role and ownership rule still applies to that user.
@@ -90,7 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--columns", help="comma-separated columns of the table")
     explain.add_argument("--account", required=True)
     explain.add_argument("--json", action="store_true", help="print JSON")
-    verb("tick", "run one pass of the periodic job: expiry, reminders, warnings, retries")
+    verb(
+        "tick",
+        "run one pass of the periodic job: expiry, escalations, reminders, warnings, retries",
+    )
     reconcile = verb("reconcile", "compare granted requests with what Lake Formation holds")
     reconcile.add_argument("--fix", action="store_true", help="re-apply missing grants")
     audit = verb("audit", "print the audit log")
@@ -123,13 +126,15 @@ def _request_line(r: AccessRequest) -> str:
     return line
 
 
-def _show_request(request: AccessRequest, as_json: bool) -> int:
+def _show_request(request: AccessRequest, as_json: bool, *, progress: str = "") -> int:
     if as_json:
         _print_json(request.to_json())
     else:
         print(_request_line(request))
         if request.needs_approval and request.policy_reason:
             print(f"    policy: {request.policy_reason}")
+        if progress:
+            print(f"    progress: {progress}")
     if request.error:
         print(f"Request {request.id} failed: {request.error}", file=sys.stderr)
         return 1
@@ -152,6 +157,7 @@ def _catalog(services: Services, args: argparse.Namespace) -> int:
                 row.pii,
                 "contains PII" if row.contains_pii else "",
                 "NO OWNER" if row.no_owner else "",
+                f"level {row.level}, needs approval" if row.sensitive else "",
             )
             if m
         )
@@ -180,7 +186,9 @@ def _run_verb(services: Services, args: argparse.Namespace) -> int:
         "retry": lambda: m.retry(args.request_id, args.user),
     }
     if args.verb in single:
-        return _show_request(single[args.verb](), args.json)
+        done = single[args.verb]()
+        waiting = m.progress(done) if done.current_step is not None else ""
+        return _show_request(done, args.json, progress=waiting)
     if args.verb == "catalog":
         return _catalog(services, args)
     if args.verb == "policy":
@@ -250,10 +258,13 @@ def _explain_lines(verdict: Verdict) -> list[str]:
 
 def _policy_check(args: argparse.Namespace) -> int:
     """Validate a policy file; with loadable settings, against the users file too."""
+    problem = None
     try:
         settings = load_settings()
-    except SettingError:
-        settings = None
+    except SettingError as exc:
+        if not args.file:  # without the settings, MESH_POLICY itself is unknown
+            raise
+        settings, problem = None, exc.message
     path = Path(args.file) if args.file else (settings.policy_path if settings else None)
     if path is None:
         rules = approval.DEFAULT
@@ -273,10 +284,13 @@ def _policy_check(args: argparse.Namespace) -> int:
         "rules": {
             name: "granted at once"
             if rule.auto_approve
-            else approval.describe_steps([approval.to_step(s) for s in rule.steps])
+            else approval.describe_steps(
+                [approval.to_step(s, admins=rules.admins_approve) for s in rule.steps]
+            )
             for name, rule in rules.rules.items()
         },
         "users_file": checked_users,
+        "users_file_problem": problem,
     }
     if args.json:
         _print_json(summary)
@@ -288,6 +302,8 @@ def _policy_check(args: argparse.Namespace) -> int:
         print(f"  {name}: {rule if isinstance(rule, str) else ' then '.join(rule)}")
     if checked_users:
         print(f"groups checked against {checked_users}")
+    else:
+        print(f"groups NOT checked against a users file: {problem}")
     return 0
 
 

@@ -376,7 +376,10 @@ class Lifecycle:
             )
             if claimed is None:
                 continue
-            to_admins = level == 2
+            # Admins are asked only when they may fill a place; otherwise the step's own
+            # approvers are reminded again.
+            step = claimed.current_step
+            to_admins = level == 2 and (step is None or step.admins)
             m._notify("approval_request", claimed, reminder=True, to_admins=to_admins)
             (report.admin_reminders if to_admins else report.owner_reminders).append(request.id)
 

@@ -174,14 +174,16 @@ class Step:
     """One approval step of a request: who approves, how many, and where it escalates.
 
     ``approvers`` is ``owner`` (the owners of the producer account) or a group's name. A
-    request stores its steps when it is submitted, so a policy edited later never changes
-    the steps of a request already waiting.
+    request stores its steps when it is submitted (whether admins may fill them included),
+    so a policy edited later never changes the steps of a request already waiting; who is
+    in a group is read from the users and policy files at the time of each decision.
     """
 
     approvers: str
     quorum: int | str = "any"
     escalate_after_hours: float | None = None
     escalate_to: str | None = None
+    admins: bool = True  # admins may fill a place (the policy's admins_approve, when stored)
 
     def describe(self) -> str:
         who = "an owner of the product" if self.approvers == "owner" else self.approvers
@@ -201,6 +203,7 @@ class Step:
             "quorum": self.quorum,
             "escalate_after_hours": self.escalate_after_hours,
             "escalate_to": self.escalate_to,
+            "admins": self.admins,
         }
 
     @classmethod
@@ -210,6 +213,7 @@ class Step:
             quorum=raw.get("quorum", "any"),
             escalate_after_hours=raw.get("escalate_after_hours"),
             escalate_to=raw.get("escalate_to"),
+            admins=bool(raw.get("admins", True)),
         )
 
 

@@ -67,8 +67,8 @@ def _facts(request: AccessRequest) -> list[str]:
             if (step := request.current_step) is not None
             else []
         ),
-        "PII columns:    "
-        + (", ".join(request.pii_columns) or "(flagged at database or table level)"),
+        "Sensitive cols: "
+        + (", ".join(request.pii_columns) or "(classified at database or table level)"),
     ]
 
 

@@ -14,6 +14,7 @@ from mesh.errors import SettingError
 from mesh.grants import LakeFormation
 from mesh.lifecycle import Lifecycle
 from mesh.links import LinkSigner, load_or_create_secret
+from mesh.models import Status
 from mesh.notify import SnsNotifier
 from mesh.org import AwsOrganization, Organization, StaticOrganization, UnknownOrganization
 from mesh.outbox import Outbox
@@ -111,6 +112,14 @@ def build(settings: Settings, *, endpoint: str | None = None) -> Services:
     lakeformation = LakeFormation(factory.client("lakeformation"))
     store = Store(settings.db_path)
     store.migrate()
+    try:
+        approval.check_waiting(
+            rules,
+            store.requests(statuses=[Status.PENDING_APPROVAL]),
+            source=str(settings.policy_path or "(built-in default)"),
+        )
+    except approval.PolicyError as exc:
+        raise exc.as_setting() from None
     links = _links(settings)
     notifier = SnsNotifier(
         sts=sts,

@@ -174,7 +174,15 @@ def _approval_steps(db: sqlite_utils.Database) -> None:
         [json.dumps([OWNER_STEP.to_json()])],
     )
     db["approvals"].create(  # type: ignore[union-attr]
-        {"id": int, "request_id": str, "step": int, "username": str, "at": str, "comment": str},
+        {
+            "id": int,
+            "request_id": str,
+            "step": int,
+            "username": str,
+            "acting_as": str,
+            "at": str,
+            "comment": str,
+        },
         pk="id",
         not_null={"request_id", "step", "username", "at"},
     )
@@ -191,6 +199,12 @@ class Approval:
     username: str
     at: str
     comment: str = ""
+    acting_as: str = ""  # the step's approvers, "admin", or the escalation group
+
+    @property
+    def label(self) -> str:
+        """The approver, and the capacity when it was not the step's own approvers."""
+        return f"{self.username} as {self.acting_as}" if self.acting_as else self.username
 
 
 class AlreadyApproved(Exception):
@@ -477,6 +491,7 @@ class Store:
                         "request_id": approval.request_id,
                         "step": approval.step,
                         "username": approval.username,
+                        "acting_as": approval.acting_as,
                         "at": approval.at,
                         "comment": approval.comment,
                     }
@@ -521,6 +536,7 @@ class Store:
                     request_id=row["request_id"],
                     step=row["step"],
                     username=row["username"],
+                    acting_as=row["acting_as"] or "",
                     at=row["at"],
                     comment=row["comment"] or "",
                 )

@@ -541,20 +541,22 @@ def _column_picker(key: str, ctx: Context, database: Database, table: Table) -> 
 
 
 def policy_note(ctx: Context, *, database: str, table: str | None) -> None:
-    """Say what the approval policy does with a request for this scope, before it is made."""
+    """Say what the approval policy does with a request for this scope, before it is made.
+
+    The verdict can depend on the target account (same domain, allow-lists), so it is given
+    for each of the user's accounts when they differ.
+    """
     with guard():
-        verdict = ctx.services.marketplace.explain(database=database, table=table, account=None)
-        if verdict.needs_approval:
-            steps = "; then ".join(s.describe() for s in verdict.steps)
-            st.warning(
-                f"Level **{md(verdict.level)}**: a request waits for approval ({md(steps)}). "
-                f"Why: {md(verdict.reason)}."
-            )
+        market = ctx.services.marketplace
+        accounts: list[str | None] = list(ctx.user.accounts) or [None]
+        verdicts = {a: market.explain(database=database, table=table, account=a) for a in accounts}
+        outcomes = {(v.needs_approval, v.steps) for v in verdicts.values()}
+        if len(outcomes) == 1:
+            _verdict_note(next(iter(verdicts.values())), None)
         else:
-            st.success(
-                f"Level **{md(verdict.level)}**: access is granted at once. "
-                f"Why: {md(verdict.reason)}."
-            )
+            for account, verdict in verdicts.items():
+                _verdict_note(verdict, account)
+        verdict = next(iter(verdicts.values()))
         terms = [
             *([f"at most {verdict.max_days} days"] if verdict.max_days else []),
             *(["a duration or an end date"] if verdict.require_duration else []),
@@ -566,6 +568,21 @@ def policy_note(ctx: Context, *, database: str, table: str | None) -> None:
         ]
         if terms:
             st.caption("The policy asks for " + md("; ".join(terms)) + ".")
+
+
+def _verdict_note(verdict: approval.Verdict, account: str | None) -> None:
+    where = f"For account {md(account)}: level" if account else "Level"
+    if verdict.needs_approval:
+        steps = "; then ".join(s.describe() for s in verdict.steps)
+        st.warning(
+            f"{where} **{md(verdict.level)}**: a request waits for approval ({md(steps)}). "
+            f"Why: {md(verdict.reason)}."
+        )
+    else:
+        st.success(
+            f"{where} **{md(verdict.level)}**: access is granted at once. "
+            f"Why: {md(verdict.reason)}."
+        )
 
 
 def request_form(

@@ -219,6 +219,17 @@ class Marketplace:
         approval.check_request(
             verdict, duration=duration, until=until, reason=reason, today=self.clock().date()
         )
+        stuck = approval.unfillable(
+            verdict.steps,
+            requester=user.username,
+            users=self.users.everyone(),
+            owner=db.owner_account,
+        )
+        if stuck is not None:
+            raise InvalidInput(
+                f"This request could never be approved: {stuck}. Nothing was stored; ask a "
+                "platform admin to fix the approval policy's groups or the users file."
+            )
         now = self._now()
         request = AccessRequest(
             id=new_request_id(),
@@ -300,6 +311,8 @@ class Marketplace:
         db = self.catalog.database(database)
         tables = [self.catalog.table(database, table)] if table else self.catalog.tables(database)
         subset = policy.check_columns(tables[0], columns) if columns is not None else None
+        if db.owner_account is None:
+            raise InvalidInput(NO_OWNER[0].upper() + NO_OWNER[1:] + ", so it cannot be requested.")
         scope = Scope(database=db.name, table=tables[0].name if table else None, columns=subset)
         return approval.evaluate(
             self.rules, scope, db, tables, account=account.strip() if account else None
@@ -307,7 +320,9 @@ class Marketplace:
 
     # Decisions ------------------------------------------------------------------------
 
-    def _authorise_decision(self, user: User, request_id: str) -> AccessRequest:
+    def _authorise_decision(
+        self, user: User, request_id: str, *, verb: str = "approve"
+    ) -> AccessRequest:
         request = self._request(request_id)
         if user.username == request.requester:
             raise Forbidden(f"You cannot decide your own request {request.id}.")
@@ -324,23 +339,22 @@ class Marketplace:
         if request.status is not Status.PENDING_APPROVAL:
             raise self._moved_on(request.id, "decided")
         if any(a.username == user.username for a in self.store.approvals(request.id)):
+            then = (
+                "someone else must give the next approval"
+                if verb == "approve"
+                else "the approvers of its current step decide it now"
+            )
             raise Conflict(
                 f"You have already approved request {request.id}; one person fills one "
-                "place, so someone else must give the next approval."
+                f"place, so {then}."
             )
         return request
 
     def needed(self, request: AccessRequest, step: Step, owner: str | None) -> int:
         """How many approvals fill ``step`` now; "all" counts the approvers but the requester."""
-        if step.quorum == "any":
-            return 1
-        if isinstance(step.quorum, int):
-            return step.quorum
-        if step.approvers == approval.OWNER:
-            people = [u for u in self.users.everyone() if policy.owns(u, owner)]
-        else:
-            people = [u for u in self.users.everyone() if step.approvers in u.groups]
-        return max(1, len([u for u in people if u.username != request.requester]))
+        return approval.needed(
+            step, requester=request.requester, users=self.users.everyone(), owner=owner
+        )
 
     def progress(self, request: AccessRequest, done: Sequence[Approval] | None = None) -> str:
         """Where a request stands, such as "step 2 of 2: owner approved (sam); waiting for
@@ -351,7 +365,7 @@ class Marketplace:
         done = self.store.approvals(request.id) if done is None else done
         parts = [f"step {request.step + 1} of {len(request.plan)}"]
         before = [
-            f"{s.approvers} approved ({', '.join(a.username for a in done if a.step == i)})"
+            f"{s.approvers} approved ({', '.join(a.label for a in done if a.step == i)})"
             for i, s in enumerate(request.plan[: request.step])
         ]
         have = len([a for a in done if a.step == request.step])
@@ -375,8 +389,15 @@ class Marketplace:
             raise self._moved_on(request.id, "approved")
         now = self._now()
         last = request.step >= len(request.plan) - 1
-        needed = self.needed(request, step, self._owner_now(request))
-        where = {"step": request.step + 1, "of": len(request.plan), "approvers": step.approvers}
+        owner = self._owner_now(request)
+        needed = self.needed(request, step, owner)
+        acting_as = approval.capacity(user, request, owner)
+        where = {
+            "step": request.step + 1,
+            "of": len(request.plan),
+            "approvers": step.approvers,
+            "as": acting_as,
+        }
         try:
             outcome = self.store.record_approval(
                 Approval(
@@ -385,6 +406,7 @@ class Marketplace:
                     username=user.username,
                     at=now,
                     comment=comment,
+                    acting_as=acting_as,
                 ),
                 needed=needed,
                 last_step=last,
@@ -408,6 +430,13 @@ class Marketplace:
                 f"You have already approved request {request.id}; one person fills one place."
             ) from None
         if outcome is None:
+            current = self.store.get(request.id)
+            if current is not None and current.status is Status.PENDING_APPROVAL:
+                raise Conflict(
+                    f"Request {request.id} moved on while you approved it: another approver "
+                    f"completed step {request.step + 1}; look at it again "
+                    f"({self.progress(current)})."
+                )
             raise self._moved_on(request.id, "approved")
         updated, completed = outcome
         if completed and last:
@@ -421,7 +450,7 @@ class Marketplace:
         comment = _clean_comment(comment)
         if not comment:
             raise InvalidInput("A denial needs a comment that tells the requester why.")
-        request = self._authorise_decision(user, request_id)
+        request = self._authorise_decision(user, request_id, verb="deny")
         now = self._now()
         decided = self.store.transition(
             request.id,

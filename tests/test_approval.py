@@ -7,6 +7,7 @@ of the shipped examples are in test_policy_examples.py).
 
 from __future__ import annotations
 
+import re
 import tempfile
 import threading
 from dataclasses import dataclass, field, replace
@@ -334,11 +335,11 @@ DELETE = object()
 INVALID = [
     # the shape
     (with_("version", 2), "version", "input should be 1"),
-    (with_("version", DELETE), "version", "is required"),
+    (with_("version", DELETE), "version", "this key is required"),
     (with_("levels", []), "levels", "at least 1 item"),
-    (with_("rules", DELETE), "rules", "is required"),
-    (with_("colour", "red"), "colour", "not a key the policy knows"),
-    (with_("rules.pii.auto_aprove", True), "rules.pii.auto_aprove", "not a key the policy knows"),
+    (with_("rules", DELETE), "rules", "this key is required"),
+    (with_("colour", "red"), "colour", "this key is unknown"),
+    (with_("rules.pii.auto_aprove", True), "rules.pii.auto_aprove", "this key is unknown"),
     (with_("levels.0.name", "Public"), "levels[0].name", "is not a name"),
     (with_("levels.1.match", ["pii_flag"]), "levels[1].match", "must map a catalog parameter"),
     (with_("levels.1.match", {"pii_flag": "true"}), "levels[1].match", "must be a list"),
@@ -366,7 +367,8 @@ INVALID = [
      "no level matches this parameter"),
     (with_("unknown", {"pii_flag": "secret"}), "unknown.pii_flag", "'secret' is not a level"),
     (with_("groups.Owners", {"members": []}), "groups.Owners", "a group name is"),
-    (with_("domains", {"sales": ["1234"]}), "domains.sales[0]", "not a 12-digit account id"),
+    (with_("domains", {"sales": ["1234"]}), "domains", "not a 12-digit account id in quotes"),
+    (with_("domains", {"sales": [123456789012]}), "domains", "quote ids in YAML"),
     (with_("rules.public", DELETE), "rules.public", "every level needs a rule"),
     (with_("rules.secret", {"auto_approve": True}), "rules.secret", "there is no level 'secret'"),
     (with_("rules.pii.auto_approve", True), "rules.pii", "not both"),
@@ -426,7 +428,12 @@ def user(
     ("members", "path", "what"),
     [
         (["priya", "zed"], "groups.privacy-office.members[1]", "'zed' is not in the users file"),
-        ([], "rules.pii.steps[1]", "group 'privacy-office' has 0 members but the step needs 1"),
+        (
+            [],
+            "rules.pii.steps[1]",
+            "group 'privacy-office' has 0 members (in the policy and the users file together) but "
+            "the step needs 1",
+        ),
     ],
 )
 def test_groups_are_checked_against_the_users_file(
@@ -448,7 +455,10 @@ def test_groups_are_checked_against_the_users_file(
 def test_a_quorum_larger_than_its_group_is_refused() -> None:
     rules = approval.parse(with_("rules.pii.steps.1.quorum", 2), source="p.yaml")
     people = [user("priya", groups=("privacy-office",))]
-    with pytest.raises(PolicyError, match="has 1 member but the step needs 2"):
+    with pytest.raises(
+        PolicyError,
+        match=r"has 1 member \(in the policy and the users file together\) but the step needs 2",
+    ):
         approval.check_users(rules, people, source="p.yaml")
 
 
@@ -463,9 +473,9 @@ CAROL = user("carol", Role.CONSUMER)
 STEN = user("sten", groups=("stewards",))
 STELLA = user("stella", groups=("stewards",))
 STU = user("stu", groups=("stewards",))
-PII_PLAN = (
-    Step(approvers="owner", escalate_after_hours=48, escalate_to="governance"),
-    Step(approvers="privacy-office"),
+PII_PLAN = (  # as four_levels() makes it: admins_approve is false
+    Step(approvers="owner", escalate_after_hours=48, escalate_to="governance", admins=False),
+    Step(approvers="privacy-office", admins=False),
 )
 
 
@@ -517,9 +527,13 @@ def test_only_the_current_steps_approvers_may_act(
     assert approval.may_act(four_levels(), who, request_, PRODUCER, done) is allowed
 
 
-def test_admins_act_on_any_step_when_the_policy_lets_them() -> None:
-    assert approval.may_act(approval.DEFAULT, ADA, pending(1), PRODUCER, ())
-    assert not approval.may_act(approval.DEFAULT, ADA, pending(1, requester="ada"), PRODUCER, ())
+def test_admins_act_on_any_step_the_request_was_given_with_admins_allowed() -> None:
+    # GIVEN the same waiting request, its steps stored with and without admins_approve
+    allowed = replace(pending(1), plan=tuple(replace(s, admins=True) for s in PII_PLAN))
+    # THEN an admin may act only where the stored step allows it, and never as requester
+    assert approval.may_act(four_levels(), ADA, allowed, PRODUCER, ())
+    assert not approval.may_act(four_levels(), ADA, pending(1), PRODUCER, ())
+    assert not approval.may_act(four_levels(), ADA, replace(allowed, requester="ada"), PRODUCER, ())
 
 
 def test_nothing_is_acted_on_once_the_request_left_pending() -> None:
@@ -994,3 +1008,175 @@ def test_nothing_is_granted_unless_its_steps_are_satisfied_and_grants_are_exactl
         else:
             assert grants.made == []
             assert final.status in (Status.PENDING_APPROVAL, Status.DENIED)
+
+
+# What the review found: edits, stuck requests, and messages -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        # a key given twice would silently drop half of the file
+        ("version: 1\nversion: 1\n", "the key 'version' is given twice at line 2, column 1"),
+        ("version: 1\nrules:\n  pii: {auto_approve: true}\n  pii: {steps: []}\n",
+         "the key 'pii' is given twice at line 4, column 3"),
+        # a syntax error says where
+        ("version: 1\nlevels: [\n", "at line 3, column 1"),
+    ],
+)  # fmt: skip
+def test_yaml_problems_say_where_they_are(text: str, what: str) -> None:
+    with pytest.raises(PolicyError, match=re.escape(what)):
+        approval.loads(text, source="p.yaml")
+
+
+def test_a_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_bytes(b"version: 1\n# \xff\xfe\n")
+    with pytest.raises(PolicyError, match="it is not UTF-8 text"):
+        approval.load(path)
+
+
+@pytest.mark.parametrize(
+    ("document", "path", "what"),
+    [
+        (with_("rules.public.auto_approve_if", {"same_domain": True}),
+         "rules.public.auto_approve_if", "needs no conditions"),
+        (with_("rules.pii.steps.1.escalate", {"after_hours": 1, "to": "privacy-office"}),
+         "rules.pii.steps[1].escalate.to", "cannot escalate to its own approvers"),
+    ],
+)  # fmt: skip
+def test_rules_that_say_nothing_useful_are_refused(
+    document: dict[str, Any], path: str, what: str
+) -> None:
+    with pytest.raises(PolicyError, match=re.escape(f"at {path}: ")) as raised:
+        approval.parse(document, source="p.yaml")
+    assert what in raised.value.message
+
+
+def test_an_owner_step_needing_more_owners_than_a_product_has_is_refused() -> None:
+    rules = approval.parse(with_("rules.pii.steps.0.quorum", 2), source="p.yaml")
+    people = [SAM, user("olga", Role.OWNER, owner_of=(PRODUCER,)), MIA, PRIYA]
+    with pytest.raises(PolicyError, match=f"producer account {OTHER_PRODUCER} has 1"):
+        approval.check_users(rules, people, source="p.yaml")
+
+
+def test_a_request_no_set_of_people_could_approve_is_refused_before_it_is_stored(
+    tmp_path: Path,
+) -> None:
+    # GIVEN sam, who owns the product and is the privacy office's only member
+    rules = approval.parse(with_("groups.privacy-office.members", ["sam"]), source="p.yaml")
+    alone = Users(
+        {u.username: u for u in (replace(SAM, groups=frozenset({"privacy-office"})), CAROL)}
+    )
+    market, _ = make_market(tmp_path / "mesh.db", rules, users=alone)
+    # WHEN carol asks for PII, which needs the owner and then the privacy office
+    with pytest.raises(InvalidInput, match="could never be approved: its 2 steps need 2 "):
+        ask(market, "customers")
+    # THEN nothing is stored
+    assert market.store.requests() == []
+
+
+def test_a_requester_inside_the_group_cannot_leave_a_numeric_quorum_unfillable(
+    tmp_path: Path,
+) -> None:
+    # GIVEN stewards (three, quorum 3) and carol, who is a steward too
+    rules = four_levels()
+    rules = rules.model_copy(
+        update={"rules": {**rules.rules, "restricted": approval.Rule(
+            steps=(approval.StepRule(approvers="stewards", quorum=3),), max_days=30)}}
+    )  # fmt: skip
+    people = Users({**PEOPLE.users, "sten": replace(STEN, groups=frozenset())})
+    people = Users({**people.users, "carol": replace(CAROL, groups=frozenset({"stewards"}))})
+    market, _ = make_market(tmp_path / "mesh.db", rules, users=people)
+    with pytest.raises(InvalidInput, match=r"step 1 .* needs 3 different people other than carol"):
+        ask(market, "ledger")
+
+
+def test_editing_admins_approve_never_changes_a_waiting_request(tmp_path: Path) -> None:
+    # GIVEN a request submitted while admins may not approve
+    market, _ = make_market(tmp_path / "mesh.db", four_levels())
+    request = ask(market, "customers")
+    # WHEN the policy is changed to let admins approve, and the app restarted
+    market.rules = four_levels().model_copy(update={"admins_approve": True})
+    # THEN the waiting request still refuses the admin
+    with pytest.raises(Forbidden):
+        market.approve(request.id, "ada")
+    # AND a request made now accepts one
+    later = market.submit(
+        "ada", database="shop", table="customers", account=PARTNER,
+        reason="another team's analysis", duration=timedelta(days=7),
+    )  # fmt: skip
+    with pytest.raises(Forbidden):
+        market.approve(later.id, "ada")  # her own
+    later = ask(market, "customers", columns=["id", "email"])
+    assert market.approve(later.id, "ada").step == 1
+
+
+def test_a_policy_that_drops_a_group_a_request_waits_for_stops_start_up(tmp_path: Path) -> None:
+    market, _ = make_market(tmp_path / "mesh.db", four_levels())
+    request = ask(market, "customers")
+    renamed = four_levels().model_copy(
+        update={"groups": {k: v for k, v in four_levels().groups.items() if k != "privacy-office"}}
+    )
+    with pytest.raises(PolicyError, match=f"request {request.id} still waits for group"):
+        approval.check_waiting(renamed, market.store.requests(), source="p.yaml")
+    approval.check_waiting(four_levels(), market.store.requests(), source="p.yaml")
+
+
+def test_progress_says_in_what_capacity_someone_outside_the_step_approved(tmp_path: Path) -> None:
+    clock = Clock()
+    market, _ = make_market(tmp_path / "mesh.db", four_levels(), clock=clock)
+    job = Lifecycle(
+        market, remind_after=timedelta(days=30), warn_before=timedelta(days=1), grant_retry_limit=1
+    )
+    request = ask(market, "customers")
+    clock.now += timedelta(hours=49)
+    job.tick()
+    after = market.approve(request.id, "gil")
+    assert market.progress(after).startswith("step 2 of 2: owner approved (gil as governance);")
+    [approved] = market.audit(request_id=request.id, action=Action.APPROVED.value)
+    assert approved.details["as"] == "governance"
+
+
+def test_a_deny_by_someone_who_approved_an_earlier_step_says_who_decides_now(
+    tmp_path: Path,
+) -> None:
+    rules = approval.parse(
+        with_("groups.privacy-office.members", ["priya", "sam"]), source="p.yaml"
+    )
+    people = Users({**PEOPLE.users, "sam": replace(SAM, groups=frozenset({"privacy-office"}))})
+    market, _ = make_market(tmp_path / "mesh.db", rules, users=people)
+    request = ask(market, "customers")
+    market.approve(request.id, "sam")
+    with pytest.raises(Conflict, match="the approvers of its current step decide it now"):
+        market.deny(request.id, "sam", comment="changed my mind")
+
+
+def test_explaining_a_product_without_an_owner_says_it_cannot_be_requested(tmp_path: Path) -> None:
+    market, _ = make_market(tmp_path / "mesh.db", four_levels())
+    market.catalog = Catalog({"shop": Database(name="shop")}, SHOP)  # type: ignore[assignment]
+    with pytest.raises(InvalidInput, match=r"no owner.*cannot be requested"):
+        market.explain(database="shop", table="orders", account=CONSUMER)
+
+
+def test_a_late_step_reminds_its_own_approvers_when_admins_may_not_act(tmp_path: Path) -> None:
+    clock = Clock()
+    market, _ = make_market(tmp_path / "mesh.db", four_levels(), clock=clock)
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    class Outbox:
+        def approval_request(self, request: AccessRequest, **options: Any) -> None:
+            sent.append((request.id, options))
+
+        def retry_failed(self) -> tuple[int, int]:
+            return 0, 0
+
+    market.outbox = Outbox()  # type: ignore[assignment]
+    job = Lifecycle(
+        market, remind_after=timedelta(hours=1), warn_before=timedelta(days=1), grant_retry_limit=1
+    )
+    request = ask(market, "ledger")  # stewards only; admins_approve is false
+    clock.now += timedelta(hours=3)
+    report = job.tick()
+    assert report.owner_reminders == [request.id] and report.admin_reminders == []
+    assert [o.get("to_admins") for _, o in sent if o.get("reminder")] == [False]

@@ -181,9 +181,12 @@ def test_restricted_example_needs_two_of_three_stewards_for_at_most_30_days(
         market.submit("dan", **ask, duration=timedelta(days=31))
     request = market.submit("dan", **ask, duration=timedelta(days=30))
     assert (request.level, request.status) == ("restricted", Status.PENDING_APPROVAL)
-    # fiona owns finance but is no steward; sam is one, and cannot fill two places
+    # fiona owns finance but is no steward, ada is an admin but may not fill a place here;
+    # sam is a steward, and cannot fill two places
     with pytest.raises(Forbidden):
         market.approve(request.id, "fiona")
+    with pytest.raises(Forbidden):
+        market.approve(request.id, "ada")
     market.approve(request.id, "sam")
     with pytest.raises(Conflict):
         market.approve(request.id, "sam")
@@ -434,3 +437,21 @@ def test_approvers_not_notified_is_about_the_current_step(
     causes = services.outbox.owner_not_notified([request.id])
     assert list(causes) == [request.id]
     assert causes[request.id].startswith("failed: ")
+
+
+def test_policy_check_without_usable_settings_checks_the_named_file_and_says_what_it_skipped(
+    in_process_cli: Callable[..., Outcome], tmp_path: Path
+) -> None:
+    # GIVEN aws mode without a users file: the settings cannot be loaded
+    broken_settings = {"MESH_MODE": "aws", "MESH_DB": str(tmp_path / "m.db")}
+    # WHEN a named file is checked, it is checked, and the skipped users check is named
+    named = in_process_cli(broken_settings, "policy", "check", str(EXAMPLES / "two-step-pii.yaml"))
+    assert named.code == 0, named.err
+    assert "groups NOT checked against a users file: MESH_USERS is not set" in named.out
+    # AND with no file named, MESH_POLICY cannot be known, so it refuses rather than guess
+    unnamed = in_process_cli(
+        {**broken_settings, "MESH_POLICY": str(EXAMPLES / "two-step-pii.yaml")}, "policy", "check"
+    )
+    assert unnamed.code == 2
+    assert "MESH_USERS is not set" in unnamed.err
+    assert unnamed.out == ""

@@ -114,3 +114,27 @@ def test_each_step_shows_its_progress_to_whoever_can_act_on_it(
     stored = market.store.get(request.id)
     assert stored is not None and stored.status is Status.GRANTED
     assert lake_formation_entries(aws, ANALYTICS)
+
+
+def test_the_note_judges_for_the_users_own_accounts(
+    aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, running_server: None
+) -> None:
+    # GIVEN the restricted-stewards policy: internal data is granted at once inside its domain
+    policy = TWO_STEP.parent / "restricted-stewards.yaml"
+    for name, value in {
+        **aws_env,
+        "MESH_COOKIE_KEY": COOKIE_KEY,
+        "MESH_POLICY": str(policy),
+    }.items():
+        monkeypatch.setenv(name, value)
+    # WHEN carol, whose account is in the finance domain, opens an internal finance table
+    at = open_page(app_as("carol"), "table", db="finance_ledger", table="budgets")
+    # THEN she is told it is granted at once, and why
+    assert not at.exception
+    [note] = [s for s in texts(at.success) if s.startswith("Level **internal**")]
+    assert "access is granted at once" in note
+    assert "belongs to domain finance" in note
+    # AND on a restricted table, that it waits for two stewards
+    at = open_page(app_as("carol"), "table", db="finance_ledger", table="gl_entries")
+    [note] = [w for w in texts(at.warning) if w.startswith("Level **restricted**")]
+    assert "stewards: 2 different people" in note

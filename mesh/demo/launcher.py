@@ -39,13 +39,15 @@ def run_demo(settings: Settings, *, port: int, standin_port: int, with_app: bool
         f"{running.tables} tables, central account 123456789012.",
         flush=True,
     )
+    policy = f"MESH_POLICY={settings.policy_path} " if settings.policy_path else ""
     print(
         "CLI, from another shell in this folder (it finds the running demo by itself):\n"
-        f"  MESH_DB={settings.db_path} .venv/bin/python -m mesh catalog\n"
+        f"  {policy}MESH_DB={settings.db_path} .venv/bin/python -m mesh catalog\n"
         "  or, as in aws mode against the same stand-in:\n"
         f"  MESH_MODE=aws AWS_ENDPOINT_URL={running.endpoint} AWS_REGION=us-east-1 "
         "AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo "
-        f"MESH_USERS=mesh/demo/users.yaml MESH_DB={settings.db_path} .venv/bin/python -m mesh "
+        f"MESH_USERS=mesh/demo/users.yaml {policy}MESH_DB={settings.db_path} "
+        ".venv/bin/python -m mesh "
         "catalog",
         flush=True,
     )
