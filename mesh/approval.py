@@ -91,7 +91,10 @@ class Level(_Model):
         for key, values in raw.items():
             if not isinstance(values, list):
                 raise ValueError(f"the values of {key} must be a list, such as [true, yes]")
-            out[str(key).strip()] = tuple(_value(v) for v in values)
+            name = str(key).strip()
+            if name in out:
+                raise ValueError(f"parameter {name!r} is listed twice (check the spaces)")
+            out[name] = tuple(_value(v) for v in values)
         return out
 
 
@@ -242,7 +245,18 @@ def _no_duplicate_keys(loader: _Loader, node: yaml.MappingNode) -> Any:
     """A key given twice would silently drop the first value: refuse it instead."""
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # "<<: *anchor": merged keys may be overridden, as YAML intends
         key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                "a key must be a plain value, not a list or mapping",
+                key_node.start_mark,
+            ) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"the key {key!r} is given twice", key_node.start_mark
@@ -408,8 +422,9 @@ def check_users(policy: ApprovalPolicy, users: Iterable[User], *, source: str) -
                         f"the step needs {need} owners, but producer account {short[0]} has "
                         f"{owners[short[0]]} in the users file",
                     )
-            names = [step.approvers] + ([step.escalate.to] if step.escalate else [])
-            for group in (g for g in names if g != OWNER):
+            # The step's own group must reach the quorum; an escalation group only adds people.
+            names = [(step.approvers, need)] + ([(step.escalate.to, 1)] if step.escalate else [])
+            for group, need in ((g, n) for g, n in names if g != OWNER):
                 size = len(members(group, everyone.values()))
                 if size < need:
                     raise PolicyError(
@@ -420,8 +435,17 @@ def check_users(policy: ApprovalPolicy, users: Iterable[User], *, source: str) -
                     )
 
 
-def check_waiting(policy: ApprovalPolicy, waiting: Iterable[AccessRequest], *, source: str) -> None:
-    """Every group a waiting request's remaining steps name must still be in the policy."""
+def check_waiting(
+    policy: ApprovalPolicy,
+    waiting: Iterable[AccessRequest],
+    *,
+    users: Sequence[User],
+    approvals: Any,
+    source: str,
+) -> None:
+    """Every waiting request can still be approved: its groups are in the policy, and enough
+    different people are left for its remaining places. ``approvals(id)`` gives a request's
+    approvals so far."""
     for request in waiting:
         for step in request.plan[request.step :]:
             for group in (step.approvers, step.escalate_to):
@@ -433,6 +457,21 @@ def check_waiting(policy: ApprovalPolicy, waiting: Iterable[AccessRequest], *, s
                     f"request {request.id} still waits for group {group!r}, which the policy "
                     "no longer defines; keep the group until such requests are decided",
                 )
+        stuck = unfillable(
+            request.plan,
+            requester=request.requester,
+            users=users,
+            owner=request.owner_account,
+            step=request.step,
+            done=approvals(request.id),
+        )
+        if stuck is not None:
+            raise PolicyError(
+                source,
+                "groups",
+                f"request {request.id} could no longer be approved ({stuck}); keep enough "
+                "approvers in the policy and the users file until it is decided, or deny it",
+            )
 
 
 def members(group: str, users: Iterable[User]) -> frozenset[str]:
@@ -458,28 +497,58 @@ def needed(step: Step, *, requester: str, users: Iterable[User], owner: str | No
     return max(1, len(others))
 
 
+class _Done(Protocol):
+    @property
+    def username(self) -> str: ...
+    @property
+    def step(self) -> int: ...
+
+
+def candidates(step: Step, users: Iterable[User], owner: str | None) -> set[str]:
+    """Everyone who could ever fill a place of ``step``: its approvers, its escalation group
+    and, where it lets them, admins. An "all" step takes only the approvers it names."""
+    users = list(users)
+    people = {u.username for u in approvers_of(step, users, owner)}
+    if step.quorum == "all":
+        return people
+    if step.escalate_to:
+        people |= members(step.escalate_to, users)
+    if step.admins:
+        people |= {u.username for u in users if u.is_admin}
+    return people
+
+
 def unfillable(
-    plan: Sequence[Step], *, requester: str, users: Sequence[User], owner: str | None
+    plan: Sequence[Step],
+    *,
+    requester: str,
+    users: Sequence[User],
+    owner: str | None,
+    step: int = 0,
+    done: Iterable[_Done] = (),
 ) -> str | None:
-    """Why no set of different people could ever fill every step, or None if some could.
+    """Why no set of different people could ever fill the steps from ``step`` on, given the
+    approvals ``done`` so far, or None if some could.
 
     Each person fills at most one place across all steps, so this is a matching of places
     to people (Kuhn's algorithm; plans and groups are small).
     """
+    done = list(done)
+    used = {a.username for a in done} | {requester}
     places: list[set[str]] = []
-    for index, step in enumerate(plan):
-        people = {u.username for u in approvers_of(step, users, owner)}
-        if step.escalate_to:
-            people |= members(step.escalate_to, users)
-        if step.admins:
-            people |= {u.username for u in users if u.is_admin}
-        people.discard(requester)
-        count = needed(step, requester=requester, users=users, owner=owner)
+    for index in range(step, len(plan)):
+        current = plan[index]
+        people = candidates(current, users, owner) - used
+        count = needed(current, requester=requester, users=users, owner=owner)
+        count -= len([a for a in done if a.step == index])
+        if count <= 0:
+            continue
         if len(people) < count:
+            others = f"other than {', '.join(sorted(used))}"
             return (
-                f"step {index + 1} ({step.describe()}) needs {count} "
-                f"{'person' if count == 1 else 'different people'} other than {requester}, "
-                f"and has {len(people)}"
+                f"step {index + 1} ({current.describe()}) needs {count} more "
+                f"{'person' if count == 1 else 'different people'} {others}, and has "
+                f"{len(people)}"
             )
         places += [people] * count
     taken: dict[str, int] = {}
@@ -497,8 +566,8 @@ def unfillable(
     for place in range(len(places)):
         if not assign(place, set()):
             return (
-                f"its {len(plan)} steps need {len(places)} different people in all, and "
-                "too few people are named across them (one person fills one place)"
+                f"the steps left need {len(places)} different people in all, and too few "
+                "people are named across them (one person fills one place)"
             )
     return None
 
@@ -820,11 +889,14 @@ def in_step(policy: ApprovalPolicy, user: User, request: AccessRequest, owner: s
     """Whether ``user`` is one of the approvers of the request's current step.
 
     Admins are, when the step lets them (the policy's ``admins_approve`` when the request
-    was submitted); an escalated step also takes its escalation group.
+    was submitted); an escalated step also takes its escalation group. A step whose quorum
+    is "all" takes only the approvers it names.
     """
     step = request.current_step
     if step is None:
         return False
+    if step.quorum == "all":  # all of the named approvers: nobody stands in for one
+        return owns(user, owner) if step.approvers == OWNER else step.approvers in user.groups
     if user.is_admin and step.admins:
         return True
     groups = [step.approvers]

@@ -20,9 +20,10 @@ from typing import Any, NoReturn
 from mesh import approval, browse
 from mesh.approval import Verdict
 from mesh.errors import InvalidInput, MeshError, SettingError
-from mesh.models import AccessRequest, AuditEvent
+from mesh.models import AccessRequest, AuditEvent, Status
 from mesh.services import Services, build, load_users
 from mesh.settings import Mode, load_settings
+from mesh.store import Store
 
 log = logging.getLogger("mesh")
 
@@ -256,6 +257,21 @@ def _explain_lines(verdict: Verdict) -> list[str]:
     return lines
 
 
+def _check_waiting(settings: Any, rules: Any, users: list[Any], *, source: str) -> None:
+    """A policy that would strand a request already waiting is refused before it is live."""
+    if not settings.db_path.exists():
+        return
+    store = Store(settings.db_path)
+    store.migrate()
+    approval.check_waiting(
+        rules,
+        store.requests(statuses=[Status.PENDING_APPROVAL]),
+        users=users,
+        approvals=store.approvals,
+        source=source,
+    )
+
+
 def _policy_check(args: argparse.Namespace) -> int:
     """Validate a policy file; with loadable settings, against the users file too."""
     problem = None
@@ -274,8 +290,15 @@ def _policy_check(args: argparse.Namespace) -> int:
         source = str(path)
     checked_users = None
     if settings is not None:
-        load_users(settings.users_path, rules, source=source)
-        checked_users = str(settings.users_path)
+        try:
+            users = load_users(settings.users_path, rules, source=source)
+        except approval.PolicyError:
+            raise
+        except SettingError as exc:  # the users file itself is broken
+            problem = exc.message
+        else:
+            checked_users = str(settings.users_path)
+            _check_waiting(settings, rules, users.everyone(), source=source)
     summary: dict[str, Any] = {
         "file": source,
         "valid": True,

@@ -381,6 +381,8 @@ class Lifecycle:
             step = claimed.current_step
             to_admins = level == 2 and (step is None or step.admins)
             m._notify("approval_request", claimed, reminder=True, to_admins=to_admins)
+            if claimed.escalated_at is not None and not to_admins:
+                m._notify("approval_request", claimed, reminder=True, escalated=True)
             (report.admin_reminders if to_admins else report.owner_reminders).append(request.id)
 
     def _warn_expiring(self, report: TickReport) -> None:
@@ -430,7 +432,7 @@ class Lifecycle:
                 ],
             )
             if resumed is not None:
-                m._grant(resumed, actor=TICK_ACTOR)
+                m._grant(resumed, actor=TICK_ACTOR, recheck=True)
                 report.grants_retried.append(request.id)
 
     # Drift --------------------------------------------------------------------------------

@@ -193,7 +193,9 @@ class Step:
             text = f"{who}: all of them"
         else:
             text = f"{who}: {self.quorum} different people"
-        if self.escalate_to:
+        if self.admins and self.quorum != "all":
+            text += " (or an admin)"
+        if self.escalate_to and self.quorum != "all":
             text += f"; after {self.escalate_after_hours:g} h also {self.escalate_to}"
         return text
 

@@ -116,6 +116,8 @@ def build(settings: Settings, *, endpoint: str | None = None) -> Services:
         approval.check_waiting(
             rules,
             store.requests(statuses=[Status.PENDING_APPROVAL]),
+            users=users.everyone(),
+            approvals=store.approvals,
             source=str(settings.policy_path or "(built-in default)"),
         )
     except approval.PolicyError as exc:

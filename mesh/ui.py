@@ -557,6 +557,12 @@ def policy_note(ctx: Context, *, database: str, table: str | None) -> None:
             for account, verdict in verdicts.items():
                 _verdict_note(verdict, account)
         verdict = next(iter(verdicts.values()))
+        stuck = market.never_approvable(ctx.user.username, database, verdict)
+        if stuck is not None:
+            st.error(
+                f"A request by you could never be approved: {md(stuck)}. Ask a platform "
+                "admin to fix the approval policy's groups or the users file."
+            )
         terms = [
             *([f"at most {verdict.max_days} days"] if verdict.max_days else []),
             *(["a duration or an end date"] if verdict.require_duration else []),

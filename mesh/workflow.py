@@ -312,10 +312,24 @@ class Marketplace:
         tables = [self.catalog.table(database, table)] if table else self.catalog.tables(database)
         subset = policy.check_columns(tables[0], columns) if columns is not None else None
         if db.owner_account is None:
-            raise InvalidInput(NO_OWNER[0].upper() + NO_OWNER[1:] + ", so it cannot be requested.")
+            raise InvalidInput(
+                "This data product has no owner, so it cannot be requested; ask a catalog "
+                "admin to set data_owner."
+            )
         scope = Scope(database=db.name, table=tables[0].name if table else None, columns=subset)
         return approval.evaluate(
             self.rules, scope, db, tables, account=account.strip() if account else None
+        )
+
+    def never_approvable(self, username: str, database: str, verdict: Verdict) -> str | None:
+        """Why a request by ``username`` with this verdict could never be approved, if so."""
+        if not verdict.needs_approval:
+            return None
+        return approval.unfillable(
+            verdict.steps,
+            requester=self._user(username).username,
+            users=self.users.everyone(),
+            owner=self.catalog.database(database).owner_account,
         )
 
     # Decisions ------------------------------------------------------------------------
@@ -331,22 +345,25 @@ class Marketplace:
         waiting = replace(
             request, status=Status.PENDING_APPROVAL, plan=request.plan or (OWNER_STEP,)
         )
-        if not approval.in_step(self.rules, user, waiting, self._owner_now(request)):
-            raise Forbidden(
-                f"User {user.username} may not decide request {request.id}: "
-                f"{self.progress(waiting)}."
+        # Any deny ends a request: an admin may always deny, as a way out of a stuck one.
+        allowed = approval.in_step(self.rules, user, waiting, self._owner_now(request)) or (
+            verb == "deny" and user.is_admin
+        )
+        if not allowed:
+            where = (
+                self.progress(waiting)
+                if request.status is Status.PENDING_APPROVAL
+                else f"only its approvers could, and it is {request.status.value} now"
             )
+            raise Forbidden(f"User {user.username} may not decide request {request.id}: {where}.")
         if request.status is not Status.PENDING_APPROVAL:
             raise self._moved_on(request.id, "decided")
-        if any(a.username == user.username for a in self.store.approvals(request.id)):
-            then = (
-                "someone else must give the next approval"
-                if verb == "approve"
-                else "the approvers of its current step decide it now"
-            )
+        if verb == "approve" and any(
+            a.username == user.username for a in self.store.approvals(request.id)
+        ):
             raise Conflict(
                 f"You have already approved request {request.id}; one person fills one "
-                f"place, so {then}."
+                "place, so someone else must give the next approval."
             )
         return request
 
@@ -392,6 +409,21 @@ class Marketplace:
         owner = self._owner_now(request)
         needed = self.needed(request, step, owner)
         acting_as = approval.capacity(user, request, owner)
+        done = self.store.approvals(request.id)
+        this = Approval(request_id=request.id, step=request.step, username=user.username, at=now)
+        stuck = approval.unfillable(
+            request.plan,
+            requester=request.requester,
+            users=self.users.everyone(),
+            owner=owner,
+            step=request.step,
+            done=[*done, this],
+        )
+        if stuck is not None:
+            raise Conflict(
+                f"Your approval would leave request {request.id} with nobody to finish it: "
+                f"{stuck}. Let another approver of this step approve it."
+            )
         where = {
             "step": request.step + 1,
             "of": len(request.plan),
@@ -529,7 +561,7 @@ class Marketplace:
         )
         if resumed is None:
             raise Conflict(f"Request {request.id} changed while retrying; look at it again.")
-        return self._grant(resumed, actor=user.username)
+        return self._grant(resumed, actor=user.username, recheck=True)
 
     def _is_stale(self, request: AccessRequest) -> bool:
         updated = datetime.fromisoformat(request.updated_at.replace("Z", "+00:00"))
@@ -542,13 +574,13 @@ class Marketplace:
             request.scope, account=request.account, catalog_id=self.catalog.catalog_id
         )
 
-    def _grant(self, request: AccessRequest, *, actor: str) -> AccessRequest:
+    def _grant(self, request: AccessRequest, *, actor: str, recheck: bool = False) -> AccessRequest:
         """Make the grants not yet done, recording intent before each call and outcome after.
 
         A database request needs two calls. Each success is recorded at once, so a failure
         of the second leaves an exact record of what was granted, and retry completes it.
         """
-        if request.attempts and not request.needs_approval:
+        if recheck and not request.needs_approval:
             rechecked = self._recheck_policy(request, actor=actor)
             if rechecked is not None:
                 return rechecked
@@ -629,6 +661,9 @@ class Marketplace:
         verdict = approval.evaluate(self.rules, request.scope, db, tables, account=request.account)
         if not verdict.needs_approval:
             return None
+        problem = self._unmet(request, verdict, owner=db.owner_account)
+        if problem is not None:
+            return self._policy_refused(request, verdict, problem, actor=actor)
         pending = self.store.transition(
             request.id,
             allowed_from=[Status.GRANTING],
@@ -652,6 +687,45 @@ class Marketplace:
         if pending is not None:
             self._notify("approval_request", pending)
         return pending
+
+    def _unmet(self, request: AccessRequest, verdict: Verdict, *, owner: str | None) -> str | None:
+        """What keeps an existing request from the approval the policy now asks for."""
+        try:
+            approval.check_request(
+                verdict,
+                duration=timedelta(seconds=request.duration_seconds)
+                if request.duration_seconds
+                else None,
+                until=date.fromisoformat(request.expires_on) if request.expires_on else None,
+                reason=request.reason,
+                today=self.clock().date(),
+            )
+        except InvalidInput as exc:
+            return exc.message
+        stuck = approval.unfillable(
+            verdict.steps, requester=request.requester, users=self.users.everyone(), owner=owner
+        )
+        return f"It could never be approved: {stuck}." if stuck else None
+
+    def _policy_refused(
+        self, request: AccessRequest, verdict: Verdict, problem: str, *, actor: str
+    ) -> AccessRequest:
+        message = (
+            f"The approval policy now puts this scope at level {verdict.level} and asks for "
+            f"approval, which this request cannot get. {problem} Make a new request."
+        )
+        failed = self.store.transition(
+            request.id,
+            allowed_from=[Status.GRANTING],
+            changes={
+                "status": Status.FAILED,
+                "error_code": "PolicyChanged",
+                "error": message,
+                "updated_at": self._now(),
+            },
+            events=[self._policy_event(request, verdict, on_retry_by=actor, refused=message)],
+        )
+        return failed or self._request(request.id)
 
     def _fail(
         self,
@@ -737,7 +811,7 @@ class Marketplace:
             )
         if action == "deny" and not comment:
             raise InvalidInput("A denial needs a comment that tells the requester why.")
-        self._authorise_decision(user, request.id)
+        self._authorise_decision(user, request.id, verb=action)
         if not self.store.use_link(
             claim.nonce, request_id=request.id, action=action, used_by=user.username, at=self._now()
         ):

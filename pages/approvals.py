@@ -164,7 +164,8 @@ with ui.guard():
         st.header("Failed grants")
         st.caption(
             "Approved requests whose Lake Formation grant failed. Retrying re-runs the "
-            "approved decision; it does not ask for approval again."
+            "approved decision; it does not ask for approval again (a request the policy "
+            "granted at once is judged again first)."
         )
         for request in failed:
             with st.container(border=True, key=f"failed-{request.id}"):

@@ -455,3 +455,45 @@ def test_policy_check_without_usable_settings_checks_the_named_file_and_says_wha
     assert unnamed.code == 2
     assert "MESH_USERS is not set" in unnamed.err
     assert unnamed.out == ""
+
+
+def test_policy_check_reports_a_broken_users_file_as_a_skipped_check(
+    in_process_cli: Callable[..., Outcome], aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    users = tmp_path / "users.yaml"
+    users.write_text("credentials: {usernames: {}}\n")
+    result = in_process_cli(
+        {**aws_env, "MESH_USERS": str(users)}, "policy", "check", str(EXAMPLES / "default.yaml")
+    )
+    assert result.code == 0, result.err
+    assert "groups NOT checked against a users file: MESH_USERS file" in result.out
+
+
+def test_policy_check_refuses_an_edit_that_would_strand_a_waiting_request(
+    in_process_cli: Callable[..., Outcome],
+    with_policy: Callable[[str], Services],
+    aws_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    # GIVEN a restricted request waiting for two of three stewards
+    market = with_policy("restricted-stewards.yaml").marketplace
+    request = market.submit(
+        "dan",
+        database="finance_ledger",
+        table="gl_entries",
+        account=PARTNER,
+        reason="external audit of the 2026 ledger postings",
+        duration=timedelta(days=30),
+    )
+    # WHEN an edit leaves one steward (and a quorum of one for new requests)
+    edited = tmp_path / "policy.yaml"
+    edited.write_text(
+        (EXAMPLES / "restricted-stewards.yaml")
+        .read_text()
+        .replace("members: [sam, mia, hank]", "members: [sam]")
+        .replace("quorum: 2", "quorum: 1")
+    )
+    result = in_process_cli(aws_env, "policy", "check", str(edited))
+    # THEN the check names the request that could no longer be approved
+    assert result.code == 2
+    assert f"request {request.id} could no longer be approved" in result.err
