@@ -148,3 +148,26 @@ def lake_formation_entries(endpoint: str, account: str | None = None) -> list[di
 
 def dumps(value: object) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+# The real-browser tests' chromium and pages (Playwright is imported only when they run).
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium, once per browser-test module."""
+    from tests.browser_support import chromium
+
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh browser context (no cookies), with the module's UI_TIMEOUT_MS; a screenshot
+    lands in tmp_path if the test fails."""
+    from tests.browser_support import fresh_page
+
+    timeout = getattr(request.module, "UI_TIMEOUT_MS", 30_000)
+    with fresh_page(browser, request, tmp_path, timeout_ms=timeout) as opened:
+        yield opened

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Locator, Page, expect
 
-from tests.browser_support import Demo, chromium, fresh_page, started_demo
+from tests.browser_support import Demo, started_demo
 
 # A real browser against a real server: streamlit-authenticator's login-cookie component
 # reruns the page shortly after sign-in, and a click that lands in that rerun is lost. Each
@@ -37,19 +37,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """`python -m mesh demo` on free ports, with its database and stand-in file in a tmp dir."""
     with started_demo(tmp_path_factory.mktemp("demo")) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Page]:
-    """A fresh browser context (no cookies); a screenshot lands in tmp_path if the test fails."""
-    with fresh_page(browser, request, tmp_path, timeout_ms=UI_TIMEOUT_MS) as opened:
-        yield opened
 
 
 # Steps a person takes -----------------------------------------------------------------------

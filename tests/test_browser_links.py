@@ -21,10 +21,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, Route, expect
+from playwright.sync_api import Locator, Page, Route, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from tests.browser_support import Demo, chromium, fresh_page, started_demo
+from tests.browser_support import Demo, started_demo
 
 # A real browser against a real server: streamlit-authenticator's login-cookie component
 # reruns the page shortly after sign-in, and a click that lands in that rerun is lost. Each
@@ -53,19 +53,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """`python -m mesh demo` on free ports, whose links point back at it (MESH_BASE_URL)."""
     with started_demo(tmp_path_factory.mktemp("demo"), host="localhost") as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Page]:
-    """A fresh browser context (no cookies); a screenshot lands in tmp_path if the test fails."""
-    with fresh_page(browser, request, tmp_path, timeout_ms=UI_TIMEOUT_MS) as opened:
-        yield opened
 
 
 # The CLI and the outbox ---------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from mesh.demo import data
-from tests.browser_support import PROJECT, Demo, chromium, fresh_page, started_demo
+from tests.browser_support import PROJECT, Demo, fresh_page, started_demo
 from tests.test_browser import (
     UI_TIMEOUT_MS,
     lake_formation_table_grants,
@@ -31,19 +31,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2, reruns_delay=1)]
 TWO_STEP = PROJECT / "examples" / "policies" / "two-step-pii.yaml"
 CAROL_ACCOUNT = "444455556666"
 REASON = "churn model for the retention team (browser test)"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Page]:
-    """A fresh browser context (no cookies); a screenshot lands in tmp_path if the test fails."""
-    with fresh_page(browser, request, tmp_path, timeout_ms=UI_TIMEOUT_MS) as opened:
-        yield opened
 
 
 @pytest.fixture
