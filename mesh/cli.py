@@ -20,8 +20,8 @@ from typing import Any, NoReturn
 from mesh import approval, browse
 from mesh.approval import Verdict
 from mesh.errors import InvalidInput, MeshError, SettingError
-from mesh.models import AccessRequest, AuditEvent, Status
-from mesh.services import Services, build, load_users
+from mesh.models import AccessRequest, AuditEvent
+from mesh.services import Services, build, check_waiting, load_users
 from mesh.settings import Mode, load_settings
 from mesh.store import Store
 
@@ -263,13 +263,7 @@ def _check_waiting(settings: Any, rules: Any, users: list[Any], *, source: str) 
         return
     store = Store(settings.db_path)
     store.migrate()
-    approval.check_waiting(
-        rules,
-        store.requests(statuses=[Status.PENDING_APPROVAL]),
-        users=users,
-        approvals=store.approvals,
-        source=source,
-    )
+    check_waiting(store, rules, users, source=source)
 
 
 def _policy_check(args: argparse.Namespace) -> int:

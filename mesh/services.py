@@ -14,7 +14,7 @@ from mesh.errors import SettingError
 from mesh.grants import LakeFormation
 from mesh.lifecycle import Lifecycle
 from mesh.links import LinkSigner, load_or_create_secret
-from mesh.models import Status
+from mesh.models import Status, User
 from mesh.notify import SnsNotifier
 from mesh.org import AwsOrganization, Organization, StaticOrganization, UnknownOrganization
 from mesh.outbox import Outbox
@@ -89,6 +89,17 @@ def load_users(path: Path, rules: ApprovalPolicy, *, source: str) -> UserFile:
     return users
 
 
+def check_waiting(store: Store, rules: ApprovalPolicy, users: list[User], *, source: str) -> None:
+    """Refuse a policy (or users file) that would strand a request already waiting."""
+    approval.check_waiting(
+        rules,
+        store.requests(statuses=[Status.PENDING_APPROVAL]),
+        users=users,
+        approvals=store.approvals,
+        source=source,
+    )
+
+
 def build(settings: Settings, *, endpoint: str | None = None) -> Services:
     """Build the services; in demo mode ``endpoint`` is the stand-in's URL."""
     if settings.mode is Mode.DEMO and endpoint is None:
@@ -113,12 +124,8 @@ def build(settings: Settings, *, endpoint: str | None = None) -> Services:
     store = Store(settings.db_path)
     store.migrate()
     try:
-        approval.check_waiting(
-            rules,
-            store.requests(statuses=[Status.PENDING_APPROVAL]),
-            users=users.everyone(),
-            approvals=store.approvals,
-            source=str(settings.policy_path or "(built-in default)"),
+        check_waiting(
+            store, rules, users.everyone(), source=str(settings.policy_path or "(built-in default)")
         )
     except approval.PolicyError as exc:
         raise exc.as_setting() from None

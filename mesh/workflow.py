@@ -336,7 +336,8 @@ class Marketplace:
 
     def _authorise_decision(
         self, user: User, request_id: str, *, verb: str = "approve"
-    ) -> AccessRequest:
+    ) -> tuple[AccessRequest, str | None]:
+        """The pending request ``user`` may decide now, and its owner as the catalog says."""
         request = self._request(request_id)
         if user.username == request.requester:
             raise Forbidden(f"You cannot decide your own request {request.id}.")
@@ -346,7 +347,8 @@ class Marketplace:
             request, status=Status.PENDING_APPROVAL, plan=request.plan or (OWNER_STEP,)
         )
         # Any deny ends a request: an admin may always deny, as a way out of a stuck one.
-        allowed = approval.in_step(self.rules, user, waiting, self._owner_now(request)) or (
+        owner = self._owner_now(request)
+        allowed = approval.in_step(self.rules, user, waiting, owner) or (
             verb == "deny" and user.is_admin
         )
         if not allowed:
@@ -365,7 +367,7 @@ class Marketplace:
                 f"You have already approved request {request.id}; one person fills one "
                 "place, so someone else must give the next approval."
             )
-        return request
+        return request, owner
 
     def needed(self, request: AccessRequest, step: Step, owner: str | None) -> int:
         """How many approvals fill ``step`` now; "all" counts the approvers but the requester."""
@@ -400,13 +402,12 @@ class Marketplace:
         """
         user = self._user(username)
         comment = _clean_comment(comment)
-        request = self._authorise_decision(user, request_id)
+        request, owner = self._authorise_decision(user, request_id)
         step = request.current_step
         if step is None:  # _authorise_decision saw it pending; a legacy row without a plan
             raise self._moved_on(request.id, "approved")
         now = self._now()
         last = request.step >= len(request.plan) - 1
-        owner = self._owner_now(request)
         needed = self.needed(request, step, owner)
         acting_as = approval.capacity(user, request, owner)
         done = self.store.approvals(request.id)
@@ -482,7 +483,7 @@ class Marketplace:
         comment = _clean_comment(comment)
         if not comment:
             raise InvalidInput("A denial needs a comment that tells the requester why.")
-        request = self._authorise_decision(user, request_id, verb="deny")
+        request, _ = self._authorise_decision(user, request_id, verb="deny")
         now = self._now()
         decided = self.store.transition(
             request.id,

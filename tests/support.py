@@ -13,6 +13,20 @@ from typing import Any
 
 from streamlit.testing.v1 import AppTest
 
+
+@dataclass(frozen=True)
+class Users:
+    """The use cases' users port over a dict of users (no users file to parse)."""
+
+    users: dict[str, Any]
+
+    def get(self, username: str | None) -> Any:
+        return self.users.get((username or "").strip().lower())
+
+    def everyone(self) -> list[Any]:
+        return list(self.users.values())
+
+
 APP = Path(__file__).resolve().parent.parent / "app.py"
 COOKIE_KEY = "a-test-cookie-key-that-is-long-enough-0123456789"
 PASSWORD = "mesh-demo"

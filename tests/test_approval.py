@@ -39,6 +39,7 @@ from mesh.models import (
 )
 from mesh.store import Store
 from mesh.workflow import Marketplace
+from tests.support import Users
 
 PRODUCER = "111111111111"
 OTHER_PRODUCER = "222222222222"
@@ -575,17 +576,6 @@ class RecordingGrants:
 
     def list_permissions(self, **_: Any) -> list[dict[str, Any]]:
         return []
-
-
-@dataclass(frozen=True)
-class Users:
-    users: dict[str, User]
-
-    def get(self, username: str | None) -> User | None:
-        return self.users.get((username or "").strip().lower())
-
-    def everyone(self) -> list[User]:
-        return list(self.users.values())
 
 
 PEOPLE = Users({u.username: u for u in (SAM, MIA, PRIYA, GIL, ADA, CAROL, STEN, STELLA, STU)})

@@ -58,6 +58,7 @@ from tests.support import (
     APP,
     COOKIE_KEY,
     Cli,
+    Users,
     assert_one_sentence_on_stderr,
     in_process_cli,
     labelled,
@@ -291,19 +292,6 @@ def test_all_columns_except_pii_is_never_sensitive_and_adding_back_any_left_out_
 STUB_CENTRAL = "210987654321"
 STUB_CONSUMER = "444455556666"
 NOWHERE = "http://127.0.0.1:9"  # Stubber answers before anything is sent
-
-
-@dataclass(frozen=True)
-class Users:
-    """Users by name (no users file to parse)."""
-
-    users: dict[str, User]
-
-    def get(self, username: str | None) -> User | None:
-        return self.users.get((username or "").strip().lower())
-
-    def everyone(self) -> list[User]:
-        return list(self.users.values())
 
 
 @dataclass(frozen=True)

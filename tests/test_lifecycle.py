@@ -39,7 +39,7 @@ from mesh.errors import Conflict, Forbidden, InvalidInput, NotFound
 from mesh.grants import LakeFormation
 from mesh.lifecycle import TICK_ACTOR, Lifecycle, TickReport
 from mesh.links import InvalidLink, LinkAction, LinkSigner
-from mesh.models import AccessRequest, Action, GrantSpec, Status, User
+from mesh.models import AccessRequest, Action, GrantSpec, Status
 from mesh.notify import SnsNotifier
 from mesh.org import StaticOrganization
 from mesh.outbox import Outbox
@@ -48,7 +48,7 @@ from mesh.settings import DEMO_USERS, load_settings
 from mesh.store import Store
 from mesh.workflow import Marketplace, iso
 from tests.conftest import REGION, reset_moto
-from tests.support import Cli, assert_one_sentence_on_stderr, in_process_cli
+from tests.support import Cli, Users, assert_one_sentence_on_stderr, in_process_cli
 
 CENTRAL = data.CENTRAL_ACCOUNT
 SALES, PEOPLE, FINANCE = "111111111111", "333333333333", "555555555555"
@@ -141,19 +141,6 @@ def moto_for_every_client(
 
 
 # Fixtures: a rig of this test's own ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Users:
-    """The demo users, with one consumer account for carol, dan and mia (no file to parse)."""
-
-    users: dict[str, User]
-
-    def get(self, username: str | None) -> User | None:
-        return self.users.get((username or "").strip().lower())
-
-    def everyone(self) -> list[User]:
-        return list(self.users.values())
 
 
 def users_with(wired: Services, account: str) -> Users:

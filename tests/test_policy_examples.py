@@ -16,9 +16,10 @@ import pytest
 from mesh import approval
 from mesh.errors import Conflict, Forbidden, InvalidInput, SettingError
 from mesh.lifecycle import Lifecycle
-from mesh.models import Status
+from mesh.models import AccessRequest, Status
 from mesh.services import Services, build
 from mesh.settings import load_settings
+from mesh.workflow import Marketplace
 from tests.conftest import lake_formation_entries
 from tests.support import Outcome, assert_one_sentence_on_stderr
 
@@ -26,6 +27,19 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "policies"
 ANALYTICS = "444455556666"
 PARTNER = "777788889999"
 LONG_REASON = "monthly close review for the audit committee"
+
+
+def ask(market: Marketplace, database: str, table: str, *, days: int) -> AccessRequest:
+    """Carol asks for a table for her analytics account, with a reason long enough for any
+    of the examples' terms."""
+    return market.submit(
+        "carol",
+        database=database,
+        table=table,
+        account=ANALYTICS,
+        reason=LONG_REASON,
+        duration=timedelta(days=days),
+    )
 
 
 @pytest.fixture
@@ -112,14 +126,7 @@ def test_two_step_example_needs_the_owner_then_the_privacy_office(
             account=ANALYTICS,
             reason=LONG_REASON,
         )
-    request = market.submit(
-        "carol",
-        database="sales_orders",
-        table="customers",
-        account=ANALYTICS,
-        reason=LONG_REASON,
-        duration=timedelta(days=30),
-    )
+    request = ask(market, "sales_orders", "customers", days=30)
     # step 1: the owner; admins are not approvers in this policy
     with pytest.raises(Forbidden):
         market.approve(request.id, "ada")
@@ -145,14 +152,7 @@ def test_two_step_example_escalates_a_silent_owner_to_data_governance(
 ) -> None:
     services = with_policy("two-step-pii.yaml")
     market = services.marketplace
-    request = market.submit(
-        "carol",
-        database="hr_people",
-        table="employees",
-        account=ANALYTICS,
-        reason=LONG_REASON,
-        duration=timedelta(days=7),
-    )
+    request = ask(market, "hr_people", "employees", days=7)
     with pytest.raises(Forbidden):
         market.approve(request.id, "ada")
     # WHEN the periodic job runs 49 hours later
@@ -360,14 +360,7 @@ def test_notifications_go_to_whoever_can_act_on_the_current_step(
     data.seed_topics(ClientFactory(demo_endpoint=aws).client)
     services = with_policy("two-step-pii.yaml")
     market = services.marketplace
-    request = market.submit(
-        "carol",
-        database="sales_orders",
-        table="customers",
-        account=ANALYTICS,
-        reason=LONG_REASON,
-        duration=timedelta(days=30),
-    )
+    request = ask(market, "sales_orders", "customers", days=30)
 
     def asked() -> list[tuple[str, str | None, str]]:
         return [
@@ -382,14 +375,7 @@ def test_notifications_go_to_whoever_can_act_on_the_current_step(
     market.approve(request.id, "sam")
     assert asked()[1:] == [("group", data.PRIVACY_TOPIC, "sent")]
     # AND the escalation group of step 1, which has no topic, is recorded as not notified
-    other = market.submit(
-        "carol",
-        database="hr_people",
-        table="employees",
-        account=ANALYTICS,
-        reason=LONG_REASON,
-        duration=timedelta(days=7),
-    )
+    other = ask(market, "hr_people", "employees", days=7)
     real_clock = market.clock
     market.clock = lambda: real_clock() + timedelta(hours=49)
     Lifecycle(
@@ -421,14 +407,7 @@ def test_approvers_not_notified_is_about_the_current_step(
     )
     services = with_policy("two-step-pii.yaml")
     market = services.marketplace
-    request = market.submit(
-        "carol",
-        database="sales_orders",
-        table="customers",
-        account=ANALYTICS,
-        reason=LONG_REASON,
-        duration=timedelta(days=30),
-    )
+    request = ask(market, "sales_orders", "customers", days=30)
     # THEN at step 1 the owners were notified
     assert services.outbox.owner_not_notified([request.id]) == {}
     # WHEN step 2 begins and its notification fails
