@@ -32,12 +32,6 @@ with ui.guard():
                 for r in unseen
             )
         )
-        st.button(
-            "Mark these as seen",
-            key="mark_seen",
-            on_click=ui.act,
-            args=(market.mark_seen, ctx.user.username, [r.id for r in unseen]),
-        )
     if not mine:
         st.info("You have made no requests yet. Open a database or a table to request access.")
     else:
