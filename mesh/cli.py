@@ -1,4 +1,4 @@
-"""python -m mesh: a thin command line over the same use cases as the web app.
+"""mesh (or python -m mesh): a thin command line over the same use cases as the web app.
 
 The CLI trusts ``--as USER``: running it already takes access to the server, its settings
 and its database. Every role and ownership rule still applies to that user.
@@ -21,6 +21,7 @@ from mesh import approval, browse
 from mesh.approval import Verdict
 from mesh.errors import InvalidInput, MeshError, SettingError
 from mesh.models import AccessRequest, AuditEvent
+from mesh.policy import LONGEST_ACCESS
 from mesh.services import Services, build, check_waiting, load_users
 from mesh.settings import Mode, load_settings
 from mesh.store import Store
@@ -32,12 +33,56 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad option as one sentence and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
+        message = _escaped(message)  # argparse quotes the bad argument as it was typed
         raise InvalidInput(f"{message[0].upper()}{message[1:]} (see `{self.prog} --help`).")
+
+
+def _escaped(text: str) -> str:
+    """Write every character a terminal could act on (C0 and C1 controls, lone surrogates,
+    other unprintables) as its Python escape, so that echoing what someone typed cannot
+    recolour, retitle or clear the terminal that reads the message, or split it in lines.
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _days(text: str) -> int:
+    """Read ``--days``: a whole number of days that access may last, as the use case allows."""
+    longest = LONGEST_ACCESS.days
+    try:
+        days = int(text)
+    except ValueError:
+        days = 0
+    if not 1 <= days <= longest:
+        raise argparse.ArgumentTypeError(
+            f"give a whole number of days from 1 to {longest}, not {text!r}"
+        )
+    return days
+
+
+def _utf8_only(argv: Sequence[str]) -> list[str]:
+    """Refuse an argument holding bytes that are not UTF-8, before anything uses it.
+
+    Python reads such bytes in argv as lone surrogates, which no terminal, file or database
+    takes as text: printing or storing one fails far from where it came in.
+    """
+    for position, arg in enumerate(argv, start=1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            try:  # show the bytes as given (\xff), as Python decoded them with surrogateescape
+                shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            except UnicodeEncodeError:
+                shown = arg
+            raise InvalidInput(
+                f"Argument {position} ({_escaped(shown)}) holds bytes that are not UTF-8 "
+                "text; give every argument as UTF-8."
+            ) from None
+    return list(argv)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="python -m mesh",
+        prog="mesh",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -56,7 +101,11 @@ def _parser() -> argparse.ArgumentParser:
     request.add_argument("--table")
     request.add_argument("--account", required=True)
     request.add_argument("--reason", required=True)
-    request.add_argument("--days", type=int, help="access ends this many days after the grant")
+    request.add_argument(
+        "--days",
+        type=_days,
+        help=f"access ends this many days after the grant (1 to {LONGEST_ACCESS.days})",
+    )
     request.add_argument("--columns", help="comma-separated columns: only these are granted")
     requests = verb("requests", "list requests: all, or those USER made")
     requests.add_argument("--as", dest="user")
@@ -370,12 +419,46 @@ def _hash_password() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit code (the README's table; 130 on Ctrl-C).
+
+    A reader that stops early (`mesh catalog --json | head`) ends the command quietly with
+    141, as a shell reports for a program that SIGPIPE stopped, and without a traceback.
+    """
+    _tolerant_output()
+    try:
+        code = _run_command(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # a closed pipe shows here, not as a warning when Python exits
+    except BrokenPipeError:
+        return _reader_gone()
+    return code
+
+
+def _tolerant_output() -> None:
+    """Print what the output's encoding cannot hold as backslash escapes, never fail on it."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
+def _reader_gone() -> int:
+    """Point stdout at /dev/null, so Python's last flush at exit cannot fail again; 141."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout has no file descriptor (captured in-process)
+        pass
+    return 141
+
+
+def _run_command(argv: Sequence[str]) -> int:
     level = os.environ.get("MESH_LOG", "error").upper()
     logging.basicConfig(
         level=getattr(logging, level, logging.WARNING), format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        args = _parser().parse_args(argv)
+        args = _parser().parse_args(_utf8_only(argv))
         if args.verb == "hash-password":
             return _hash_password()
         if args.verb == "policy" and args.policy_verb == "check":
@@ -391,14 +474,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return _run_verb(build(settings), args)
     except MeshError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"error: {_escaped(exc.message)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise  # main() ends the command quietly
     except Exception as exc:
         log.debug("unexpected failure", exc_info=True)
         print(
-            f"error: an unexpected failure stopped the command ({type(exc).__name__}: {exc}); "
+            "error: an unexpected failure stopped the command "
+            f"({type(exc).__name__}: {_escaped(str(exc))}); "
             "run with MESH_LOG=debug for details.",
             file=sys.stderr,
         )
