@@ -161,6 +161,16 @@ def _parser() -> argparse.ArgumentParser:
         "print a bcrypt hash of a password read from standard input",
         json_flag=False,
     )
+    verb(
+        "init",
+        "create the database at MESH_DB (aws mode), or bring it up to date; safe to rerun",
+        json_flag=False,
+    )
+    backup = verb(
+        "backup", "copy the database at MESH_DB to FILE while the app runs", json_flag=False
+    )
+    backup.add_argument("file", metavar="FILE")
+    backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
     return parser
 
 
@@ -311,7 +321,7 @@ def _check_waiting(settings: Any, rules: Any, users: list[Any], *, source: str) 
     if not settings.db_path.exists():
         return
     store = Store(settings.db_path)
-    store.migrate()
+    store.migrate(create=settings.mode is Mode.DEMO)
     check_waiting(store, rules, users, source=source)
 
 
@@ -418,6 +428,39 @@ def _hash_password() -> int:
     return 0
 
 
+def _init(settings: Any) -> int:
+    """Create the store at MESH_DB, or apply its pending migrations; say which it did."""
+    if settings.mode is not Mode.AWS:
+        raise InvalidInput(
+            "`python -m mesh init` is for MESH_MODE=aws; the demo makes and resets its own "
+            "database."
+        )
+    path = settings.db_path
+    existed = path.exists()
+    applied = Store(path).migrate(create=True)
+    if not existed:
+        print(f"Created the database {path} (MESH_DB) with {len(applied)} migrations.")
+    elif applied:
+        print(
+            f"The database {path} (MESH_DB) already existed; applied {len(applied)} "
+            f"pending migration{'s' if len(applied) > 1 else ''}: {', '.join(applied)}."
+        )
+    else:
+        print(f"The database {path} (MESH_DB) already exists and is up to date; nothing to do.")
+    return 0
+
+
+def _backup(settings: Any, args: argparse.Namespace) -> int:
+    """Copy MESH_DB to FILE with SQLite's online backup; the app may keep running."""
+    target = Path(args.file).absolute()
+    counts = Store(settings.db_path).backup(target, force=args.force)
+    print(
+        f"Backed up {settings.db_path} (MESH_DB) to {target}: {counts['requests']} requests, "
+        f"{counts['audit']} audit rows."
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code (the README's table; 130 on Ctrl-C).
 
@@ -464,6 +507,10 @@ def _run_command(argv: Sequence[str]) -> int:
         if args.verb == "policy" and args.policy_verb == "check":
             return _policy_check(args)
         settings = load_settings()
+        if args.verb == "init":
+            return _init(settings)
+        if args.verb == "backup":
+            return _backup(settings, args)
         if args.verb == "demo":
             from mesh.demo.launcher import run_demo
 

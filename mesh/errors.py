@@ -51,6 +51,16 @@ class Conflict(MeshError):
     exit_code = 5
 
 
+class StorageError(MeshError):
+    """The SQLite file (MESH_DB) failed: locked too long, read-only, full, or gone.
+
+    The message names MESH_DB, its path and the cause; it is never a setting mistake, so
+    the exit code is that of a runtime failure.
+    """
+
+    exit_code = 1
+
+
 class AwsFailure(MeshError):
     """An AWS call failed; ``code`` holds the AWS error code."""
 

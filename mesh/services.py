@@ -117,12 +117,14 @@ def build(settings: Settings, *, endpoint: str | None = None) -> Services:
         )
     except approval.PolicyError as exc:
         raise exc.as_setting() from None
+    # Only the demo makes its database at start; in aws mode a missing one stops start-up,
+    # before any AWS call (`mesh init` makes it; a deleted one is restored from a backup).
+    store = Store(settings.db_path)
+    store.migrate(create=settings.mode is Mode.DEMO)
     sts = factory.client("sts")
     account = central_account(sts)
     catalog = GlueCatalog(factory.client("glue"), catalog_id=account)
     lakeformation = LakeFormation(factory.client("lakeformation"))
-    store = Store(settings.db_path)
-    store.migrate()
     try:
         check_waiting(
             store, rules, users.everyone(), source=str(settings.policy_path or "(built-in default)")

@@ -8,7 +8,13 @@ audit row are written in one ``BEGIN IMMEDIATE`` transaction; AWS is never calle
 from __future__ import annotations
 
 import json
+import os
+import random
 import sqlite3
+import stat
+import tempfile
+import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,10 +24,13 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from mesh.errors import SettingError
+from mesh.errors import InvalidInput, SettingError, StorageError
 from mesh.models import OWNER_STEP, AccessRequest, AuditEvent, Status, Step
 
 migrations = Migrations("mesh")
+
+BUSY_TIMEOUT = 30.0
+"""Seconds a connection waits for another process's write lock before giving up."""
 
 _AUDIT_IS_APPEND_ONLY = "the audit log is append-only"
 
@@ -334,43 +343,219 @@ def _event_from_row(row: Mapping[str, Any]) -> AuditEvent:
 class Store:
     """Requests, audit log and sessions in one SQLite file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.path = Path(path)
+        self.busy_timeout = busy_timeout
 
-    def migrate(self) -> None:
-        """Create the file and apply pending named migrations."""
+    def migrate(self, *, create: bool = True) -> list[str]:
+        """Apply pending named migrations, and return the names of those applied now.
+
+        One process at a time: the check and the migrations share one ``BEGIN IMMEDIATE``
+        transaction, so processes starting together on a fresh file wait for each other and
+        each later one finds the work done. With ``create=False`` (aws mode) a missing or
+        empty file is refused: a store that was deleted must be restored from a backup or
+        made again on purpose (``mesh init``), never replaced by an empty one unnoticed.
+        """
+        self._check_path(create=create)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as db:
-                db.execute("PRAGMA journal_mode=WAL")
-                migrations.apply(db)
-        except (sqlite3.Error, OSError) as exc:
+            with self._connect(create=create, writing=True) as db:
+                if not create:  # before the journal mode is set, which writes to an empty file
+                    self._check_is_mesh_store(db, create=False)
+                self._retry_busy(db.conn, "PRAGMA journal_mode=WAL")
+                self._retry_busy(db.conn, "BEGIN IMMEDIATE")
+                try:
+                    self._check_is_mesh_store(db, create=create)
+                    pending = [migration.name for migration in migrations.pending(db)]
+                    migrations.apply(db)
+                except BaseException:
+                    _rollback(db)
+                    raise
+                db.execute("COMMIT")
+        except StorageError as exc:
+            if _error_code(exc.__cause__) in _NOT_A_FILE_CODES:
+                raise SettingError(
+                    f"MESH_DB points at {self.path}, which cannot be used as a SQLite file "
+                    f"({exc.__cause__}); set MESH_DB to the path of a writable SQLite file."
+                ) from exc
+            raise
+        return pending
+
+    def _check_path(self, *, create: bool) -> None:
+        if self.path.is_dir():
             raise SettingError(
-                f"MESH_DB points at {self.path}, which cannot be used as a SQLite file ({exc}); "
-                "set MESH_DB to the path of a writable file."
+                f"MESH_DB points at {self.path}, which is a folder; set MESH_DB to the path "
+                "of a SQLite file."
+            )
+        if not create and not self.path.exists():
+            raise SettingError(
+                f"MESH_DB points at {self.path}, where there is no database; run "
+                "`python -m mesh init` to create it, or restore a backup there (see "
+                "`python -m mesh backup`)."
+            )
+        if create:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SettingError(
+                    f"MESH_DB points at {self.path}, whose folder cannot be created "
+                    f"({exc.strerror}); set MESH_DB to the path of a writable file."
+                ) from exc
+
+    def _check_is_mesh_store(self, db: sqlite_utils.Database, *, create: bool) -> None:
+        """Refuse a file that Mesh has never migrated, unless it is empty and may be made."""
+        if migrations.applied(db):
+            return
+        if db.table_names():
+            raise SettingError(
+                f"MESH_DB points at {self.path}, a SQLite file that is not a Mesh store (it "
+                "holds other tables); set MESH_DB to another file."
+            )
+        if not create:
+            raise SettingError(
+                f"MESH_DB points at {self.path}, an empty file that is not a Mesh store yet; "
+                "run `python -m mesh init` to set it up, or restore a backup over it (see "
+                "`python -m mesh backup`)."
+            )
+
+    def backup(self, target: str | Path, *, force: bool = False) -> dict[str, int]:
+        """Copy the store to ``target`` with SQLite's online backup API; return row counts.
+
+        The copy is consistent while other processes keep writing (it is one read
+        transaction), and is written beside ``target`` first and renamed into place, so a
+        failed backup never leaves half a file where a good one was. The copy is a single
+        file (rollback journal, not WAL), ready to be copied over MESH_DB to restore it.
+        """
+        target = Path(target)
+        self._check_path(create=False)
+        if target.is_dir():
+            raise InvalidInput(f"{target} is a folder; give the path of the backup file.")
+        if target.exists() and target.resolve() == self.path.resolve():
+            raise InvalidInput(f"{target} is MESH_DB itself; give another path for the backup.")
+        if target.exists() and not force:
+            raise InvalidInput(
+                f"{target} already exists; choose another path, or pass --force to replace it."
+            )
+        try:
+            fd, partial = tempfile.mkstemp(
+                dir=target.parent, prefix=f".{target.name}.", suffix=".partial"
+            )
+        except OSError as exc:
+            raise StorageError(
+                f"The backup {target} could not be written ({exc.strerror})."
             ) from exc
+        os.close(fd)
+        try:
+            os.chmod(partial, stat.S_IMODE(self.path.stat().st_mode))  # as private as MESH_DB
+            counts = self._backup_into(Path(partial), target=target)
+            os.replace(partial, target)
+        finally:
+            Path(partial).unlink(missing_ok=True)
+        return counts
+
+    def _backup_into(self, partial: Path, *, target: Path) -> dict[str, int]:
+        with self._connect() as db:
+            self._check_is_mesh_store(db, create=False)
+            copy = sqlite3.connect(partial, isolation_level=None)
+            try:
+                db.conn.backup(copy)
+                copy.execute("PRAGMA journal_mode=DELETE")
+                (check,) = copy.execute("PRAGMA quick_check").fetchone()
+                if check != "ok":
+                    raise StorageError(f"The backup {target} failed its check: {check}.")
+                return {
+                    table: copy.execute(f"SELECT COUNT(*) FROM [{table}]").fetchone()[0]
+                    for table in ("requests", "audit")
+                }
+            except sqlite3.Error as exc:
+                raise StorageError(f"The backup {target} could not be written: {exc}.") from exc
+            finally:
+                copy.close()
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite_utils.Database]:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA foreign_keys=ON")
+    def _connect(
+        self, *, create: bool = False, writing: bool = False
+    ) -> Iterator[sqlite_utils.Database]:
+        """A connection to the existing file (never a new one, unless ``create``).
+
+        A failure of the file itself (locked past the busy timeout, read-only, full, gone)
+        becomes a StorageError that names MESH_DB and the cause; a constraint failure or a
+        mistake in SQL passes through unchanged.
+        """
+        # mode=rw: a file deleted while Mesh runs is an error, not an empty new database.
+        mode = "rwc" if create else "rw"
+        uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode={mode}"
         try:
+            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._storage_error(exc, writing=writing) from exc
+        try:
+            conn.execute("PRAGMA foreign_keys=ON")
             yield sqlite_utils.Database(conn)
+        except sqlite3.DatabaseError as exc:
+            if not _is_storage_failure(exc):
+                raise
+            raise self._storage_error(exc, writing=writing) from exc
         finally:
             conn.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite_utils.Database]:
         """One write transaction that takes the write lock up front (no upgrade deadlocks)."""
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
+        with self._connect(writing=True) as db:
+            self._retry_busy(db.conn, "BEGIN IMMEDIATE")
             try:
+                # sqlite-utils creates a missing table on insert: a file emptied under a
+                # running Mesh must fail here ("no such table"), not fill up anew.
+                db.execute("SELECT 1 FROM _sqlite_migrations LIMIT 0")
                 yield db
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
             db.execute("COMMIT")
+
+    def _retry_busy(self, conn: sqlite3.Connection, statement: str) -> None:
+        """Run ``statement``, trying again while the file is busy, within the busy timeout.
+
+        SQLite does not always wait in its busy handler: changing the journal mode of a
+        fresh file that another process is setting up, or beginning while another
+        connection recovers the WAL, fails at once with "database is locked".
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.005
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            conn.execute(f"PRAGMA busy_timeout={int(remaining * 1000)}")
+            try:
+                conn.execute(statement)
+                break
+            except sqlite3.OperationalError as exc:
+                if _error_code(exc) not in _BUSY_CODES or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 2, 0.1)
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+
+    def _storage_error(self, exc: sqlite3.Error, *, writing: bool) -> StorageError:
+        where = f"The store MESH_DB ({self.path})"
+        cause = str(exc)
+        if not self.path.exists():
+            message = (
+                f"{where} is missing: it was deleted or moved while Mesh was running; stop "
+                "Mesh, then restore a backup there or run `python -m mesh init`."
+            )
+        elif "no such table" in cause:
+            message = (
+                f"{where} has lost its tables ({cause}): it was replaced while Mesh was "
+                "running; stop Mesh, then restore a backup there."
+            )
+        elif _error_code(exc) in _BUSY_CODES:
+            message = (
+                f"{where} stayed locked by another process for more than "
+                f"{self.busy_timeout:g} seconds ({cause}); try again."
+            )
+        else:
+            message = f"{where} could not be {'written' if writing else 'read'}: {cause}."
+        return StorageError(message)
 
     # Requests ---------------------------------------------------------------------------
 
@@ -802,3 +987,48 @@ def _column_value(value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)
     return value
+
+
+_BUSY_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+# At start, these mean MESH_DB names something that is not a usable SQLite file.
+_NOT_A_FILE_CODES = {sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOTADB}
+# Failures of the file, not of the SQL: busy, read-only, I/O, corrupt, full, gone.
+_STORAGE_CODES = (
+    _BUSY_CODES
+    | _NOT_A_FILE_CODES
+    | {
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+
+def _error_code(exc: BaseException | None) -> int | None:
+    """SQLite's primary result code for ``exc``, or None when SQLite did not raise it."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _is_storage_failure(exc: sqlite3.DatabaseError) -> bool:
+    """Whether ``exc`` is about the file (lock, disk, permissions, gone), not the SQL."""
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
+        return False
+    if "no such table" in str(exc):  # the file was replaced by an empty one
+        return True
+    code = _error_code(exc)
+    # An error raised without a SQLite code (a stand-in in tests, a wrapper) is judged
+    # by its class: OperationalError is SQLite's class for failures of the database.
+    return code in _STORAGE_CODES if code is not None else True
+
+
+def _rollback(db: sqlite_utils.Database) -> None:
+    """Roll back if a transaction is still open, never hiding the failure that led here."""
+    if db.conn.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # closing the connection rolls back too

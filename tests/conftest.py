@@ -22,6 +22,7 @@ import pytest
 from mesh.demo import data, standin
 from mesh.services import Services, build
 from mesh.settings import DEMO_USERS, Settings, load_settings
+from mesh.store import Store
 from mesh.workflow import Marketplace
 
 REGION = "us-east-1"
@@ -110,7 +111,9 @@ def client(service: str, endpoint: str) -> object:
 
 @pytest.fixture
 def aws_env(aws: str, tmp_path: Path) -> dict[str, str]:
-    """Environment variables for aws mode against the seeded moto server."""
+    """Environment variables for aws mode against the seeded moto server, with the store
+    made as `mesh init` makes it (aws mode never creates one by itself)."""
+    Store(tmp_path / "mesh.db").migrate(create=True)
     return {
         "MESH_MODE": "aws",
         "MESH_DB": str(tmp_path / "mesh.db"),

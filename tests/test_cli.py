@@ -41,6 +41,7 @@ from mesh.grants import LakeFormation
 from mesh.models import GrantSpec
 from mesh.services import Services, build
 from mesh.settings import DEMO_USERS, load_settings
+from mesh.store import Store
 from mesh.workflow import Marketplace
 from tests.conftest import REGION, reset_moto
 from tests.support import Cli, Outcome, assert_one_sentence_on_stderr
@@ -168,6 +169,7 @@ def make_world(endpoint: str, folder: Path) -> World:
     users["mia"]["accounts"] = [mine]
     users_file = folder / "users.yaml"
     users_file.write_text(yaml.safe_dump(document))
+    Store(folder / "mesh.db").migrate(create=True)  # as `mesh init` makes it
     env = {
         "MESH_MODE": "aws",
         "MESH_DB": str(folder / "mesh.db"),

@@ -410,10 +410,12 @@ def seeded(moto_endpoint: str) -> str:
 @pytest.fixture(scope="module")
 def wired(seeded: str, tmp_path_factory: pytest.TempPathFactory) -> Services:
     """The services in aws mode, as the app and the CLI build them."""
+    template = tmp_path_factory.mktemp("template") / "mesh.db"
+    Store(template).migrate(create=True)  # as `mesh init` makes it
     env = {
         **moto_env(seeded),
         "MESH_MODE": "aws",
-        "MESH_DB": str(tmp_path_factory.mktemp("template") / "mesh.db"),
+        "MESH_DB": str(template),
         "MESH_USERS": str(DEMO_USERS),
         "MESH_NOTIFY": "off",
     }
@@ -867,6 +869,7 @@ def app(
     monkeypatch: pytest.MonkeyPatch,
 ) -> AppTest:
     """The web app in aws mode over the seeded mesh and a fresh store, not yet run."""
+    Store(tmp_path / "mesh.db").migrate(create=True)  # as `mesh init` makes it
     env = {
         **moto_env(seeded),
         "MESH_MODE": "aws",

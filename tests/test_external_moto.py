@@ -87,6 +87,8 @@ def cli(external_moto: str, tmp_path: Path):  # type: ignore[no-untyped-def]
             timeout=60,
         )
 
+    initialised = run("init")  # aws mode never makes its database by itself
+    assert initialised.returncode == 0, initialised.stderr
     return run
 
 

@@ -113,10 +113,12 @@ def seeded(moto_endpoint: str) -> str:
 @pytest.fixture(scope="module")
 def wired(seeded: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     """The services in aws mode as the app builds them, with the central topics configured."""
+    template = tmp_path_factory.mktemp("template") / "mesh.db"
+    Store(template).migrate(create=True)  # as `mesh init` makes it
     env = {
         **moto_env(seeded),
         "MESH_MODE": "aws",
-        "MESH_DB": str(tmp_path_factory.mktemp("template") / "mesh.db"),
+        "MESH_DB": str(template),
         "MESH_USERS": str(DEMO_USERS),
         "MESH_BASE_URL": BASE_URL,
         "MESH_LINK_SECRET": LINK_SECRET,

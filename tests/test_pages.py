@@ -17,6 +17,7 @@ from mesh import ui
 from mesh.catalog import CatalogSnapshot, GlueCatalog
 from mesh.models import AccessRequest, Action, Status
 from mesh.settings import DEMO_USERS
+from mesh.store import Store
 from mesh.workflow import Marketplace
 from tests.conftest import lake_formation_entries
 from tests.support import APP, COOKIE_KEY, labelled, sign_in, texts
@@ -62,6 +63,7 @@ def web_env(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[st
 @pytest.fixture
 def settings_env(moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Valid web settings in aws mode against the moto server, left unseeded, for start-up."""
+    Store(tmp_path / "mesh.db").migrate(create=True)  # as `mesh init` makes it
     env = {
         "MESH_MODE": "aws",
         "MESH_DB": str(tmp_path / "mesh.db"),

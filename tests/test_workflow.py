@@ -55,9 +55,11 @@ def module_env(
     moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
     """Settings and AWS variables for aws mode against the shared moto server."""
+    template = tmp_path_factory.mktemp("template") / "mesh.db"
+    Store(template).migrate(create=True)  # as `mesh init` makes it
     env = {
         "MESH_MODE": "aws",
-        "MESH_DB": str(tmp_path_factory.mktemp("template") / "mesh.db"),
+        "MESH_DB": str(template),
         "MESH_USERS": str(DEMO_USERS),
         "AWS_ENDPOINT_URL": moto_endpoint,
         "AWS_ACCESS_KEY_ID": "testing",

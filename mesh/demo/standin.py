@@ -19,6 +19,7 @@ from typing import Any
 from mesh.aws import ClientFactory
 from mesh.demo import data, patches
 from mesh.errors import SettingError
+from mesh.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,11 @@ def _marker(db_path: Path) -> Path:
 
 
 def reset_database(db_path: Path) -> None:
-    """Remove the demo's SQLite file: its requests describe a stand-in that is gone.
+    """Make the demo's SQLite file afresh: the old one's requests describe a stand-in gone.
 
     Only a file the demo made itself is removed (it leaves a marker beside it); any other
     file is refused, so a demo started by mistake can never wipe real requests and audit log.
+    The new file is migrated at once, so a CLI in aws mode against the demo finds it.
     """
     if db_path.exists() and not _marker(db_path).exists():
         raise SettingError(
@@ -70,6 +72,7 @@ def reset_database(db_path: Path) -> None:
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     _marker(db_path).write_text("This SQLite file belongs to the demo and is reset with it.\n")
+    Store(db_path).migrate(create=True)
 
 
 def serve(port: int = 0) -> tuple[Any, str]:
