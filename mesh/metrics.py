@@ -7,6 +7,7 @@ ISO 8601 strings in UTC, as the store writes them; frames hold naive UTC timesta
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -254,12 +255,22 @@ def notification_failures(
     now: datetime,
     since: datetime | None = None,
 ) -> pd.DataFrame:
-    """Count failed notification attempts per period, zeros included.
+    """Count the messages that failed per period, zeros included, as the headline counts them.
 
-    Each ``notification_failed`` audit row is one attempt, so a message that failed twice
-    before it went out counts twice, on the days it failed.
+    Each ``notification_failed`` audit row is one attempt; a message (the row's
+    ``notification`` id) counts once, in the period of its first failure in the window, however
+    often it was tried. A row without that id counts as a message of its own.
     """
-    moments = [e.at for e in events if e.action == Action.NOTIFICATION_FAILED]
+    failed = [e for e in events if e.action == Action.NOTIFICATION_FAILED]
+    attempts = pd.DataFrame(
+        {
+            "raw": [e.at for e in failed],
+            "at": _timestamps(e.at for e in failed),
+            "message": [str(e.details.get("notification") or f"event {e.id}") for e in failed],
+        }
+    )
+    firsts = _since(attempts, "at", since).sort_values("at").drop_duplicates("message")
+    moments = list(firsts["raw"])
     return _count_per_period(
         moments, ["failures"] * len(moments), ["failures"], period=period, now=now, since=since
     )
@@ -278,15 +289,57 @@ def failing_notifications(
 # For people -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
+class Unit:
+    """A unit of duration for people: its short name, its axis title and its length in hours."""
+
+    short: str
+    title: str
+    hours: float
+    digits: int
+
+
+MINUTES = Unit(short="min", title="minutes", hours=1 / 60, digits=0)
+HOURS = Unit(short="h", title="hours", hours=1.0, digits=1)
+DAYS = Unit(short="days", title="days", hours=24.0, digits=1)
+
+
+def unit_for(hours: float | None) -> Unit:
+    """Pick a duration's unit by its magnitude: minutes under an hour, days from two days on.
+
+    The headline numbers and the chart axes use the same rule, so "4 min" above a chart
+    goes with a chart in minutes.
+    """
+    if hours is None or hours < 1:
+        return MINUTES
+    return HOURS if hours < 48 else DAYS
+
+
 def format_hours(hours: float | None) -> str:
     """Write a duration for a person: minutes under an hour, days from two days on."""
     if hours is None:
         return "none yet"
-    if hours < 1:
-        return f"{max(hours, 0) * 60:.0f} min"
-    if hours < 48:
-        return f"{hours:.1f} h"
-    return f"{hours / 24:.1f} days"
+    unit = unit_for(hours)
+    return f"{max(hours, 0) / unit.hours:.{unit.digits}f} {unit.short}"
+
+
+def in_unit(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, Unit]:
+    """Convert hour columns to the unit their largest value calls for (see unit_for)."""
+    values = frame[list(columns)].to_numpy().ravel()
+    unit = unit_for(float(values.max()) if len(values) else None)
+    return frame.assign(**{c: frame[c] / unit.hours for c in columns}), unit
+
+
+def axis_top(value: float) -> float:
+    """A round axis end above ``value``, with room for a point drawn at ``value``."""
+    if value <= 0:
+        return 1.0
+    padded = value * 1.15
+    step = 10 ** math.floor(math.log10(padded))
+    for multiple in (1, 2, 2.5, 5, 10):
+        if padded <= multiple * step:
+            return float(multiple * step)
+    return float(10 * step)
 
 
 # The whole dashboard --------------------------------------------------------------------

@@ -33,20 +33,25 @@ def owner_names(ctx: ui.Context) -> dict[str, str]:
 
 
 def pending_chart(frame: pd.DataFrame, column: str, title: str) -> alt.Chart:
-    """Bars of pending requests, coloured by the age of the oldest."""
+    """Bars of pending requests, coloured by the age of the oldest, in a unit that fits it."""
+    aged, unit = metrics.in_unit(frame, ["oldest_hours"])
     return (
-        alt.Chart(frame, title=title)
+        alt.Chart(aged, title=title)
         .mark_bar()
         .encode(
             x=alt.X("pending:Q", title="Pending requests", axis=alt.Axis(tickMinStep=1)),
             y=alt.Y(f"{column}:N", title=None, sort="-x", axis=alt.Axis(labelLimit=300)),
             color=alt.Color(
                 "oldest_hours:Q",
-                title="Oldest (hours)",
-                scale=alt.Scale(scheme="oranges"),
-                legend=alt.Legend(format=".0f"),
+                title=f"Oldest ({unit.title})",
+                scale=alt.Scale(scheme="oranges", domainMin=0),
+                legend=alt.Legend(format=f".{unit.digits}f"),
             ),
-            tooltip=[column, "pending", alt.Tooltip("oldest_hours:Q", format=".1f")],
+            tooltip=[
+                column,
+                "pending",
+                alt.Tooltip("oldest_hours:Q", title=f"oldest ({unit.title})", format=".1f"),
+            ],
         )
     )
 
@@ -76,17 +81,33 @@ def counts_chart(frame: pd.DataFrame, colours: dict[str, str], period: metrics.P
 
 
 def decision_chart(frame: pd.DataFrame, period: metrics.Period) -> alt.Chart:
-    """Lines of the median and 90th percentile hours to a decision."""
+    """The median and 90th percentile time to a decision per period, in a unit that fits.
+
+    The periods are labelled like the count charts', and the axis ends above the highest
+    point, so a single period (the demo) still shows two labelled points inside the chart.
+    """
     named = frame.rename(columns={"median_hours": "median", "p90_hours": "90th percentile"})
+    scaled, unit = metrics.in_unit(named, ["median", "90th percentile"])
+    scaled = scaled.assign(period=scaled["period"].dt.strftime("%Y-%m-%d"))
+    top = metrics.axis_top(float(scaled["90th percentile"].max()))
     return (
-        alt.Chart(named)
-        .transform_fold(["median", "90th percentile"], as_=["measure", "hours"])
-        .mark_line(point=True)
+        alt.Chart(scaled)
+        .transform_fold(["median", "90th percentile"], as_=["measure", "time"])
+        .mark_line(point=alt.OverlayMarkDef(size=60))
         .encode(
-            x=alt.X("period:T", title=PERIOD_TITLES[period]),
-            y=alt.Y("hours:Q", title="Hours to decision"),
-            color=alt.Color("measure:N", title=None),
-            tooltip=["period:T", "measure:N", alt.Tooltip("hours:Q", format=".1f"), "decisions:Q"],
+            x=alt.X("period:O", title=PERIOD_TITLES[period], axis=alt.Axis(labelOverlap=True)),
+            y=alt.Y(
+                "time:Q",
+                title=f"Time to decision ({unit.title})",
+                scale=alt.Scale(domain=[0, top], nice=False),
+            ),
+            color=alt.Color("measure:N", title=None, sort=["median", "90th percentile"]),
+            tooltip=[
+                "period:O",
+                "measure:N",
+                alt.Tooltip("time:Q", title=unit.title, format=".1f"),
+                alt.Tooltip("decisions:Q", title="decisions"),
+            ],
         )
     )
 
@@ -155,9 +176,14 @@ with ui.guard():
     if board.time_to_decision.empty:
         st.info("Nobody has decided a request in this window.")
     else:
+        decisions = int(board.time_to_decision["decisions"].sum())
+        st.caption(
+            f"{decisions} decision{'s' if decisions != 1 else ''} made by a person in this "
+            f"window; each point is the median or the 90th percentile of one {period.value}."
+        )
         st.altair_chart(
             decision_chart(board.time_to_decision, period),
-            alt=f"Median and 90th percentile hours to a decision per {period.value}",
+            alt=f"Median and 90th percentile time to a decision per {period.value}",
         )
 
     st.subheader("Grants, denials, revocations and expiries")
@@ -173,7 +199,11 @@ with ui.guard():
     if board.notification_failures.empty:
         st.info("No notification failed in this window.")
     else:
+        st.caption(
+            f"Messages that failed, each counted once, in the {period.value} it first failed "
+            "(retries are not counted again)."
+        )
         st.altair_chart(
             counts_chart(board.notification_failures, FAILURE_COLOURS, period),
-            alt=f"Failed notification attempts per {period.value}",
+            alt=f"Notifications that failed per {period.value}",
         )

@@ -431,8 +431,9 @@ def test_no_outcomes_give_an_empty_frame_with_every_outcome_column(
 # Notification failures -------------------------------------------------------------------
 
 
-def test_failed_notification_attempts_are_counted_per_day() -> None:
-    # GIVEN two failed attempts on 7 May, one on 9 May, and a notification sent on 8 May
+def test_failed_notifications_are_counted_per_day() -> None:
+    # GIVEN two failures on 7 May, one on 9 May, and a notification sent on 8 May, each of
+    # a message of its own (the rows name no notification)
     rows = [
         event(Action.NOTIFICATION_FAILED, "2024-05-07T01:00:00.000Z", error_code="NotFound"),
         event(Action.NOTIFICATION_FAILED, "2024-05-07T02:00:00.000Z", error_code="NotFound"),
@@ -447,6 +448,38 @@ def test_failed_notification_attempts_are_counted_per_day() -> None:
         {"period": day("2024-05-08"), "failures": 0},
         {"period": day("2024-05-09"), "failures": 1},
     ]
+
+
+def test_a_message_tried_again_counts_once_on_the_day_it_first_failed() -> None:
+    # GIVEN message 1 failed three times over two days, message 2 once
+    rows = [
+        event(Action.NOTIFICATION_FAILED, "2024-05-07T01:00:00.000Z", notification=1),
+        event(Action.NOTIFICATION_FAILED, "2024-05-07T05:00:00.000Z", notification=1),
+        event(Action.NOTIFICATION_FAILED, "2024-05-08T01:00:00.000Z", notification=1),
+        event(Action.NOTIFICATION_FAILED, "2024-05-08T03:00:00.000Z", notification=2),
+    ]
+    # WHEN failures are counted per day
+    frame = metrics.notification_failures(rows, period=Period.DAY, now=NOW)
+    # THEN each message counts once, as the "failing now" metric counts messages
+    assert records(frame) == [
+        {"period": day("2024-05-07"), "failures": 1},
+        {"period": day("2024-05-08"), "failures": 1},
+        {"period": day("2024-05-09"), "failures": 0},
+    ]
+
+
+def test_a_message_first_failing_before_the_window_counts_in_it_when_it_fails_again() -> None:
+    # GIVEN a message that failed on 1 May and again on 8 May
+    rows = [
+        event(Action.NOTIFICATION_FAILED, "2024-05-01T01:00:00.000Z", notification=7),
+        event(Action.NOTIFICATION_FAILED, "2024-05-08T01:00:00.000Z", notification=7),
+    ]
+    # WHEN the window starts on 6 May
+    since = datetime(2024, 5, 6, tzinfo=UTC)
+    frame = metrics.notification_failures(rows, period=Period.DAY, now=NOW, since=since)
+    # THEN it counts once, on 8 May, its first failure inside the window
+    assert int(frame["failures"].sum()) == 1
+    assert records(frame)[2] == {"period": day("2024-05-08"), "failures": 1}
 
 
 def test_no_failed_notification_gives_an_empty_frame() -> None:
@@ -573,3 +606,89 @@ HOURS = [
 @pytest.mark.parametrize(("hours", "text"), HOURS)
 def test_format_hours(hours: float | None, text: str) -> None:
     assert metrics.format_hours(hours) == text
+
+
+UNITS = [
+    # no value, and under an hour: minutes
+    (None, "minutes"),
+    (0.0, "minutes"),
+    (0.99, "minutes"),
+    # up to two days: hours
+    (1.0, "hours"),
+    (47.9, "hours"),
+    # from two days on: days
+    (48.0, "days"),
+]
+
+
+@pytest.mark.parametrize(("hours", "title"), UNITS)
+def test_unit_is_picked_by_magnitude_as_format_hours_picks_it(
+    hours: float | None, title: str
+) -> None:
+    unit = metrics.unit_for(hours)
+    assert unit.title == title
+    if hours is not None:
+        assert metrics.format_hours(hours).endswith(unit.short)
+
+
+def test_chart_columns_share_the_unit_their_largest_value_calls_for() -> None:
+    # GIVEN a median of 4 minutes and a 90th percentile of 30 minutes
+    frame = pd.DataFrame({"median": [4 / 60], "p90": [0.5]})
+    # WHEN they are put in a unit
+    scaled, unit = metrics.in_unit(frame, ["median", "p90"])
+    # THEN both are in minutes, as the headline writes "4 min"
+    assert unit is metrics.MINUTES
+    assert scaled.round(6).to_dict("records") == [{"median": 4.0, "p90": 30.0}]
+    assert metrics.format_hours(4 / 60) == "4 min"
+
+
+@pytest.mark.parametrize(
+    ("value", "top"),
+    [(0.0, 1.0), (0.13, 0.2), (1.0, 2.0), (4.0, 5.0), (9.0, 20.0), (30.0, 50.0), (180.0, 250.0)],
+)
+def test_axis_ends_above_the_highest_point(value: float, top: float) -> None:
+    assert metrics.axis_top(value) == top
+    assert metrics.axis_top(value) > value
+
+
+# At volume -------------------------------------------------------------------------------
+
+
+def test_ten_thousand_requests_give_charts_of_a_readable_size() -> None:
+    # GIVEN 10,000 requests over 83 days on ten products of five owners: most decided by a
+    # person within hours, a tenth still pending, and a failed message on every fiftieth
+    start = NOW - timedelta(days=85)
+    requests, events = [], []
+    for n in range(10_000):
+        created = start + timedelta(minutes=12 * n)  # the last one 40 hours ago
+        owner = f"{n % 5 + 1}" * 12
+        stamp = created.isoformat().replace("+00:00", "Z")
+        if n % 10 == 0:
+            requests.append(
+                request(f"r-{n}", database=f"db{n % 10}", owner=owner, created_at=stamp)
+            )
+        else:
+            done = (created + timedelta(hours=n % 30)).isoformat().replace("+00:00", "Z")
+            requests.append(decided(f"r-{n}", stamp, done, database=f"db{n % 10}", owner=owner))
+            events.append(event(Action.GRANT_SUCCEEDED, done, f"r-{n}"))
+        if n % 50 == 0:
+            events.append(event(Action.NOTIFICATION_FAILED, stamp, f"r-{n}", notification=n))
+    # WHEN the dashboard is built for an admin over the last 30 days, per day
+    board = metrics.dashboard(
+        ADA,
+        requests=requests,
+        events=events,
+        notifications=[],
+        now=NOW,
+        since=NOW - timedelta(days=30),
+    )
+    # THEN every chart has one bar or point per product, owner or day: a chart, not a cloud
+    assert len(board.pending_by_product) == 1  # every tenth request lands on db0
+    assert len(board.pending_by_owner) <= 5
+    assert 28 <= len(board.time_to_decision) <= 31
+    assert 28 <= len(board.outcomes) <= 31
+    assert 28 <= len(board.notification_failures) <= 31
+    # AND decisions of up to 29 hours are charted in hours, the headline's unit
+    _, unit = metrics.in_unit(board.time_to_decision, ["median_hours", "p90_hours"])
+    assert unit is metrics.HOURS
+    assert metrics.format_hours(board.headline.median_decision_hours).endswith(" h")
