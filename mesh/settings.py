@@ -14,7 +14,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from mesh.demo import data as demo_data
 from mesh.errors import SettingError
+from mesh.policy import is_valid_account
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECRETS_FILE = PROJECT_ROOT / ".streamlit" / "secrets.toml"
@@ -129,6 +131,12 @@ SETTINGS = (
         "with organizations:ListAccounts; outside accounts get RAM instructions",
     ),
     Setting(
+        name="MESH_ACCOUNT_NAMES",
+        default="(none; demo: the demo accounts' names)",
+        help="names shown beside account ids, such as "
+        "`444455556666=Analytics,777788889999=Partner`",
+    ),
+    Setting(
         name="MESH_POLICY",
         default="(built-in: PII waits for its owner)",
         help="approval policy file (YAML): sensitivity levels, rules, approval steps; "
@@ -206,6 +214,11 @@ class Settings:
     tick_seconds: int = 60
     demo_minutes: int = 3
     policy_path: Path | None = None
+    account_names: tuple[tuple[str, str], ...] = ()
+
+    def account_name(self, account: str) -> str:
+        """The name MESH_ACCOUNT_NAMES gives ``account``, or ""."""
+        return dict(self.account_names).get(account, "")
 
     @property
     def link_secret_file(self) -> Path:
@@ -316,6 +329,7 @@ def load_settings(
         stale_granting=_positive_int("MESH_STALE_GRANTING", get("MESH_STALE_GRANTING"), 300),
         demo_endpoint=get("MESH_DEMO_ENDPOINT"),
         policy_path=_resolve(policy) if policy else None,
+        account_names=_account_names(get("MESH_ACCOUNT_NAMES"), demo=mode is Mode.DEMO),
         **_lifecycle(get, demo=mode is Mode.DEMO),
     )
 
@@ -356,6 +370,36 @@ def _org(raw: str | None) -> str | None:
             "12-digit account id; list the ids separated by commas, or set aws."
         )
     return ",".join(accounts)
+
+
+def _account_names(raw: str | None, *, demo: bool) -> tuple[tuple[str, str], ...]:
+    """Parse ``ID=Name,ID=Name``; in demo mode, unset means the demo accounts' names."""
+    if raw is None:
+        return _DEMO_ACCOUNT_NAMES if demo else ()
+    names: dict[str, str] = {}
+    for entry in (e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        account, sep, name = (part.strip() for part in entry.partition("="))
+        if not (sep and name and is_valid_account(account)):
+            raise SettingError(
+                f"MESH_ACCOUNT_NAMES holds {entry!r}, which is not ACCOUNT=NAME with a "
+                "12-digit account id; write it as 444455556666=Analytics,777788889999=Partner."
+            )
+        if account in names:
+            raise SettingError(
+                f"MESH_ACCOUNT_NAMES names account {account} twice ({names[account]!r} and "
+                f"{name!r}); keep one name per account."
+            )
+        names[account] = name
+    return tuple(names.items())
+
+
+_DEMO_ACCOUNT_NAMES = (
+    (demo_data.CENTRAL_ACCOUNT, "Central catalog"),
+    *demo_data.CONSUMERS.items(),
+    *demo_data.DOMAINS.items(),
+)
 
 
 # The demo stand-in creates these central topics (mesh/demo/data.py).

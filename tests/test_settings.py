@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mesh.demo import data as demo_data
 from mesh.errors import InvalidInput, SettingError
 from mesh.settings import (
     DEMO_USERS,
@@ -383,3 +384,64 @@ def test_a_policy_file_and_the_old_pii_terms_settings_cannot_both_be_set(
     # THEN one sentence says where those terms go now, so that nothing is silently ignored
     with pytest.raises(SettingError, match="put max_days and require_duration in the policy"):
         load_settings({"MESH_POLICY": "examples/policies/default.yaml", **legacy}, {})
+
+
+# Account names -------------------------------------------------------------------------------
+
+
+def test_account_names_are_read_as_id_equals_name_pairs(aws_env: dict[str, str]) -> None:
+    # GIVEN two named accounts, with spaces around the parts and a trailing comma
+    env = {**aws_env, "MESH_ACCOUNT_NAMES": " 444455556666 = Analytics , 777788889999=Partner,"}
+    # WHEN the settings are loaded
+    settings = load_settings(env, {})
+    # THEN each id has its name, and an account not listed has none
+    assert settings.account_names == (("444455556666", "Analytics"), ("777788889999", "Partner"))
+    assert settings.account_name("444455556666") == "Analytics"
+    assert settings.account_name("111111111111") == ""
+
+
+def test_aws_mode_names_no_account_by_default(aws_env: dict[str, str]) -> None:
+    assert load_settings(aws_env, {}).account_names == ()
+
+
+def test_demo_mode_names_the_demo_accounts_by_default() -> None:
+    # GIVEN the demo with no MESH_ACCOUNT_NAMES
+    settings = load_settings({}, {})
+    # THEN its consumer and producer accounts have the demo data's names
+    names = dict(settings.account_names)
+    assert {a: names[a] for a in demo_data.CONSUMERS} == demo_data.CONSUMERS
+    assert {a: names[a] for a in demo_data.DOMAINS} == demo_data.DOMAINS
+
+
+def test_account_names_setting_wins_over_the_demo_names() -> None:
+    settings = load_settings({"MESH_ACCOUNT_NAMES": "444455556666=Lab"}, {})
+    assert settings.account_names == (("444455556666", "Lab"),)
+
+
+BAD_ACCOUNT_NAMES = [
+    # no "="
+    ("444455556666 Analytics", "444455556666 Analytics"),
+    # no name
+    ("444455556666=", "444455556666="),
+    # an id that is not 12 digits
+    ("44445555666=Analytics", "44445555666=Analytics"),
+    ("44445555666x=Analytics", "44445555666x=Analytics"),
+]
+
+
+@pytest.mark.parametrize(("raw", "named"), BAD_ACCOUNT_NAMES)
+def test_malformed_account_names_are_a_setting_error_naming_the_entry(
+    aws_env: dict[str, str], raw: str, named: str
+) -> None:
+    with pytest.raises(SettingError) as refused:
+        load_settings({**aws_env, "MESH_ACCOUNT_NAMES": raw}, {})
+    message = refused.value.message
+    assert message.startswith("MESH_ACCOUNT_NAMES holds")
+    assert repr(named) in message
+    assert "444455556666=Analytics,777788889999=Partner" in message
+
+
+def test_an_account_named_twice_is_a_setting_error(aws_env: dict[str, str]) -> None:
+    env = {**aws_env, "MESH_ACCOUNT_NAMES": "444455556666=Analytics,444455556666=Lab"}
+    with pytest.raises(SettingError, match="names account 444455556666 twice"):
+        load_settings(env, {})
