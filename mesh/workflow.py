@@ -92,6 +92,9 @@ class PendingItem:
     owner_name: str
     grants: tuple[dict[str, Any], ...]
     progress: str = ""
+    # Admins may always deny; approving is open to them only where the step lets them.
+    may_approve: bool = True
+    why_not_approve: str = ""
 
 
 class Marketplace:
@@ -797,6 +800,19 @@ class Marketplace:
             )
         return claim, request
 
+    def may_decide(self, username: str, request_id: str, *, verb: str = "approve") -> str | None:
+        """Why ``username`` may not ``verb`` the request now, or None when they may.
+
+        Reads only: a page asks before it offers to confirm a decision link, so the wrong
+        person is told at once instead of after the click.
+        """
+        user = self._user(username)
+        try:
+            self._authorise_decision(user, request_id, verb=verb)
+        except (Forbidden, Conflict) as exc:
+            return exc.message
+        return None
+
     def decide_by_link(
         self, token: str, username: str, *, action: str, comment: str = ""
     ) -> AccessRequest:
@@ -839,7 +855,11 @@ class Marketplace:
         )
 
     def pending_for(self, username: str) -> list[PendingItem]:
-        """Pending requests ``username`` may decide now, oldest first."""
+        """Pending requests ``username`` may decide now, oldest first.
+
+        An admin gets every waiting request but their own: any admin may deny one, as a way
+        out of a stuck request, even where the policy does not let admins approve it.
+        """
         user = self._user(username)
         if not user.can_approve:
             raise Forbidden(
@@ -854,8 +874,16 @@ class Marketplace:
             db = owners[request.database]
             owner = db.owner_account if db else None
             done = self.store.approvals(request.id)
-            if not approval.may_act(self.rules, user, request, owner, done):
+            may_approve = approval.may_act(self.rules, user, request, owner, done)
+            if not may_approve and not (user.is_admin and user.username != request.requester):
                 continue
+            why_not = ""
+            if not may_approve:
+                why_not = (
+                    "you have already approved it; someone else must give the next approval"
+                    if any(a.username == user.username for a in done)
+                    else "the approval policy does not let admins approve this step"
+                )
             items.append(
                 PendingItem(
                     request=request,
@@ -863,6 +891,8 @@ class Marketplace:
                     owner_name=db.owner_name if db else "",
                     grants=tuple(spec.to_api() for spec in self.grant_plan(request)),
                     progress=self.progress(request, done),
+                    may_approve=may_approve,
+                    why_not_approve=why_not,
                 )
             )
         return items
