@@ -11,4 +11,6 @@ user = ui.sign_in(services)
 navigation = st.navigation(ui.pages_for(user))
 ui.resume_decision_link(user, navigation)
 ui.sidebar(services, user)
+with ui.guard():
+    services.marketplace.check_policy()  # another policy in force: say so on every page
 navigation.run()

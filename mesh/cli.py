@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -22,8 +23,15 @@ from mesh.approval import Verdict
 from mesh.errors import InvalidInput, MeshError, SettingError
 from mesh.models import AccessRequest, AuditEvent
 from mesh.policy import LONGEST_ACCESS
-from mesh.services import Services, build, check_waiting, load_users
-from mesh.settings import Mode, load_settings
+from mesh.services import (
+    Services,
+    activate_policy,
+    adopt_demo_state,
+    build,
+    check_waiting,
+    load_users,
+)
+from mesh.settings import Mode, Settings, load_settings
 from mesh.store import Store
 
 log = logging.getLogger("mesh")
@@ -132,6 +140,16 @@ def _parser() -> argparse.ArgumentParser:
     check = rule_verbs.add_parser("check", help="validate a policy file (default: MESH_POLICY)")
     check.add_argument("file", nargs="?", metavar="FILE")
     check.add_argument("--json", action="store_true", help="print JSON")
+    activate = rule_verbs.add_parser(
+        "activate",
+        help="make FILE (or the built-in policy) the one every process must run; audited",
+    )
+    activate.add_argument("file", nargs="?", metavar="FILE")
+    activate.add_argument(
+        "--built-in", action="store_true", help="activate the built-in default policy"
+    )
+    activate.add_argument("--as", dest="user", help="who activates it (for the audit log)")
+    activate.add_argument("--json", action="store_true", help="print JSON")
     explain = rule_verbs.add_parser(
         "explain", help="print the level, rule, steps and reason for a scope; creates nothing"
     )
@@ -266,7 +284,9 @@ def _run_verb(services: Services, args: argparse.Namespace) -> int:
     if args.verb == "tick":
         report = services.lifecycle.tick().to_json()
         _print_list([report], [f"{k}: {v}" for k, v in report.items()], args.json, single=True)
-        return 0
+        for error in report["errors"]:
+            print(f"error: {error}", file=sys.stderr)
+        return 1 if report["errors"] else 0
     if args.verb == "reconcile":
         drift = services.lifecycle.reconcile(fix=args.fix)
         _print_list([drift], _drift_lines(drift), args.json, single=True)
@@ -383,11 +403,37 @@ def _policy_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_activate(settings: Settings, args: argparse.Namespace) -> int:
+    """Switch the policy in force, deliberately, after the start-up checks."""
+    if bool(args.file) == bool(args.built_in):
+        raise InvalidInput("Name the policy FILE to activate, or give --built-in (not both).")
+    chosen = replace(settings, policy_path=Path(args.file).resolve() if args.file else None)
+    who = args.user or getpass.getuser()
+    record = activate_policy(chosen, by=f"{who} (mesh policy activate)")
+    summary = {
+        "source": record.source,
+        "fingerprint": record.fingerprint,
+        "activated_by": record.activated_by,
+        "activated_at": record.activated_at,
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"policy in force: {record.source} ({record.fingerprint})")
+        print(f"activated by {record.activated_by} at {record.activated_at}")
+        print(
+            "Restart every process (web app, scheduled tick) with MESH_POLICY naming it; "
+            "until then they may read but not change requests."
+        )
+    return 0
+
+
 def _drift_lines(found: dict[str, Any]) -> list[str]:
     lines = [
         f"checked {found['granted_requests']} granted requests at {found['checked_at']}",
         f"missing: {len(found['missing'])}",
         f"unexplained: {len(found['unexplained'])}",
+        f"in flight (granting, failed part-way or revoking): {len(found.get('in_flight', []))}",
     ]
     lines += [
         f"  missing   {m['request_id']} {json.dumps(m['grant']['Resource'])}"
@@ -396,6 +442,10 @@ def _drift_lines(found: dict[str, Any]) -> list[str]:
     lines += [
         f"  unexplained {u['account']} {json.dumps(u['resource'])} {u['permissions']}"
         for u in found["unexplained"]
+    ]
+    lines += [
+        f"  in flight {i['request_id']} ({i['status']}) {json.dumps(i['grant']['Resource'])}"
+        for i in found.get("in_flight", [])
     ]
     lines += [
         f"  fixed     {f['request_id']}: {'yes' if f['fixed'] else f['error']}"
@@ -511,6 +561,10 @@ def _run_command(argv: Sequence[str]) -> int:
             return _init(settings)
         if args.verb == "backup":
             return _backup(settings, args)
+        if args.verb == "policy" and args.policy_verb == "activate":
+            return _policy_activate(adopt_demo_state(settings), args)
+        if args.verb != "demo":
+            settings = adopt_demo_state(settings)
         if args.verb == "demo":
             from mesh.demo.launcher import run_demo
 

@@ -71,6 +71,20 @@ class AwsUnavailable(AwsFailure):
     """AWS could not be reached or timed out; trying again later may work."""
 
 
+class PolicyMismatch(SettingError):
+    """This process's approval policy is not the one the store records as in force."""
+
+
+class InFlight(MeshError):
+    """A grant or revoke stopped half-way and could not record its outcome.
+
+    The request stays ``granting`` or ``revoking``; the periodic job takes it over once it
+    is stale, reads Lake Formation, and ends it in a named state.
+    """
+
+    exit_code = 1
+
+
 def failure_of(exc: Exception, unexpected: str) -> tuple[str, str]:
     """The code and message to record for a failure that must leave a named state.
 

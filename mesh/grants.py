@@ -7,6 +7,7 @@ from typing import Any
 
 from mesh.aws import call
 from mesh.models import GrantSpec
+from mesh.policy import resource_key
 
 
 class LakeFormation:
@@ -28,6 +29,35 @@ class LakeFormation:
         params = spec.to_api()
         call("Lake Formation", "RevokePermissions", lambda: self._lf.revoke_permissions(**params))
         return params
+
+    def holds(self, spec: GrantSpec) -> bool:
+        """Whether Lake Formation already holds every permission ``spec`` would grant.
+
+        ListPermissions cannot filter on a table with columns: asked for the table, it
+        returns the table's grants and its column grants, which are matched here as sets.
+        """
+        body = spec.resource.get("TableWithColumns")
+        where = (
+            {
+                "Table": {
+                    "CatalogId": body["CatalogId"],
+                    "DatabaseName": body["DatabaseName"],
+                    "Name": body["Name"],
+                }
+            }
+            if body is not None
+            else spec.resource
+        )
+        wanted = resource_key(spec.resource)
+        perms: set[str] = set()
+        grantable: set[str] = set()
+        for entry in self.list_permissions(principal=spec.principal, resource=where):
+            if resource_key(entry.get("Resource", {})) == wanted:
+                perms.update(entry.get("Permissions", []))
+                grantable.update(entry.get("PermissionsWithGrantOption", []))
+        return {p.value for p in spec.permissions} <= perms and {
+            p.value for p in spec.grantable
+        } <= grantable
 
     def list_permissions(
         self, *, principal: str | None = None, resource: dict[str, Any] | None = None

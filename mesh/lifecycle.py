@@ -13,7 +13,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mesh import aws, policy
-from mesh.errors import AwsFailure, Conflict, Forbidden, InvalidInput, MeshError, failure_of
+from mesh.errors import (
+    AwsFailure,
+    Conflict,
+    Forbidden,
+    InFlight,
+    InvalidInput,
+    MeshError,
+    failure_of,
+)
 from mesh.models import HOLDS_GRANTS, AccessRequest, Action, GrantSpec, Permission, Status
 from mesh.store import NewEvent
 from mesh.workflow import Marketplace, _clean_comment, iso
@@ -45,6 +53,8 @@ class TickReport:
     notifications_failing: int = 0
     grants_retried: list[str] = field(default_factory=list)
     escalated: list[str] = field(default_factory=list)
+    taken_over: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -94,6 +104,8 @@ class Lifecycle:
         resumable = [Status.GRANTED, Status.REVOKE_FAILED]
         if request.status is Status.FAILED and request.grants_done:
             resumable.append(Status.FAILED)  # a half-made grant can be taken back too
+        if request.status is Status.REVOKING and m._is_stale(request):
+            resumable.append(Status.REVOKING)  # the process revoking it stopped
         if request.status not in resumable:
             raise Conflict(
                 f"Request {request.id} is {request.status.value}; only granted "
@@ -102,6 +114,7 @@ class Lifecycle:
         claimed = m.store.transition(
             request.id,
             allowed_from=resumable,
+            unchanged_since=request.updated_at,
             changes={
                 "status": Status.REVOKING,
                 "ended_by": user.username,
@@ -133,7 +146,23 @@ class Lifecycle:
         return kept
 
     def _revoke(self, request: AccessRequest, *, actor: str) -> AccessRequest:
-        """Revoke what is left of a request's grants, recording each step."""
+        """Revoke what is left of a request's grants, recording each step.
+
+        A failure to record an outcome leaves the request ``revoking`` for the periodic
+        job, which resumes it once stale; it is raised as ``InFlight``.
+        """
+        try:
+            return self._revoke_steps(request, actor=actor)
+        except Exception as exc:
+            code, message = failure_of(exc, f"an unexpected error ({type(exc).__name__})")
+            raise InFlight(
+                f"Request {request.id} is still revoking: {message.rstrip('.')}. The periodic "
+                f"job (`mesh tick`) finishes it {self.market.stale_granting} seconds after its "
+                "last update; you can also revoke it again then.",
+                code=code,
+            ) from exc
+
+    def _revoke_steps(self, request: AccessRequest, *, actor: str) -> AccessRequest:
         m = self.market
         done = list(request.revokes_done)
         made: list[dict[str, Any]] = []
@@ -259,16 +288,54 @@ class Lifecycle:
         Every step claims its work with a conditional update first, so a second pass running
         at the same moment finds nothing left to claim.
         """
+        self.market.check_policy()
         report = TickReport()
-        self._expire_due(report)
-        self._escalate(report)
-        self._remind(report)
-        self._warn_expiring(report)
+        for name, part in (
+            ("take over", self._take_over_grants),
+            ("expire", self._expire_due),
+            ("escalate", self._escalate),
+            ("remind", self._remind),
+            ("warn", self._warn_expiring),
+            ("retry", self._retry_transient),
+        ):
+            self._guarded(report, name, lambda p=part: p(report))
         if self.market.outbox is not None:
-            sent, failing = self.market.outbox.retry_failed()
-            report = replace(report, notifications_sent=sent, notifications_failing=failing)
-        self._retry_transient(report)
+            outbox = self.market.outbox
+            counts: list[tuple[int, int]] = []
+            self._guarded(report, "notifications", lambda: counts.append(outbox.retry_failed()))
+            if counts:
+                sent, failing = counts[0]
+                report = replace(report, notifications_sent=sent, notifications_failing=failing)
         return report
+
+    @staticmethod
+    def _guarded(report: TickReport, what: str, work: Any) -> None:
+        """Run one piece of the job; a failure is reported and the rest still runs.
+
+        Whatever fails leaves its request in a named state or stale for the next pass.
+        """
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - one failure never stops the whole pass
+            _, message = failure_of(exc, f"an unexpected error ({type(exc).__name__})")
+            report.errors.append(f"{what}: {message}")
+
+    def _take_over_grants(self, report: TickReport) -> None:
+        """Finish grants whose process stopped: stale ``granting`` requests."""
+        m = self.market
+        for request in m.store.requests(statuses=[Status.GRANTING]):
+            if not m._is_stale(request):
+                continue
+            self._guarded(
+                report,
+                f"take over {request.id}",
+                lambda r=request: self._took_over(report, m.take_over(r, actor=TICK_ACTOR), r),
+            )
+
+    @staticmethod
+    def _took_over(report: TickReport, ended: AccessRequest | None, request: AccessRequest) -> None:
+        if ended is not None:
+            report.taken_over.append(request.id)
 
     def _expire_due(self, report: TickReport) -> None:
         """Start the revokes of expired grants, and finish revokes that were interrupted."""
@@ -305,7 +372,13 @@ class Lifecycle:
             if claimed is None:
                 continue
             actor = EXPIRY_ACTOR if claimed.end_target == Status.EXPIRED.value else TICK_ACTOR
-            ended = self._revoke(claimed, actor=actor)
+            if request.status is Status.REVOKING:
+                report.taken_over.append(request.id)
+            try:
+                ended = self._revoke(claimed, actor=actor)
+            except InFlight as exc:
+                report.errors.append(exc.message)
+                continue
             if ended.status is Status.EXPIRED:
                 report.expired.append(request.id)
             elif ended.status is Status.REVOKE_FAILED:
@@ -432,8 +505,11 @@ class Lifecycle:
                 ],
             )
             if resumed is not None:
-                m._grant(resumed, actor=TICK_ACTOR, recheck=True)
                 report.grants_retried.append(request.id)
+                try:
+                    m._grant(resumed, actor=TICK_ACTOR, recheck=True, verify=True)
+                except InFlight as exc:
+                    report.errors.append(exc.message)
 
     # Drift --------------------------------------------------------------------------------
 
@@ -444,6 +520,8 @@ class Lifecycle:
         are reported and never touched.
         """
         m = self.market
+        if fix:
+            m.check_policy()
         central = m.catalog.catalog_id
         held: dict[tuple[str, str], tuple[set[str], set[str], dict[str, Any]]] = {}
         for entry in m.grants.list_permissions():
@@ -480,6 +558,7 @@ class Lifecycle:
                             "lacking_grant_option": sorted(want_grantable - have_grantable),
                         }
                     )
+        in_flight = self._in_flight(expected, held)
         unexplained = []
         for (principal, found), (have, have_grantable, resource) in sorted(held.items()):
             exp_perms, exp_grantable = expected.get((principal, found), (set(), set()))
@@ -499,6 +578,7 @@ class Lifecycle:
             "granted_requests": len(m.store.requests(statuses=[Status.GRANTED])),
             "missing": missing,
             "unexplained": unexplained,
+            "in_flight": in_flight,
             "fixed": fixed,
         }
         events = [
@@ -525,6 +605,42 @@ class Lifecycle:
             )
         m.store.add_report(at=m._now(), actor=actor, fixed=fix, report=report, events=events)
         return report
+
+    def _in_flight(
+        self,
+        expected: dict[tuple[str, str], tuple[set[str], set[str]]],
+        held: dict[tuple[str, str], tuple[set[str], set[str], dict[str, Any]]],
+    ) -> list[dict[str, Any]]:
+        """Grants held for requests still granting, partly granted, or being revoked.
+
+        They are explained by a request on its way (the periodic job finishes it), so they
+        count as expected and are listed apart, never as unexplained.
+        """
+        m = self.market
+        found = []
+        for request in m.store.requests(
+            statuses=[Status.GRANTING, Status.FAILED, Status.REVOKING, Status.REVOKE_FAILED]
+        ):
+            for spec in m.grant_plan(request):
+                key = (spec.principal, _resource_key(spec.resource))
+                have, have_grantable, _ = held.get(key, (set(), set(), {}))
+                want = {p.value for p in spec.permissions} & have
+                want_grantable = {p.value for p in spec.grantable} & have_grantable
+                if not want and not want_grantable:
+                    continue
+                exp = expected.setdefault(key, (set(), set()))
+                exp[0].update(want)
+                exp[1].update(want_grantable)
+                found.append(
+                    {
+                        "request_id": request.id,
+                        "status": request.status.value,
+                        "account": request.account,
+                        "grant": spec.to_api(),
+                        "held": sorted(want),
+                    }
+                )
+        return found
 
     def _fix(self, missing: list[dict[str, Any]], *, actor: str) -> list[dict[str, Any]]:
         m = self.market

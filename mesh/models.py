@@ -65,6 +65,9 @@ class Action(StrEnum):
     RECONCILE_MISSING = "reconcile_missing"
     RECONCILE_UNEXPLAINED = "reconcile_unexplained"
     RECONCILE_FIXED = "reconcile_fixed"
+    TAKEN_OVER = "taken_over"
+    GRANT_FOUND = "grant_found"
+    POLICY_ACTIVATED = "policy_activated"
 
 
 class Permission(StrEnum):

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from mesh import approval
 from mesh.approval import ApprovalPolicy
 from mesh.aws import ClientFactory, central_account
 from mesh.catalog import GlueCatalog
-from mesh.errors import SettingError
+from mesh.errors import Conflict, SettingError
 from mesh.grants import LakeFormation
 from mesh.lifecycle import Lifecycle
 from mesh.links import LinkSigner, load_or_create_secret
-from mesh.models import Status, User
+from mesh.models import Action, Status, User
 from mesh.notify import SnsNotifier
 from mesh.org import AwsOrganization, Organization, StaticOrganization, UnknownOrganization
 from mesh.outbox import Outbox
 from mesh.settings import Mode, Settings
-from mesh.store import Store
+from mesh.store import NewEvent, PolicyRecord, Store
 from mesh.users import UserFile
-from mesh.workflow import Marketplace, utc_now
+from mesh.workflow import Marketplace, iso, utc_now
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +92,106 @@ def load_users(path: Path, rules: ApprovalPolicy, *, source: str) -> UserFile:
     return users
 
 
+BUILT_IN = "(built-in default)"
+
+
+def policy_record(settings: Settings, rules: ApprovalPolicy) -> PolicyRecord:
+    """This process's policy as the store records it: its fingerprint, source and text.
+
+    The fingerprint is taken over the parsed policy, so comments and layout do not count;
+    the built-in default's terms (MESH_MAX_DAYS_SENSITIVE and friends) do.
+    """
+    canonical = json.dumps(rules.model_dump(mode="json"), sort_keys=True)
+    fingerprint = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    if settings.policy_path is None:
+        return PolicyRecord(fingerprint=fingerprint, source=BUILT_IN, text=canonical)
+    text = settings.policy_path.read_text(encoding="utf-8")
+    return PolicyRecord(fingerprint=fingerprint, source=str(settings.policy_path), text=text)
+
+
+def _policy_event(record: PolicyRecord, *, previous: PolicyRecord | None) -> NewEvent:
+    return NewEvent(
+        at=record.activated_at,
+        actor=record.activated_by,
+        action=Action.POLICY_ACTIVATED.value,
+        request_id=None,
+        scope="",
+        details={
+            "fingerprint": record.fingerprint,
+            "source": record.source,
+            "previous": {"fingerprint": previous.fingerprint, "source": previous.source}
+            if previous
+            else None,
+        },
+    )
+
+
+def adopt_policy(store: Store, mine: PolicyRecord, *, by: str) -> PolicyRecord:
+    """The policy in force: the store's, or ``mine`` when this is the first process to run."""
+    in_force = store.policy_in_force()
+    if in_force is not None:
+        return in_force
+    first = replace(mine, activated_at=iso(utc_now()), activated_by=by)
+    return store.record_policy(first, replacing=None, events=[_policy_event(first, previous=None)])
+
+
+def activate_policy(settings: Settings, *, by: str) -> PolicyRecord:
+    """Make this process's policy (MESH_POLICY, or the built-in) the one in force.
+
+    It runs the start-up checks first: the file is valid, every group can reach its
+    quorum, and no waiting request would be stranded. The switch is audited.
+    """
+    try:
+        rules = load_policy(settings)
+        users = load_users(settings.users_path, rules, source=_source(settings))
+    except approval.PolicyError as exc:
+        raise exc.as_setting() from None
+    store = Store(settings.db_path)
+    store.migrate(create=settings.mode is Mode.DEMO)
+    try:
+        check_waiting(store, rules, users.everyone(), source=_source(settings))
+    except approval.PolicyError as exc:
+        raise exc.as_setting() from None
+    mine = replace(policy_record(settings, rules), activated_at=iso(utc_now()), activated_by=by)
+    previous = store.policy_in_force()
+    if previous is not None and previous.fingerprint == mine.fingerprint:
+        return previous
+    now = store.record_policy(
+        mine,
+        replacing=previous.fingerprint if previous else None,
+        events=[_policy_event(mine, previous=previous)],
+    )
+    if now.fingerprint != mine.fingerprint:
+        raise Conflict(
+            f"Another process activated policy {now.source} ({now.fingerprint}) at the same "
+            "moment; look at it, then activate again if you still mean to."
+        )
+    return now
+
+
+def _source(settings: Settings) -> str:
+    return str(settings.policy_path or BUILT_IN)
+
+
+def adopt_demo_state(settings: Settings) -> Settings:
+    """Demo mode: the CLI runs the running demo's policy and base URL, unless set here.
+
+    Without this, a CLI started without the demo's MESH_POLICY would apply another policy
+    to the same requests, and its decision links would point at the wrong port.
+    """
+    from mesh.demo import standin
+
+    if settings.mode is not Mode.DEMO:
+        return settings
+    state = standin.read_state(settings.demo_state_file)
+    changes: dict[str, Any] = {}
+    if "MESH_POLICY" not in settings.explicit and state.get("policy"):
+        changes["policy_path"] = Path(state["policy"])
+    if "MESH_BASE_URL" not in settings.explicit and state.get("base_url"):
+        changes["base_url"] = str(state["base_url"])
+    return replace(settings, **changes) if changes else settings
+
+
 def check_waiting(store: Store, rules: ApprovalPolicy, users: list[User], *, source: str) -> None:
     """Refuse a policy (or users file) that would strand a request already waiting."""
     approval.check_waiting(
@@ -100,8 +203,11 @@ def check_waiting(store: Store, rules: ApprovalPolicy, users: list[User], *, sou
     )
 
 
-def build(settings: Settings, *, endpoint: str | None = None) -> Services:
-    """Build the services; in demo mode ``endpoint`` is the stand-in's URL."""
+def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -> Services:
+    """Build the services; in demo mode ``endpoint`` is the stand-in's URL.
+
+    ``by`` names this process in the audit row of a policy it is the first to record.
+    """
     if settings.mode is Mode.DEMO and endpoint is None:
         endpoint = require_demo_endpoint(settings)
     factory = ClientFactory(
@@ -125,12 +231,15 @@ def build(settings: Settings, *, endpoint: str | None = None) -> Services:
     account = central_account(sts)
     catalog = GlueCatalog(factory.client("glue"), catalog_id=account)
     lakeformation = LakeFormation(factory.client("lakeformation"))
-    try:
-        check_waiting(
-            store, rules, users.everyone(), source=str(settings.policy_path or "(built-in default)")
-        )
-    except approval.PolicyError as exc:
-        raise exc.as_setting() from None
+    mine = policy_record(settings, rules)
+    in_force = adopt_policy(store, mine, by=by)
+    if in_force.fingerprint == mine.fingerprint:
+        # A policy that differs from the one in force changes nothing, so it cannot strand
+        # a waiting request; this one can, and is refused before it is used.
+        try:
+            check_waiting(store, rules, users.everyone(), source=_source(settings))
+        except approval.PolicyError as exc:
+            raise exc.as_setting() from None
     links = _links(settings)
     notifier = SnsNotifier(
         sts=sts,
@@ -162,6 +271,7 @@ def build(settings: Settings, *, endpoint: str | None = None) -> Services:
         outbox=outbox,
         links=links,
         rules=rules,
+        policy=mine,
     )
     lifecycle = Lifecycle(
         marketplace,

@@ -214,6 +214,8 @@ class Settings:
     tick_seconds: int = 60
     demo_minutes: int = 3
     policy_path: Path | None = None
+    # The names set in the environment or secrets.toml (not left to their defaults).
+    explicit: frozenset[str] = frozenset()
     account_names: tuple[tuple[str, str], ...] = ()
 
     def account_name(self, account: str) -> str:
@@ -329,6 +331,7 @@ def load_settings(
         stale_granting=_positive_int("MESH_STALE_GRANTING", get("MESH_STALE_GRANTING"), 300),
         demo_endpoint=get("MESH_DEMO_ENDPOINT"),
         policy_path=_resolve(policy) if policy else None,
+        explicit=frozenset(s.name for s in SETTINGS if get(s.name) is not None),
         account_names=_account_names(get("MESH_ACCOUNT_NAMES"), demo=mode is Mode.DEMO),
         **_lifecycle(get, demo=mode is Mode.DEMO),
     )

@@ -199,6 +199,23 @@ def _approval_steps(db: sqlite_utils.Database) -> None:
     db["approvals"].create_index(["request_id", "username"], unique=True)  # type: ignore[union-attr]
 
 
+@migrations(name="0009_policy_in_force")
+def _policy_in_force(db: sqlite_utils.Database) -> None:
+    # One row per activation; the newest is the approval policy every process must run.
+    db["policy_in_force"].create(  # type: ignore[union-attr]
+        {
+            "id": int,
+            "fingerprint": str,
+            "source": str,
+            "text": str,
+            "activated_at": str,
+            "activated_by": str,
+        },
+        pk="id",
+        not_null={"fingerprint", "source", "text", "activated_at", "activated_by"},
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Approval:
     """One person's approval of one step of a request."""
@@ -214,6 +231,27 @@ class Approval:
     def label(self) -> str:
         """The approver, and the capacity when it was not the step's own approvers."""
         return f"{self.username} as {self.acting_as}" if self.acting_as else self.username
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyRecord:
+    """An approval policy as the store records it: what every process must run."""
+
+    fingerprint: str
+    source: str  # the file it was read from, or "(built-in default)"
+    text: str
+    activated_at: str = ""
+    activated_by: str = ""
+
+
+def _policy_from_row(row: Mapping[str, Any]) -> PolicyRecord:
+    return PolicyRecord(
+        fingerprint=row["fingerprint"],
+        source=row["source"],
+        text=row["text"],
+        activated_at=row["activated_at"],
+        activated_by=row["activated_by"],
+    )
 
 
 class AlreadyApproved(Exception):
@@ -953,6 +991,41 @@ class Store:
             "actor": rows[0]["actor"],
             "with_fix": bool(rows[0]["fixed"]),
         }
+
+    # The approval policy in force ------------------------------------------------------
+
+    def policy_in_force(self) -> PolicyRecord | None:
+        """The newest activated policy, or None before any process recorded one."""
+        with self._connect() as db:
+            rows = list(db.query("SELECT * FROM policy_in_force ORDER BY id DESC LIMIT 1"))
+        return _policy_from_row(rows[0]) if rows else None
+
+    def record_policy(
+        self, record: PolicyRecord, *, replacing: str | None, events: Sequence[NewEvent]
+    ) -> PolicyRecord:
+        """Make ``record`` the policy in force, and return the one in force afterwards.
+
+        ``replacing`` None records it only when no policy is in force yet (the first process
+        to run); otherwise only while the fingerprint in force is still ``replacing``, so of
+        two activations at once one wins, and the other sees it.
+        """
+        with self._write() as db:
+            rows = list(db.query("SELECT * FROM policy_in_force ORDER BY id DESC LIMIT 1"))
+            current = _policy_from_row(rows[0]) if rows else None
+            now_in_force = current.fingerprint if current else None
+            if now_in_force != replacing:
+                return current  # type: ignore[return-value]  # replacing None -> current set
+            db["policy_in_force"].insert(  # type: ignore[union-attr]
+                {
+                    "fingerprint": record.fingerprint,
+                    "source": record.source,
+                    "text": record.text,
+                    "activated_at": record.activated_at,
+                    "activated_by": record.activated_by,
+                }
+            )
+            self._append(db, events)
+            return record
 
     # Sign-in sessions -------------------------------------------------------------------
 

@@ -20,9 +20,11 @@ from mesh.errors import (
     AwsFailure,
     Conflict,
     Forbidden,
+    InFlight,
     InvalidInput,
     MeshError,
     NotFound,
+    PolicyMismatch,
     failure_of,
 )
 from mesh.models import (
@@ -38,7 +40,7 @@ from mesh.models import (
     Table,
     User,
 )
-from mesh.store import AlreadyApproved, Approval, NewEvent, Store
+from mesh.store import AlreadyApproved, Approval, NewEvent, PolicyRecord, Store
 
 if TYPE_CHECKING:
     from mesh.links import LinkClaim, LinkSigner
@@ -60,6 +62,7 @@ class Catalog(Protocol):
 
 class Grants(Protocol):
     def grant(self, spec: GrantSpec) -> dict[str, Any]: ...
+    def holds(self, spec: GrantSpec) -> bool: ...
     def revoke(self, spec: GrantSpec) -> dict[str, Any]: ...
     def list_permissions(
         self, *, principal: str | None = None, resource: dict[str, Any] | None = None
@@ -112,6 +115,7 @@ class Marketplace:
         outbox: Outbox | None = None,
         rules: ApprovalPolicy | None = None,
         links: LinkSigner | None = None,
+        policy: PolicyRecord | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -122,6 +126,27 @@ class Marketplace:
         self.outbox = outbox
         self.rules = rules or approval.DEFAULT
         self.links = links
+        self.policy = policy  # this process's policy, as the store records policies
+
+    def check_policy(self) -> None:
+        """Refuse to change requests unless this process runs the policy in force.
+
+        Two processes on one store with different policies would judge one request two
+        ways; the store records the policy in force, and only it may act. Reads still work.
+        """
+        if self.policy is None:
+            return
+        in_force = self.store.policy_in_force()
+        if in_force is None or in_force.fingerprint == self.policy.fingerprint:
+            return
+        since = f", activated by {in_force.activated_by} at {in_force.activated_at}"
+        raise PolicyMismatch(
+            f"This process runs approval policy {self.policy.source} ({self.policy.fingerprint}), "
+            f"but the policy in force is {in_force.source} ({in_force.fingerprint}{since}); "
+            "it may read but not submit, decide, retry or run the periodic job. Start it with "
+            "MESH_POLICY set to the policy in force, or switch deliberately with "
+            "`mesh policy activate` run with the new MESH_POLICY."
+        )
 
     def _notify(self, kind: str, request: AccessRequest, **options: Any) -> None:
         """Hand a message to the outbox; a failure there never undoes the request."""
@@ -196,8 +221,18 @@ class Marketplace:
         ``duration`` or ``until`` bound the access in time; it is revoked when it expires.
         """
         user = self._user(username)
+        self.check_policy()
         database, table, account, reason = _clean_scope(database, table, account, reason)
         policy.check_period(duration, until, today=self.clock().date())
+        if account == self.catalog.catalog_id or set(account) == {"0"}:
+            what = (
+                "the central catalog's own account, which owns the catalog and needs no grant"
+                if account == self.catalog.catalog_id
+                else "not a real AWS account"
+            )
+            raise InvalidInput(
+                f"Account {account} is {what}; request access for a consumer account."
+            )
         if columns is not None and table is None:
             raise InvalidInput("A whole-database request cannot name columns; request a table.")
         db = self.catalog.database(database)
@@ -267,6 +302,10 @@ class Marketplace:
             self._policy_event(request, verdict),
         ]
         existing = self.store.add_request(request, events)
+        if existing is not None and self.take_over(existing, actor=user.username) is not None:
+            # The twin was stuck granting after a crash: finished now, it is either granted
+            # (and refuses this one) or failed (and makes way for it).
+            existing = self.store.add_request(request, events)
         if existing is not None:
             raise Conflict(
                 f"An identical request is already {existing.status.value}: {existing.id}."
@@ -341,6 +380,7 @@ class Marketplace:
         self, user: User, request_id: str, *, verb: str = "approve"
     ) -> tuple[AccessRequest, str | None]:
         """The pending request ``user`` may decide now, and its owner as the catalog says."""
+        self.check_policy()
         request = self._request(request_id)
         if user.username == request.requester:
             raise Forbidden(f"You cannot decide your own request {request.id}.")
@@ -528,6 +568,7 @@ class Marketplace:
     def retry(self, request_id: str, username: str) -> AccessRequest:
         """Re-run an approved request's remaining grants; it never asks for approval again."""
         user = self._user(username)
+        self.check_policy()
         request = self._request(request_id)
         if not policy.may_retry(user, request, self._owner_now(request)):
             raise Forbidden(
@@ -565,7 +606,7 @@ class Marketplace:
         )
         if resumed is None:
             raise Conflict(f"Request {request.id} changed while retrying; look at it again.")
-        return self._grant(resumed, actor=user.username, recheck=True)
+        return self._grant(resumed, actor=user.username, recheck=True, verify=True)
 
     def _is_stale(self, request: AccessRequest) -> bool:
         updated = datetime.fromisoformat(request.updated_at.replace("Z", "+00:00"))
@@ -578,17 +619,104 @@ class Marketplace:
             request.scope, account=request.account, catalog_id=self.catalog.catalog_id
         )
 
-    def _grant(self, request: AccessRequest, *, actor: str, recheck: bool = False) -> AccessRequest:
+    def take_over(self, request: AccessRequest, *, actor: str) -> AccessRequest | None:
+        """Finish a grant whose process stopped (a crash, a kill, a lost store write).
+
+        The stale ``granting`` request is claimed with a conditional update, so of two
+        processes only one takes it. Lake Formation is then read for each planned grant:
+        what it already holds is recorded as done, only the rest is made, and the request
+        ends ``granted`` or ``failed`` with its cause. None when it was not stale, or
+        someone else claimed it first.
+        """
+        if request.status is not Status.GRANTING or not self._is_stale(request):
+            return None
+        claimed = self.store.transition(
+            request.id,
+            allowed_from=[Status.GRANTING],
+            unchanged_since=request.updated_at,
+            changes={"updated_at": self._now()},
+            events=[
+                self._event(
+                    actor,
+                    Action.TAKEN_OVER,
+                    request,
+                    status=request.status.value,
+                    idle_since=request.updated_at,
+                    grants_done=list(request.grants_done),
+                )
+            ],
+        )
+        if claimed is None:
+            return None
+        return self._grant(claimed, actor=actor, recheck=True, verify=True)
+
+    def _found_held(
+        self, request: AccessRequest, done: list[str], *, actor: str
+    ) -> AccessRequest | None:
+        """Record as done the planned grants Lake Formation already holds.
+
+        Returns the failed request when Lake Formation cannot be read (the job tries again
+        later), or None when ``done`` is up to date.
+        """
+        for spec in self.grant_plan(request):
+            if spec.key in done:
+                continue
+            try:
+                held = self.grants.holds(spec)
+            except Exception as exc:  # noqa: BLE001 - any failure must leave a named state
+                return self._fail(request, actor=actor, exc=exc, done=done, made=[], call={})
+            if held:
+                done.append(spec.key)
+                self.store.transition(
+                    request.id,
+                    allowed_from=[Status.GRANTING],
+                    changes={"grants_done": done, "updated_at": self._now()},
+                    events=[self._event(actor, Action.GRANT_FOUND, request, call=spec.to_api())],
+                )
+        return None
+
+    def _grant(
+        self,
+        request: AccessRequest,
+        *,
+        actor: str,
+        recheck: bool = False,
+        verify: bool = False,
+    ) -> AccessRequest:
         """Make the grants not yet done, recording intent before each call and outcome after.
 
         A database request needs two calls. Each success is recorded at once, so a failure
         of the second leaves an exact record of what was granted, and retry completes it.
+        ``verify`` first records what Lake Formation already holds (a grant made just before
+        a crash, or a call that timed out after it was applied), so only the rest is made.
+        A failure to record an outcome leaves the request ``granting``, for the periodic
+        job's takeover; it is raised as ``InFlight``, never as a bare failure.
         """
-        if recheck and not request.needs_approval:
+        try:
+            return self._grant_steps(request, actor=actor, recheck=recheck, verify=verify)
+        except InFlight:
+            raise
+        except Exception as exc:
+            code, message = failure_of(exc, f"an unexpected error ({type(exc).__name__})")
+            raise InFlight(
+                f"Request {request.id} is still granting: {message.rstrip('.')}. The periodic "
+                f"job (`mesh tick`) finishes it {self.stale_granting} seconds after its last "
+                "update, reading Lake Formation first; you can also retry it then.",
+                code=code,
+            ) from exc
+
+    def _grant_steps(
+        self, request: AccessRequest, *, actor: str, recheck: bool, verify: bool
+    ) -> AccessRequest:
+        done = list(request.grants_done)
+        if verify:
+            failed = self._found_held(request, done, actor=actor)
+            if failed is not None:
+                return failed
+        if recheck and not request.needs_approval and not done:
             rechecked = self._recheck_policy(request, actor=actor)
             if rechecked is not None:
                 return rechecked
-        done = list(request.grants_done)
         made: list[dict[str, Any]] = []
         for spec in self.grant_plan(request):
             if spec.key in done:
@@ -662,6 +790,8 @@ class Marketplace:
             )
         except NotFound:
             return None  # the grant itself will fail and say what is missing
+        except MeshError as exc:  # Glue could not be read: fail with the cause, retry later
+            return self._fail(request, actor=actor, exc=exc, done=[], made=[], call={})
         verdict = approval.evaluate(self.rules, request.scope, db, tables, account=request.account)
         if not verdict.needs_approval:
             return None

@@ -574,6 +574,9 @@ class RecordingGrants:
     def revoke(self, spec: GrantSpec) -> dict[str, Any]:
         return spec.to_api()
 
+    def holds(self, spec: GrantSpec) -> bool:
+        return spec in self.made
+
     def list_permissions(self, **_: Any) -> list[dict[str, Any]]:
         return []
 

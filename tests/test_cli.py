@@ -731,7 +731,10 @@ def test_audit_json_lists_rows_with_the_contract_fields(
         assert set(row) == AUDIT_KEYS
         assert isinstance(row["details"], dict)
         assert datetime.fromisoformat(row["at"]).utcoffset() == timedelta(0)
-    assert {r["request_id"] for r in rows} == set(made.__dict__.values())
+    about_requests = {r["request_id"] for r in rows if r["action"] != "policy_activated"}
+    assert about_requests == set(made.__dict__.values())
+    # THEN the policy in force was recorded once, by the first process
+    assert [r["request_id"] for r in rows if r["action"] == "policy_activated"] == [None]
     # THEN the automatic decision is recorded with actor "policy"
     assert {r["actor"] for r in rows if r["request_id"] == made.granted} == {"carol", "policy"}
 

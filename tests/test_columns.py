@@ -738,6 +738,9 @@ class ColumnsListedInAnotherOrder:
     def revoke(self, spec: GrantSpec) -> dict[str, Any]:
         return self.inner.revoke(spec)
 
+    def holds(self, spec: GrantSpec) -> bool:
+        return self.inner.holds(spec)
+
     def list_permissions(self, **filters: Any) -> list[dict[str, Any]]:
         return [reversed_columns(e) for e in self.inner.list_permissions(**filters)]
 

@@ -452,6 +452,9 @@ class FlakyLakeFormation:
             return self._refuse("RevokePermissions")
         return self.real.revoke(spec)
 
+    def holds(self, spec: GrantSpec) -> bool:
+        return self.real.holds(spec)
+
     def list_permissions(self, **filters: Any) -> list[dict[str, Any]]:
         return self.real.list_permissions(**filters)
 

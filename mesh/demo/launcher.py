@@ -9,6 +9,7 @@ import sys
 import threading
 
 from mesh.demo import standin
+from mesh.services import activate_policy
 from mesh.settings import PROJECT_ROOT, Settings
 
 DEMO_USERS = (
@@ -24,15 +25,26 @@ DEMO_USERS = (
 
 def run_demo(settings: Settings, *, port: int, standin_port: int, with_app: bool) -> int:
     """Run until interrupted; the stand-in's state lives only as long as this process."""
+    base_url = os.environ.get("MESH_BASE_URL") or f"http://localhost:{port}"
     running = standin.start(
-        state_file=settings.demo_state_file, db_path=settings.db_path, port=standin_port
+        state_file=settings.demo_state_file,
+        db_path=settings.db_path,
+        port=standin_port,
+        policy=settings.policy_path,
+        base_url=base_url,
     )
+    try:
+        # The demo's policy is in force before any process can act (the CLI adopts it).
+        activate_policy(settings, by="demo")
+    except Exception:
+        running.stop()
+        raise
     env = {
         **os.environ,
         "MESH_MODE": "demo",
         "MESH_DEMO_ENDPOINT": running.endpoint,
         "MESH_DB": str(settings.db_path),
-        "MESH_BASE_URL": os.environ.get("MESH_BASE_URL") or f"http://localhost:{port}",
+        "MESH_BASE_URL": base_url,
     }
     print(
         f"Demo AWS stand-in (moto) on {running.endpoint}: 10 databases, "
@@ -41,8 +53,9 @@ def run_demo(settings: Settings, *, port: int, standin_port: int, with_app: bool
     )
     policy = f"MESH_POLICY={settings.policy_path} " if settings.policy_path else ""
     print(
-        "CLI, from another shell in this folder (it finds the running demo by itself):\n"
-        f"  {policy}MESH_DB={settings.db_path} .venv/bin/python -m mesh catalog\n"
+        "CLI, from another shell in this folder (it finds the running demo, its policy and "
+        "its address by itself):\n"
+        f"  MESH_DB={settings.db_path} .venv/bin/python -m mesh catalog\n"
         "  or, as in aws mode against the same stand-in:\n"
         f"  MESH_MODE=aws AWS_ENDPOINT_URL={running.endpoint} AWS_REGION=us-east-1 "
         "AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo "

@@ -7,7 +7,9 @@ The code that talks to AWS is never shaped around these bugs; the stand-in is fi
    revoke raises KeyError (HTTP 500 over the server). The fix rebuilds the set after a merge.
 2. ``list_permissions`` filtered by a Table resource indexes ``["Name"]`` or
    ``["TableWildcard"]`` on stored grants that lack that key, and crashes when wildcard and
-   named table grants coexist. The fix compares with ``.get``.
+   named table grants coexist. The fix compares with ``.get``. Filtered by a named table,
+   it also returns the table's column grants (``TableWithColumns``), as Lake Formation does
+   ("call this operation on the table, and it returns the table and the table with columns").
 """
 
 from __future__ import annotations
@@ -62,9 +64,12 @@ def apply() -> None:
 
 
 def _table_matches(stored: dict[str, Any], wanted: Any) -> bool:
-    if "Table" not in stored:
+    if "TableWithColumns" in stored and wanted.table_wildcard is None:
+        table = stored["TableWithColumns"]
+    elif "Table" in stored:
+        table = stored["Table"]
+    else:
         return False
-    table = stored["Table"]
     if table.get("DatabaseName") != wanted.database_name:
         return False
     if wanted.catalog_id is not None and table.get("CatalogId") != wanted.catalog_id:

@@ -43,6 +43,17 @@ def is_alive(endpoint: str) -> bool:
         return False
 
 
+def read_state(state_file: Path) -> dict[str, Any]:
+    """What the running demo recorded (endpoint, policy, base URL); empty if none runs."""
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(state, dict) or not is_alive(str(state.get("endpoint", ""))):
+        return {}
+    return state
+
+
 def find_running(state_file: Path) -> str | None:
     """The endpoint of the stand-in recorded in ``state_file``, if it still answers."""
     try:
@@ -87,8 +98,19 @@ def serve(port: int = 0) -> tuple[Any, str]:
     return server, f"http://127.0.0.1:{bound}"
 
 
-def start(*, state_file: Path, db_path: Path, port: int = 0) -> StandIn:
-    """Start, patch and seed a moto server on 127.0.0.1, and record where it listens."""
+def start(
+    *,
+    state_file: Path,
+    db_path: Path,
+    port: int = 0,
+    policy: Path | None = None,
+    base_url: str | None = None,
+) -> StandIn:
+    """Start, patch and seed a moto server on 127.0.0.1, and record where it listens.
+
+    The state file also records the demo's approval policy and web address, which a CLI
+    started without them takes, so that every process of the demo runs one policy.
+    """
     reset_database(db_path)
     server, endpoint = serve(port)
     factory = ClientFactory(demo_endpoint=endpoint)
@@ -101,6 +123,8 @@ def start(*, state_file: Path, db_path: Path, port: int = 0) -> StandIn:
                 "endpoint": endpoint,
                 "pid": os.getpid(),
                 "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "policy": str(policy) if policy else None,
+                "base_url": base_url,
             }
         )
     )
