@@ -95,3 +95,13 @@ def failure_of(exc: Exception, unexpected: str) -> tuple[str, str]:
         return exc.code or type(exc).__name__, exc.message
     logging.getLogger("mesh").error("unexpected failure: %s", unexpected, exc_info=exc)
     return "Unexpected", unexpected
+
+
+def in_flight(request_id: str, exc: Exception, *, doing: str, after: int, then: str) -> InFlight:
+    """The ``InFlight`` for a grant or revoke whose outcome could not be recorded."""
+    code, message = failure_of(exc, f"an unexpected error ({type(exc).__name__})")
+    return InFlight(
+        f"Request {request_id} is still {doing}: {message.rstrip('.')}. The periodic job "
+        f"(`mesh tick`) finishes it {after} seconds after its last update; {then}.",
+        code=code,
+    )

@@ -21,6 +21,7 @@ from mesh.errors import (
     InvalidInput,
     MeshError,
     failure_of,
+    in_flight,
 )
 from mesh.models import HOLDS_GRANTS, AccessRequest, Action, GrantSpec, Permission, Status
 from mesh.store import NewEvent
@@ -154,12 +155,12 @@ class Lifecycle:
         try:
             return self._revoke_steps(request, actor=actor)
         except Exception as exc:
-            code, message = failure_of(exc, f"an unexpected error ({type(exc).__name__})")
-            raise InFlight(
-                f"Request {request.id} is still revoking: {message.rstrip('.')}. The periodic "
-                f"job (`mesh tick`) finishes it {self.market.stale_granting} seconds after its "
-                "last update; you can also revoke it again then.",
-                code=code,
+            raise in_flight(
+                request.id,
+                exc,
+                doing="revoking",
+                after=self.market.stale_granting,
+                then="you can also revoke it again then",
             ) from exc
 
     def _revoke_steps(self, request: AccessRequest, *, actor: str) -> AccessRequest:

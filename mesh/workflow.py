@@ -26,6 +26,7 @@ from mesh.errors import (
     NotFound,
     PolicyMismatch,
     failure_of,
+    in_flight,
 )
 from mesh.models import (
     OWNER_STEP,
@@ -697,12 +698,12 @@ class Marketplace:
         except InFlight:
             raise
         except Exception as exc:
-            code, message = failure_of(exc, f"an unexpected error ({type(exc).__name__})")
-            raise InFlight(
-                f"Request {request.id} is still granting: {message.rstrip('.')}. The periodic "
-                f"job (`mesh tick`) finishes it {self.stale_granting} seconds after its last "
-                "update, reading Lake Formation first; you can also retry it then.",
-                code=code,
+            raise in_flight(
+                request.id,
+                exc,
+                doing="granting",
+                after=self.stale_granting,
+                then="it reads Lake Formation first, and you can also retry it then",
             ) from exc
 
     def _grant_steps(
