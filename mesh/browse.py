@@ -43,6 +43,7 @@ class DatabaseRow:
     no_owner: bool
     tables: int
     level: str = ""
+    pii_summary: str = ""  # one badge for people: where the PII is, see pii_summary()
 
     @property
     def owner(self) -> str:
@@ -76,7 +77,21 @@ def database_row(
         no_owner=database.owner_account is None,
         tables=len(tables),
         level=judged.level,
+        pii_summary=pii_summary(database, tables),
     )
+
+
+def pii_summary(database: Database, tables: tuple[Table, ...]) -> str:
+    """Where a database's PII is, in one badge: "whole database", "in 2 of 5 tables", "none".
+
+    One text instead of two columns (the database's own flag, and PII in its tables), which
+    read as disagreeing when the database itself is flagged.
+    """
+    state = policy.flag_of(database.parameters)
+    if state.truthy:
+        return "whole database" + ("" if state is FlagState.SET else f" ({UNRECOGNISED})")
+    flagged = sum(1 for t in tables if policy.flag_of(t.parameters).truthy or policy.pii_columns(t))
+    return f"in {flagged} of {len(tables)} tables" if flagged else "none"
 
 
 def database_rows(
@@ -97,6 +112,17 @@ class TableRow:
     sensitive: bool
     reason: str
     level: str = ""
+    pii_summary: str = ""
+
+
+def table_pii_summary(database: Database, table: Table) -> str:
+    """Where a table's PII is, in one badge: "whole database", "whole table", "3 columns"."""
+    for scope, parameters in (("database", database.parameters), ("table", table.parameters)):
+        state = policy.flag_of(parameters)
+        if state.truthy:
+            return f"whole {scope}" + ("" if state is FlagState.SET else f" ({UNRECOGNISED})")
+    count = len(policy.pii_columns(table))
+    return f"{count} column{'s' if count != 1 else ''}" if count else "none"
 
 
 def table_rows(
@@ -114,6 +140,7 @@ def table_rows(
                 sensitive=judged.needs_approval,
                 reason=judged.reason,
                 level=judged.level,
+                pii_summary=table_pii_summary(database, table),
             )
         )
     return rows

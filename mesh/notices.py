@@ -108,15 +108,39 @@ def approval_request(
     )
 
 
-def ram_instructions(account: str) -> str:
-    return (
-        f"Account {account} is outside the AWS Organization, so its administrator must "
-        "accept the AWS RAM resource share invitation: in that account open the AWS RAM "
-        "console, Shared with me > Resource shares, and accept the invitation from the "
-        "central data catalog account (or run `aws ram get-resource-share-invitations` then "
-        "`aws ram accept-resource-share-invitation --resource-share-invitation-arn ARN`). "
-        "Then its data lake administrator grants access to its own users."
+@dataclass(frozen=True, kw_only=True)
+class RamSteps:
+    """What an outside account's administrator does: text, commands to run, more text.
+
+    Plain text, no markdown: an e-mail shows it as it is, a page puts the commands in a code
+    block.
+    """
+
+    before: str
+    commands: tuple[str, ...]
+    after: str
+
+
+def ram_steps(account: str) -> RamSteps:
+    return RamSteps(
+        before=(
+            f"Account {account} is outside the AWS Organization, so its administrator must "
+            "accept the AWS RAM resource share invitation: in that account open the AWS RAM "
+            "console, Shared with me > Resource shares, and accept the invitation from the "
+            "central data catalog account, or run:"
+        ),
+        commands=(
+            "aws ram get-resource-share-invitations",
+            "aws ram accept-resource-share-invitation --resource-share-invitation-arn ARN",
+        ),
+        after="Then its data lake administrator grants access to its own users.",
     )
+
+
+def ram_instructions(account: str) -> str:
+    """The RAM steps as plain text, the commands indented on lines of their own."""
+    steps = ram_steps(account)
+    return "\n".join([steps.before, *(f"    {c}" for c in steps.commands), steps.after])
 
 
 def decision(request: AccessRequest, *, outside_org: bool) -> Message:

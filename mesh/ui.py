@@ -12,21 +12,21 @@ import logging
 import re
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 import streamlit_authenticator as stauth
 
-from mesh import approval, browse
+from mesh import approval, browse, notices, policy
 from mesh.catalog import CatalogSnapshot
 from mesh.demo import standin
 from mesh.errors import InvalidInput, MeshError
-from mesh.models import AccessRequest, Database, Role, Scope, Table, User
+from mesh.models import AccessRequest, Database, Role, Scope, Status, Table, User
 from mesh.policy import DURATION_CHOICES
 from mesh.services import Services, build, demo_endpoint
 from mesh.settings import Mode, Settings, load_settings
@@ -45,6 +45,7 @@ class Keys:
     SIGN_OUT = "mesh_sign_out_requested"
     PENDING_LINK = "mesh_pending_decision_link"
     JUST_SIGNED_IN = "mesh_just_signed_in"
+    LAST_ACCOUNT = "mesh_last_account"
 
 
 PAGES_DIR = "pages"
@@ -67,6 +68,49 @@ def md(text: object) -> str:
 PASSWORD_HINT = "mesh-demo"
 
 
+# Display helpers: one wording for scopes, accounts and times on every page ---------------
+
+
+def scope_text(scope: Scope) -> str:
+    """A scope as people read it: "db (whole database)", "db.table" or "db.table(a, b)"."""
+    return f"{scope.database} (whole database)" if scope.table is None else str(scope)
+
+
+def stored_scope_text(scope: str) -> str:
+    """A scope as the audit log stores it ("db.*" for a database), as scope_text writes it."""
+    return f"{scope[:-2]} (whole database)" if scope.endswith(".*") else scope
+
+
+def account_label(account: str | None, settings: Settings | None = None) -> str:
+    """ "Analytics (444455556666)" when MESH_ACCOUNT_NAMES names the account, else the id."""
+    if not account:
+        return "no account"
+    name = (settings or services().settings).account_name(account)
+    return f"{name} ({account})" if name else account
+
+
+def when(stamp: str | None) -> str:
+    """A stored time for people: "1 Dec 2026 14:02 UTC" (a date alone: "31 Dec 2026")."""
+    if not stamp:
+        return ""
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    day = f"{moment.day} {moment:%b %Y}"
+    if len(stamp) <= len("2026-12-31"):
+        return day
+    return f"{day} {moment:%H:%M} UTC"
+
+
+def describe_user(user: User) -> str:
+    """Roles and approver groups for the sidebar: "owner", "approver in privacy-office"."""
+    parts = sorted(r.value for r in user.roles)
+    if user.groups:
+        parts.append("approver in " + ", ".join(sorted(user.groups)))
+    return ", ".join(parts) or "no role"
+
+
 # Start-up --------------------------------------------------------------------------------
 
 
@@ -80,7 +124,7 @@ def _embedded_standin(state_file: str, db_path: str) -> str:
 
 @st.cache_resource(show_spinner="Connecting…")
 def _services(settings: Settings, endpoint: str | None) -> Services:
-    svc = build(settings, endpoint=endpoint)
+    svc = build(settings, endpoint=endpoint, by="web app")
     if settings.mode is Mode.DEMO:
         _start_background_job(svc)
     return svc
@@ -178,17 +222,26 @@ def _demo_hint(svc: Services) -> None:
     if svc.settings.mode is not Mode.DEMO:
         return
     users = svc.users.directory().users
+    names = svc.settings
     rows = [
         {
             "user": u.username,
-            "roles": ", ".join(sorted(r.value for r in u.roles)),
-            "accounts": ", ".join(u.accounts),
-            "owner of": ", ".join(sorted(u.owner_of)),
+            "roles": describe_user(u),
+            "accounts": ", ".join(account_label(a, names) for a in u.accounts),
+            "owner of": ", ".join(account_label(a, names) for a in sorted(u.owner_of)),
         }
         for u in users.values()
     ]
     st.info(f"Demo mode: every demo user's password is **{PASSWORD_HINT}**.")
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="demo_users")
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        key="demo_users",
+        column_config={
+            "user": st.column_config.TextColumn("user", width="small"),
+            "accounts": st.column_config.TextColumn("accounts", width="large"),
+        },
+    )
 
 
 def sign_in(svc: Services) -> User:
@@ -333,7 +386,7 @@ def resume_decision_link(user: User, page: Any) -> None:
 
 def sidebar(svc: Services, user: User) -> None:
     with st.sidebar:
-        st.caption(f"Signed in as **{md(user.username)}** ({', '.join(sorted(user.roles))})")
+        st.caption(f"Signed in as **{md(user.username)}** ({md(describe_user(user))})")
         if svc.settings.mode is Mode.DEMO:
             st.caption("Demo mesh on a local moto stand-in")
         if st.button(
@@ -453,22 +506,28 @@ def guard() -> Iterator[None]:
         st.error("Something went wrong on our side; the details are in the server log.")
 
 
-def act(fn: Any, *args: Any, done: Any = None, **kwargs: Any) -> None:
+def act(fn: Any, *args: Any, done: Any = None, at: str | None = None, **kwargs: Any) -> bool:
     """Run a use case from a widget callback; its outcome, or why it was refused, shows
     after the rerun. Callbacks run even when the page has changed under the click (someone
     else decided first), so a refusal such as a conflict is always shown, never dropped.
+
+    ``at`` names the card whose button was pressed: a refusal shows inside it (see
+    show_flash), or at the top of the page when that card is gone. True when it succeeded.
     """
     try:
         result = fn(*args, **kwargs)
     except MeshError as exc:
-        flash(md(exc.message), "error")
-        return
+        flash(md(exc.message), "error", at=at)
+        return False
     except Exception:  # a person never sees a stack trace
         log.exception("action failed")
-        flash("Something went wrong on our side; the details are in the server log.", "error")
-        return
+        flash(
+            "Something went wrong on our side; the details are in the server log.", "error", at=at
+        )
+        return False
     if done is not None:
         flash(*done(result))
+    return True
 
 
 def outcome_flash(request: AccessRequest) -> tuple[str, str]:
@@ -476,14 +535,25 @@ def outcome_flash(request: AccessRequest) -> tuple[str, str]:
     return message, kind
 
 
-def flash(message: str, kind: str = "success") -> None:
-    """Keep a message to show after the next rerun."""
-    st.session_state[Keys.FLASH] = (kind, message)
+def flash(message: str, kind: str = "success", *, at: str | None = None) -> None:
+    """Keep a message to show after the next rerun, at the top or in the card ``at``."""
+    st.session_state[Keys.FLASH] = (kind, message, at)
 
 
-def show_flash() -> None:
-    kind, message = st.session_state.pop(Keys.FLASH, (None, None))
-    if message:
+def show_flash(*, at: str | None = None, places: Iterable[str] = ()) -> None:
+    """Show the kept message if it belongs here.
+
+    In a card, pass ``at`` (the card's key). At the top of a page, pass ``places``: the
+    cards this run draws; a message for a card that is not drawn (the request was decided
+    meanwhile) shows at the top instead of being lost.
+    """
+    kept = st.session_state.get(Keys.FLASH)
+    if not kept:
+        return
+    kind, message, place = kept
+    here = place == at if at is not None else (place is None or place not in set(places))
+    if here:
+        del st.session_state[Keys.FLASH]
         getattr(st, kind)(message)
 
 
@@ -491,14 +561,15 @@ def show_flash() -> None:
 
 
 def describe_outcome(request: AccessRequest) -> tuple[str, str]:
-    scope = md(str(request.scope) if request.table else request.database)
+    scope = md(scope_text(request.scope))
     if request.status.value == "granted":
         why = (
             ""
             if request.needs_approval
             else f" The policy granted it at once: {md(request.policy_reason)}."
         )
-        return "success", f"Access to {scope} for {request.account} is granted ({request.id}).{why}"
+        account = md(account_label(request.account))
+        return "success", f"Access to {scope} for {account} is granted ({request.id}).{why}"
     if request.status.value == "pending_approval":
         steps = "; then ".join(s.describe() for s in request.plan)
         return "info", (
@@ -577,7 +648,7 @@ def policy_note(ctx: Context, *, database: str, table: str | None) -> None:
 
 
 def _verdict_note(verdict: approval.Verdict, account: str | None) -> None:
-    where = f"For account {md(account)}: level" if account else "Level"
+    where = f"For account {md(account_label(account))}: level" if account else "Level"
     if verdict.needs_approval:
         steps = "; then ".join(s.describe() for s in verdict.steps)
         st.warning(
@@ -611,6 +682,7 @@ def request_form(
     if entry is not None:
         _column_picker(key, ctx, *entry)
     with st.form(key=key):
+        account: str | None
         if user.is_admin:
             account = st.text_input(
                 "Consumer account id (12 digits)",
@@ -618,10 +690,17 @@ def request_form(
                 value=user.accounts[0] if user.accounts else "",
             )
         else:
-            account = st.selectbox("For consumer account", user.accounts, key=f"{key}-account")
-        reason = st.text_area(
-            "Reason (the data owner reads it)", max_chars=1000, key=f"{key}-reason"
-        )
+            account = st.selectbox(
+                "For consumer account",
+                user.accounts,
+                index=_account_index(user),
+                format_func=account_label,
+                placeholder="Pick the account the access is for",
+                key=f"{key}-account",
+            )
+        # No max_chars: the box would drop a longer paste silently; the check below says
+        # by how much it is too long, and keeps the text to shorten.
+        reason = st.text_area("Reason (the data owner reads it)", key=f"{key}-reason")
         columns: list[str] = []
         if entry is not None:
             columns = st.multiselect(
@@ -638,8 +717,10 @@ def request_form(
     if submitted:
         with guard():
             duration = choices[period]
+            _check_form(account=account, reason=reason)
             if period == UNTIL_DATE and until is None:
                 raise InvalidInput("Pick the date until which access is needed.")
+            st.session_state[Keys.LAST_ACCOUNT] = account
             request = ctx.services.marketplace.submit(
                 user.username,
                 database=database,
@@ -657,6 +738,28 @@ def request_form(
 UNTIL_DATE = "Until a date"
 
 
+def _account_index(user: User) -> int | None:
+    """Preselect the only account, or the one this person used last; else none at all."""
+    if len(user.accounts) == 1:
+        return 0
+    last = st.session_state.get(Keys.LAST_ACCOUNT)
+    return user.accounts.index(last) if last in user.accounts else None
+
+
+def _check_form(*, account: object, reason: str) -> None:
+    """What the form itself can tell before asking: no account picked, a reason too long."""
+    problems = [] if account else ["Pick the consumer account the access is for."]
+    length = len(reason.strip())  # as the use case counts it
+    over = length - policy.MAX_REASON
+    if over > 0:
+        problems.append(
+            f"The reason is too long: {length:,} characters, {over:,} more than the "
+            f"{policy.MAX_REASON:,} allowed. Shorten it; your text is kept in the form."
+        )
+    if problems:
+        raise InvalidInput(" ".join(problems))
+
+
 def _duration_choices(settings: Settings) -> dict[str, timedelta | None]:
     """The request form's durations: none, 7/30/90 days, a date, and in demo a few minutes."""
     choices: dict[str, timedelta | None] = {"No end date": None}
@@ -668,29 +771,82 @@ def _duration_choices(settings: Settings) -> dict[str, timedelta | None]:
     return choices
 
 
-def requests_frame(requests: list[AccessRequest]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "id": r.id,
-                "status": r.status.value,
-                "database": r.database,
-                "table": r.table or "(whole database)",
-                "columns": ", ".join(r.columns) if r.columns is not None else "",
-                "account": r.account,
-                "requester": r.requester,
-                "created": r.created_at,
-                "updated": r.updated_at,
-                "decided by": r.decided_by or ("policy" if not r.needs_approval else ""),
-                "comment": r.comment,
-                "expires": r.expires_at or "",
-                "ended by": r.ended_by or "",
-                "end comment": r.end_comment,
-                "error": r.error or "",
-            }
-            for r in requests
-        ]
+OPEN_STATUSES = frozenset(
+    {Status.PENDING_APPROVAL, Status.GRANTING, Status.GRANTED, Status.FAILED, Status.REVOKING,
+     Status.REVOKE_FAILED}
+)  # fmt: skip
+CLOSED_STATUSES = frozenset(Status) - OPEN_STATUSES
+_STATUS_COLOURS = {
+    Status.GRANTED: "green",
+    Status.PENDING_APPROVAL: "blue",
+    Status.DENIED: "orange",
+    Status.FAILED: "red",
+    Status.REVOKE_FAILED: "red",
+}
+
+
+def status_text(status: Status) -> str:
+    return status.value.replace("_", " ")
+
+
+def outcome_lines(request: AccessRequest, *, progress: str = "") -> list[str]:
+    """Where a request stands, in sentences: who decided and when, with their comment.
+
+    Plain text (escape it for markdown), such as "denied by sam on 1 Dec 2026 14:02 UTC:
+    use the aggregated view".
+    """
+    lines: list[str] = []
+    if request.status is Status.PENDING_APPROVAL:
+        lines.append(f"waiting for approval since {when(request.created_at)}: {progress}")
+    elif request.decided_by:
+        verb = "denied" if request.status is Status.DENIED else "approved"
+        line = f"{verb} by {request.decided_by} on {when(request.decided_at)}"
+        lines.append(line + (f": {request.comment}" if request.comment else ""))
+    elif request.granted_at:
+        lines.append(
+            f"granted at once by the policy on {when(request.granted_at)}: {request.policy_reason}"
+        )
+    if request.status is Status.GRANTED:
+        lines.append(
+            f"access ends {when(request.expires_at)}" if request.expires_at else "no end date"
+        )
+    elif request.status is Status.REVOKED:
+        line = f"revoked by {request.ended_by} on {when(request.ended_at)}"
+        lines.append(line + (f": {request.end_comment}" if request.end_comment else ""))
+    elif request.status is Status.EXPIRED:
+        lines.append(f"expired on {when(request.ended_at or request.expires_at)}")
+    elif request.status is Status.CANCELLED:
+        lines.append(f"cancelled on {when(request.updated_at)}")
+    elif request.status in (Status.FAILED, Status.REVOKE_FAILED):
+        what = "the grant" if request.status is Status.FAILED else "revoking"
+        lines.append(f"{what} failed: {request.error or request.error_code or 'no detail'}")
+    elif request.status in (Status.GRANTING, Status.REVOKING):
+        lines.append(f"{status_text(request.status)} since {when(request.updated_at)}")
+    return lines
+
+
+def request_card(request: AccessRequest, *, progress: str = "", new: bool = False) -> None:
+    """A request's card body: scope, account and status, then its outcome as text."""
+    colour = _STATUS_COLOURS.get(request.status, "gray")
+    marker = " :violet-badge[new]" if new else ""
+    st.markdown(
+        f"**{md(scope_text(request.scope))}** for {md(account_label(request.account))} "
+        f":{colour}-badge[{status_text(request.status)}]{marker}"
     )
+    for line in outcome_lines(request, progress=progress):
+        st.markdown(md(line[0].upper() + line[1:]))
+    st.caption(
+        f"Request {md(request.id)} · requested {md(when(request.created_at))} · "
+        f"reason: {md(request.reason)}"
+    )
+
+
+def ram_note(account: str) -> None:
+    """What the administrator of an account outside the Organization must do first."""
+    steps = notices.ram_steps(account)
+    st.warning(md(steps.before))
+    st.code("\n".join(steps.commands), language="bash")
+    st.caption(md(steps.after))
 
 
 def badges_frame(rows: list[Any]) -> pd.DataFrame:

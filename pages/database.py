@@ -1,4 +1,5 @@
-"""Database detail: its tables with PII badges and counts, and the database request form."""
+"""Database detail: its tables with PII badges (click one to open it), and the database
+request form."""
 
 import streamlit as st
 
@@ -22,45 +23,41 @@ with ui.guard():
         row = browse.database_row(database, tables, rules=ctx.services.marketplace.rules)
         st.title(ui.md(name))
         st.text(database.description)
-        pii = row.pii or ("in its tables or columns" if row.contains_pii else "none")
         st.markdown(
-            f"**Owner** {ui.md(row.owner)}  \n**PII** {ui.md(pii)}  \n**Tables** {row.tables}"
+            f"**Owner** {ui.md(row.owner)}  \n**PII** {ui.md(row.pii_summary)}  \n"
+            f"**Tables** {row.tables}"
         )
         if row.no_owner:
             st.warning(
                 "No owner: this data product has no data_owner, so it cannot be "
                 "requested; ask a catalog admin to set data_owner."
             )
-        st.dataframe(
+        if tables:
+            st.caption("Click a row to open the table and request it, or some of its columns.")
+        picked = st.dataframe(
             ui.badges_frame(
                 browse.table_rows(database, tables, rules=ctx.services.marketplace.rules)
             ),
             hide_index=True,
             key="tables_table",
-            column_order=[
-                "name",
-                "description",
-                "pii",
-                "pii_columns",
-                "level",
-                "sensitive",
-                "reason",
-            ],
+            on_select="rerun",
+            selection_mode="single-row",
+            column_order=["name", "description", "pii_summary", "level", "sensitive", "reason"],
             column_config={
                 "name": "Table",
                 "description": "Description",
-                "pii": "PII",
-                "pii_columns": "PII columns",
+                "pii_summary": st.column_config.TextColumn(
+                    "PII", help="where PII sits: the whole database or table, or some columns"
+                ),
                 "level": "Level",
                 "sensitive": st.column_config.CheckboxColumn("Needs approval"),
                 "reason": "Why",
             },
         )
-        if tables:
-            table = st.selectbox("Open a table", [t.name for t in tables], key="open_table")
-            if st.button("Open table", key="open_table_button"):
-                st.session_state[ui.Keys.TABLE] = table
-                st.switch_page("pages/table.py", query_params={"db": name, "table": table})
+        if picked.selection.rows:
+            table = tables[picked.selection.rows[0]].name
+            st.session_state[ui.Keys.TABLE] = table
+            st.switch_page("pages/table.py", query_params={"db": name, "table": table})
         if not row.no_owner:
             ui.policy_note(ctx, database=name, table=None)
             ui.request_form(ctx, database=name, table=None)

@@ -1,4 +1,7 @@
-"""Databases: the central catalog with owner and PII badges, and a text filter."""
+"""Databases: the central catalog with owner and PII badges, and a text filter.
+
+Clicking a row opens that database.
+"""
 
 import streamlit as st
 
@@ -8,25 +11,28 @@ ctx = ui.context()
 st.title("Data products")
 ui.show_flash()
 st.caption(
-    "Databases in the central Glue Data Catalog. Request access from a database or table page."
+    "Databases in the central Glue Data Catalog. Click a row to open the database, then "
+    "request access to it or to one of its tables."
 )
 
 with ui.guard():
     snapshot = ui.catalog(ctx.services)
     text = st.text_input("Filter by name, description or owner", key="db_filter")
     rows = browse.database_rows(snapshot, text, rules=ctx.services.marketplace.rules)
-    st.dataframe(
-        ui.badges_frame(rows),
+    frame = ui.badges_frame(rows)
+    if rows:
+        frame["owner"] = [r.owner for r in rows]
+    picked = st.dataframe(
+        frame,
         hide_index=True,
         key="databases_table",
+        on_select="rerun",
+        selection_mode="single-row",
         column_order=[
             "name",
             "description",
-            "owner_name",
-            "owner_account",
-            "pii",
-            "contains_pii",
-            "no_owner",
+            "owner",
+            "pii_summary",
             "level",
             "sensitive",
             "tables",
@@ -34,13 +40,14 @@ with ui.guard():
         column_config={
             "name": "Database",
             "description": "Description",
-            "owner_name": "Owner",
-            "owner_account": "Owner account",
-            "pii": "PII",
-            "contains_pii": st.column_config.CheckboxColumn(
-                "Contains PII", help="PII sits in its tables or columns, not on the database"
+            "owner": st.column_config.TextColumn(
+                "Owner", help="the producer that decides requests; 'no owner' cannot be requested"
             ),
-            "no_owner": st.column_config.CheckboxColumn("No owner"),
+            "pii_summary": st.column_config.TextColumn(
+                "PII",
+                help="where PII sits: the whole database is flagged, or some of its tables "
+                "or columns are",
+            ),
             "level": st.column_config.TextColumn(
                 "Level", help="the approval policy's sensitivity level of the whole database"
             ),
@@ -51,9 +58,8 @@ with ui.guard():
         },
     )
     st.caption(f"{len(rows)} of {len(snapshot.databases)} databases")
-    names = [r.name for r in rows]
-    if names:
-        choice = st.selectbox("Open a database", names, key="open_database")
-        if st.button("Open", key="open_database_button"):
-            st.session_state[ui.Keys.DATABASE] = choice
-            st.switch_page("pages/database.py", query_params={"db": choice})
+    chosen = picked.selection.rows
+    if chosen:
+        name = rows[chosen[0]].name
+        st.session_state[ui.Keys.DATABASE] = name
+        st.switch_page("pages/database.py", query_params={"db": name})

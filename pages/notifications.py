@@ -33,11 +33,43 @@ with ui.guard():
             "error",
             "subject",
         ]
-    ]
+    ].sort_values("id", ascending=False)
+    frame["error"] = frame["error"].fillna("")
     status = st.multiselect("Status", sorted(frame["status"].unique()), key="outbox_status")
     shown = frame[frame["status"].isin(status)] if status else frame
-    st.dataframe(shown.sort_values("id", ascending=False), hide_index=True, key="outbox_table")
-    chosen = st.selectbox("Show a message", [r["id"] for r in reversed(rows)], key="outbox_message")
-    message = next(r for r in rows if r["id"] == chosen)
+    st.caption(f"{len(shown)} of {len(frame)} messages, newest first")
+    st.dataframe(
+        shown,
+        hide_index=True,
+        key="outbox_table",
+        column_order=[
+            "id",
+            "status",
+            "error",
+            "kind",
+            "request_id",
+            "target",
+            "attempts",
+            "created_at",
+            "subject",
+        ],
+        column_config={"error": st.column_config.TextColumn("error", width="medium")},
+    )
+    if shown.empty:
+        st.stop()
+    by_id = {r["id"]: r for r in rows}
+    chosen = st.selectbox(
+        "Show a message",
+        [int(i) for i in shown["id"]],
+        format_func=lambda i: f"{i} · {by_id[i]['status']} · {by_id[i]['subject']}",
+        key="outbox_message",
+    )
+    message = by_id[chosen]
+    st.markdown(
+        f"**{ui.md(message['status'])}** · to {ui.md(message['target'])} · "
+        f"{message['attempts']} attempt(s) · created {ui.md(ui.when(message['created_at']))}"
+    )
+    if message["error"]:
+        st.error(ui.md(message["error"]))
     st.text(message["subject"])
-    st.code(message["body"], language=None)
+    st.code(message["body"], language=None, wrap_lines=True)

@@ -6,7 +6,8 @@ import boto3
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mesh.services import Services
+from mesh.services import Services, build
+from mesh.settings import load_settings
 from tests.conftest import REGION
 from tests.support import APP, COOKIE_KEY, labelled, sign_in, texts
 
@@ -83,3 +84,39 @@ def test_notifications_page_lists_the_outbox_and_shows_a_message(
     assert (row["kind"], row["status"]) == ("approval_request", "failed")
     assert request.id in app.code[0].value
     assert any("payments" in t for t in texts(app.text))
+
+
+def test_notification_status_filter_narrows_the_message_picker_and_shows_the_whole_error(
+    app: AppTest, aws_env: dict[str, str], aws: str
+) -> None:
+    # GIVEN a request waiting for Finance, whose approval request fails (Finance has no
+    # topic here), then denied: the decision goes out on a decisions topic
+    sns = boto3.client("sns", region_name=REGION, endpoint_url=aws)
+    topic = sns.create_topic(Name="mesh-decisions")["TopicArn"]
+    services = build(load_settings({**aws_env, "MESH_DECISION_TOPIC_ARN": topic}, {}))
+    waiting = services.marketplace.submit(
+        "carol",
+        database="finance_payments",
+        table="payments",
+        account="444455556666",
+        reason="fraud model",
+    )
+    services.marketplace.deny(waiting.id, "fiona", comment="ask for the masked view")
+    rows = services.marketplace.store.notifications()
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert failed and len(failed) < len(rows)
+    # WHEN ada opens the notifications page and keeps only the failed ones
+    sign_in(app, "ada")
+    app.switch_page("pages/notifications.py").run()
+    app.multiselect(key="outbox_status").select("failed").run()
+    # THEN the table and the message picker both list only failed messages
+    assert not app.exception
+    assert set(app.dataframe[0].value["status"]) == {"failed"}
+    picker = app.selectbox(key="outbox_message")
+    assert len(picker.options) == len(failed)
+    assert all(" · failed · " in option for option in picker.options)
+    # AND the chosen message's error shows in full, as text
+    chosen = next(r for r in failed if r["id"] == picker.value)
+    assert chosen["request_id"] == waiting.id
+    assert len(chosen["error"]) > 20
+    assert [e for e in texts(app.error) if chosen["error"] in e]

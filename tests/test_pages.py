@@ -7,6 +7,7 @@ user's roles, and checks what a person sees and what the store and Lake Formatio
 from __future__ import annotations
 
 import json
+from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,8 @@ from streamlit.testing.v1 import AppTest
 
 from mesh import ui
 from mesh.catalog import CatalogSnapshot, GlueCatalog
-from mesh.models import AccessRequest, Action, Status
+from mesh.links import LinkAction
+from mesh.models import AccessRequest, Action, Role, Status, User
 from mesh.settings import DEMO_USERS
 from mesh.store import Store
 from mesh.workflow import Marketplace
@@ -135,6 +137,14 @@ def submit_request(at: AppTest, database: str, table: str, *, reason: str) -> Ap
 
 def store_requests(market: Marketplace, username: str) -> list[AccessRequest]:
     return market.requests(username=username)
+
+
+def click_row(at: AppTest, key: str, column: str, value: str) -> AppTest:
+    """Click the row of the keyed table whose ``column`` holds ``value``, as a person does."""
+    [table] = [d for d in at.dataframe if d.key == key]
+    row = list(table.value[column]).index(value)
+    at.session_state[key] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    return at.run()
 
 
 # Sign-in ---------------------------------------------------------------------------------
@@ -377,10 +387,12 @@ def test_deny_without_a_comment_shows_an_error_and_leaves_it_pending(
     box = app.container(key=f"pending-{pending_pii_request.id}")
     # WHEN he denies it without a comment
     labelled(box.button, "Deny").click().run()
-    # THEN an error asks for a comment and the request is still pending
+    # THEN an error in that request's card asks for a comment, none shows at the top of the
+    # page, and the request is still pending
     assert not app.exception
-    [error] = texts(app.error)
+    [error] = texts(app.container(key=f"pending-{pending_pii_request.id}").error)
     assert "comment" in error
+    assert len(app.error) == 1
     [stored] = store_requests(market, "carol")
     assert stored.status is Status.PENDING_APPROVAL
 
@@ -481,11 +493,9 @@ def click_through_the_catalog(at: AppTest) -> None:
     """Reruns and page switches a person makes while browsing."""
     at.run()
     at.text_input(key="db_filter").input("sales").run()
-    at.selectbox(key="open_database").select("sales_orders").run()
-    at.button(key="open_database_button").click().run()
+    click_row(at, "databases_table", "name", "sales_orders")
     assert titles(at) == ["sales_orders"]
-    at.selectbox(key="open_table").select("customers").run()
-    at.button(key="open_table_button").click().run()
+    click_row(at, "tables_table", "name", "customers")
     assert titles(at) == ["sales_orders.customers"]
     open_page(at, "my_requests")
     open_page(at, "databases")
@@ -548,3 +558,266 @@ def test_bad_setting_stops_the_app_with_one_sentence(
     assert "Traceback" not in error
     assert not app.text_input
     assert not titles(app)
+
+
+# Catalog: one PII badge, rows open what they name ----------------------------------------
+
+
+def test_databases_page_shows_where_pii_is_in_one_column(app: AppTest) -> None:
+    # GIVEN carol on the databases page
+    sign_in(app, "carol")
+    # THEN one PII column says where the PII is: the two databases flagged as a whole say so
+    # (no second "contains PII" column can read as disagreeing), others count their tables
+    [table] = [d for d in app.dataframe if d.key == "databases_table"]
+    pii = table.value.set_index("name")["pii_summary"].to_dict()
+    assert pii["sales_crm"] == pii["hr_people"] == "whole database"
+    assert pii["sales_orders"] == "in 1 of 6 tables"
+    assert pii["marketing_campaigns"] == "none"
+    order = list(table.proto.column_order)
+    assert "pii_summary" in order
+    assert "pii" not in order and "contains_pii" not in order
+
+
+def test_clicking_a_row_opens_the_database_then_the_table(app: AppTest) -> None:
+    # GIVEN carol on the databases page, which has no "open" select box any more
+    sign_in(app, "carol")
+    assert not [s for s in app.selectbox if s.key == "open_database"]
+    # WHEN she clicks hr_people's row
+    click_row(app, "databases_table", "name", "hr_people")
+    # THEN its page opens, saying the whole database is PII, as each of its tables
+    assert not app.exception
+    assert titles(app) == ["hr_people"]
+    assert any("**PII** whole database" in m for m in texts(app.markdown))
+    [tables] = [d for d in app.dataframe if d.key == "tables_table"]
+    assert set(tables.value["pii_summary"]) == {"whole database"}
+    # WHEN she clicks a table's row
+    click_row(app, "tables_table", "name", "employees")
+    # THEN that table's page opens
+    assert titles(app) == ["hr_people.employees"]
+
+
+# The request form ------------------------------------------------------------------------
+
+
+def test_too_long_reason_is_kept_and_the_error_says_by_how_much(
+    app: AppTest, market: Marketplace
+) -> None:
+    # GIVEN carol on a table page
+    sign_in(app, "carol")
+    open_page(app, "table", database="sales_orders", table="orders")
+    # WHEN she pastes a reason of 1,234 characters and submits
+    reason = "r" * 1234
+    submit_request(app, "sales_orders", "orders", reason=reason)
+    # THEN the box keeps all of it, the error says it is 234 characters too long, and
+    # nothing is stored
+    assert not app.exception
+    assert app.text_area(key="request-sales_orders-orders-reason").value == reason
+    [error] = texts(app.error)
+    assert "too long" in error
+    assert "1,234 characters, 234 more than the 1,000 allowed" in error
+    assert not store_requests(market, "carol")
+
+
+def test_consumer_with_several_accounts_picks_one_then_gets_the_last_one_used(
+    app: AppTest, market: Marketplace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN dan, who has the partner and the Analytics account, with names for both
+    monkeypatch.setenv("MESH_ACCOUNT_NAMES", "444455556666=Analytics,777788889999=Partner")
+    sign_in(app, "dan")
+    open_page(app, "table", database="sales_orders", table="orders")
+    key = "request-sales_orders-orders-account"
+    # THEN no account is picked for him, and the picker names the accounts
+    picker = app.selectbox(key=key)
+    assert picker.value is None
+    assert picker.options == ["Partner (777788889999)", "Analytics (444455556666)"]
+    # WHEN he submits without picking one, THEN he is asked to, and nothing is stored
+    submit_request(app, "sales_orders", "orders", reason="partner revenue share")
+    assert "Pick the consumer account the access is for." in texts(app.error)
+    assert not store_requests(market, "dan")
+    # WHEN he picks Analytics and submits
+    app.selectbox(key=key).set_value(CAROLS_ACCOUNT)
+    submit_request(app, "sales_orders", "orders", reason="partner revenue share")
+    [stored] = store_requests(market, "dan")
+    assert stored.account == CAROLS_ACCOUNT
+    assert [m for m in texts(app.success) if "Analytics (444455556666)" in m]
+    # THEN the next form he opens, the whole database's, has Analytics picked
+    open_page(app, "database", database="sales_orders")
+    assert app.selectbox(key="request-sales_orders-*-account").value == CAROLS_ACCOUNT
+
+
+# My requests -----------------------------------------------------------------------------
+
+
+def test_my_requests_says_who_decided_when_and_their_comment_in_words(
+    app: AppTest, market: Marketplace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN carol's denied table request and her pending whole-database request
+    monkeypatch.setenv("MESH_ACCOUNT_NAMES", "444455556666=Analytics")
+    denied = market.submit(
+        "carol", database="sales_crm", table="accounts", account=CAROLS_ACCOUNT, reason="q1"
+    )
+    denied = market.deny(denied.id, "sam", comment="use the aggregated view instead")
+    whole = market.submit(
+        "carol", database="hr_people", table=None, account=CAROLS_ACCOUNT, reason="hc"
+    )
+    # WHEN she opens My requests
+    sign_in(app, "carol")
+    open_page(app, "my_requests")
+    assert not app.exception
+    # THEN the denied request's card says, as text, its status, who denied it, when, and why
+    card = " ".join(texts(app.container(key=f"req-{denied.id}").markdown))
+    assert "denied" in card
+    assert f"Denied by sam on {ui.when(denied.decided_at)}: use the aggregated view instead" in card
+    assert "Analytics (444455556666)" in card
+    # AND times are for people (1 Dec 2026 14:02 UTC), never raw ISO
+    assert ui.when(denied.decided_at).endswith(" UTC")
+    assert denied.decided_at is not None and denied.decided_at not in card
+    # AND the whole database reads as it does elsewhere, never "hr_people.*"
+    pending = " ".join(texts(app.container(key=f"req-{whole.id}").markdown))
+    assert "hr_people (whole database)" in pending
+    assert "hr_people.*" not in pending
+    # AND no table on the page hides these in a canvas
+    assert not app.dataframe
+
+
+def test_granted_access_for_an_outside_account_shows_ram_commands_as_code(
+    app: AppTest, market: Marketplace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN dan's granted request for the partner account, outside the Organization
+    monkeypatch.setenv("MESH_ORG_ACCOUNTS", CAROLS_ACCOUNT)
+    granted = market.submit(
+        "dan", database="sales_orders", table="orders", account="777788889999", reason="share"
+    )
+    assert granted.status is Status.GRANTED
+    # WHEN he opens My requests
+    sign_in(app, "dan")
+    open_page(app, "my_requests")
+    # THEN the RAM steps show without literal backticks, the commands in a code block
+    card = app.container(key=f"req-{granted.id}")
+    [warning] = texts(card.warning)
+    assert "outside the AWS Organization" in warning
+    assert "`" not in warning
+    [code] = card.code
+    assert "aws ram accept-resource-share-invitation" in code.value
+
+
+# Feedback where the button was pressed -----------------------------------------------------
+
+
+def test_revoke_without_a_comment_is_refused_inside_its_card(
+    app: AppTest, market: Marketplace
+) -> None:
+    # GIVEN carol's granted request, on sam's Approvals page
+    granted = market.submit(
+        "carol", database="sales_orders", table="orders", account=CAROLS_ACCOUNT, reason="kpis"
+    )
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    # WHEN he clicks Revoke access without saying why
+    box = app.container(key=f"granted-{granted.id}")
+    labelled(box.button, "Revoke access").click().run()
+    # THEN the refusal shows in that card, and only there, and the access stays
+    assert not app.exception
+    [error] = texts(app.container(key=f"granted-{granted.id}").error)
+    assert "comment" in error.lower() or "why" in error.lower()
+    assert len(app.error) == 1
+    [stored] = store_requests(market, "carol")
+    assert stored.status is Status.GRANTED
+
+
+# Decision links --------------------------------------------------------------------------
+
+
+def test_decision_link_opened_by_another_owner_says_at_once_they_cannot_decide(
+    app: AppTest, market: Marketplace, pending_pii_request: AccessRequest
+) -> None:
+    # GIVEN an approve link for carol's request, which waits for sam (Sales)
+    assert market.links is not None
+    token = market.links.token(pending_pii_request.id, LinkAction.APPROVE)
+    # WHEN hank, the People owner, opens it
+    sign_in(app, "hank")
+    app.query_params = {"link": token}
+    app.switch_page(page("approvals")).run()
+    # THEN he is told at once that he cannot approve it, with no form to confirm
+    assert not app.exception
+    box = app.container(key="link-confirm")
+    [error] = texts(box.error)
+    assert error.startswith("You cannot approve this request")
+    assert "hank may not decide" in error
+    assert not [b for b in app.button if b.label.startswith("Confirm")]
+    assert texts(box.subheader) == [f"Decision link: approve request {pending_pii_request.id}"]
+    [stored] = store_requests(market, "carol")
+    assert stored.status is Status.PENDING_APPROVAL
+
+
+# Who is signed in ------------------------------------------------------------------------
+
+
+def test_sidebar_names_an_approver_group_for_a_user_without_roles(app: AppTest) -> None:
+    # GIVEN priya, who has no role but is in the privacy office's approver group
+    sign_in(app, "priya")
+    # THEN the sidebar says so, instead of "priya ()"
+    [caption] = [c for c in texts(app.sidebar.caption) if "Signed in as" in c]
+    assert caption == "Signed in as **priya** (approver in privacy-office)"
+
+
+DESCRIBED = [
+    # roles, then approver groups
+    (User(username="a", roles=frozenset({Role.OWNER, Role.CONSUMER})), "consumer, owner"),
+    (User(username="p", groups=frozenset({"privacy-office"})), "approver in privacy-office"),
+    (
+        User(username="g", roles=frozenset({Role.ADMIN}), groups=frozenset({"b", "a"})),
+        "admin, approver in a, b",
+    ),
+    # neither
+    (User(username="n"), "no role"),
+]
+
+
+@pytest.mark.parametrize(("user", "text"), DESCRIBED)
+def test_describe_user(user: User, text: str) -> None:
+    assert ui.describe_user(user) == text
+
+
+# Audit log filters -----------------------------------------------------------------------
+
+
+def test_audit_log_is_newest_first_and_offers_the_actions_it_holds(
+    app: AppTest, market: Marketplace, pending_pii_request: AccessRequest
+) -> None:
+    # GIVEN a pending request (which also queued and tried a notification), and a request
+    # for a whole database
+    market.submit("carol", database="hr_people", table=None, account=CAROLS_ACCOUNT, reason="hc")
+    events = market.audit()
+    # WHEN ada opens the audit log
+    sign_in(app, "ada")
+    open_page(app, "audit")
+    # THEN the newest row comes first
+    assert list(shown_audit(app)["id"]) == sorted((e.id for e in events), reverse=True)
+    # AND the Action filter offers exactly the actions in the log, notifications included
+    offered = app.multiselect(key="audit_action").options
+    assert sorted(offered) == sorted({e.action for e in events})
+    assert any(a.startswith("notification_") for a in offered)
+    # AND a whole database reads as on every other page
+    scopes = set(shown_audit(app)["scope"])
+    assert "hr_people (whole database)" in scopes
+    assert "hr_people.*" not in scopes
+
+
+def test_audit_date_range_keeps_the_rows_of_those_days(
+    app: AppTest, market: Marketplace, pending_pii_request: AccessRequest
+) -> None:
+    # GIVEN today's rows
+    today = date.fromisoformat(market.audit()[0].at[:10])
+    sign_in(app, "ada")
+    open_page(app, "audit")
+    total = len(shown_audit(app))
+    # WHEN ada picks the days before today
+    app.date_input(key="audit_dates").set_value(
+        (today - timedelta(days=3), today - timedelta(days=1))
+    )
+    app.run()
+    # THEN no row shows; WHEN she picks a range that ends today, THEN all show again
+    assert shown_audit(app).empty
+    app.date_input(key="audit_dates").set_value((today - timedelta(days=3), today)).run()
+    assert len(shown_audit(app)) == total

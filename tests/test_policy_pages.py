@@ -104,7 +104,7 @@ def test_each_step_shows_its_progress_to_whoever_can_act_on_it(
     # THEN carol's request says where it stands
     carol = open_page(app_as("carol"), "my_requests")
     progress = "step 2 of 2: owner approved (sam); waiting for privacy-office, 0 of 1"
-    assert any(progress in c for c in texts(carol.caption))
+    assert any(progress in line for line in texts(carol.markdown))
     # AND priya (the privacy office) now sees it, and her approval grants it
     priya = open_page(app_as("priya"), "approvals")
     box = priya.container(key=f"pending-{request.id}")
@@ -138,3 +138,30 @@ def test_the_note_judges_for_the_users_own_accounts(
     at = open_page(app_as("carol"), "table", db="finance_ledger", table="gl_entries")
     [note] = [w for w in texts(at.warning) if w.startswith("Level **restricted**")]
     assert "stewards: 2 different people" in note
+
+
+def test_admin_may_deny_but_not_approve_where_the_policy_keeps_admins_out(
+    market: Marketplace, running_server: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a request at the two-step policy's first step, which admins may not approve
+    monkeypatch.setenv("MESH_ACCOUNT_NAMES", f"{ANALYTICS}=Analytics")
+    request = waiting(market)
+    # WHEN ada, an admin, opens Approvals
+    ada = open_page(app_as("ada"), "approvals")
+    # THEN she sees the request with Deny, but no Approve, and is told why
+    assert not ada.exception
+    assert "Nothing is waiting for your decision." not in texts(ada.info)
+    box = ada.container(key=f"pending-{request.id}")
+    assert [b.label for b in box.button] == ["Deny"]
+    [why] = texts(box.info)
+    assert "may deny this request, but not approve it" in why
+    assert any(f"**Target account** Analytics ({ANALYTICS})" in m for m in texts(box.markdown))
+    assert "does not let admins approve this step" in why
+    # WHEN she denies it with a comment
+    ada.text_input(key=f"comment-{request.id}").input("stuck: the owner left")
+    labelled(box.button, "Deny").click().run()
+    # THEN it is denied by her
+    assert not ada.exception
+    stored = market.store.get(request.id)
+    assert stored is not None and stored.status is Status.DENIED
+    assert stored.decided_by == "ada"
