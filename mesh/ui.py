@@ -12,7 +12,7 @@ import logging
 import re
 import secrets
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +30,7 @@ from mesh.models import AccessRequest, Database, Role, Scope, Status, Table, Use
 from mesh.policy import DURATION_CHOICES
 from mesh.services import Services, build, demo_endpoint
 from mesh.settings import Mode, Settings, load_settings
+from mesh.store import Approval
 from mesh.workflow import iso, utc_now
 
 log = logging.getLogger("mesh.ui")
@@ -789,20 +790,26 @@ def status_text(status: Status) -> str:
     return status.value.replace("_", " ")
 
 
-def outcome_lines(request: AccessRequest, *, progress: str = "") -> list[str]:
-    """Where a request stands, in sentences: who decided and when, with their comment.
+def outcome_lines(
+    request: AccessRequest, *, approvals: Sequence[Approval] = (), progress: str = ""
+) -> list[str]:
+    """Where a request stands, in sentences: who approved or denied it and when, with their
+    comments, one line per approval of a multi-step request.
 
     Plain text (escape it for markdown), such as "denied by sam on 1 Dec 2026 14:02 UTC:
     use the aggregated view".
     """
-    lines: list[str] = []
+    lines = [
+        f"approved by {a.label} on {when(a.at)}" + (f": {a.comment}" if a.comment else "")
+        for a in approvals
+    ]
     if request.status is Status.PENDING_APPROVAL:
         lines.append(f"waiting for approval since {when(request.created_at)}: {progress}")
-    elif request.decided_by:
+    elif request.status is Status.DENIED or (request.decided_by and not approvals):
         verb = "denied" if request.status is Status.DENIED else "approved"
         line = f"{verb} by {request.decided_by} on {when(request.decided_at)}"
         lines.append(line + (f": {request.comment}" if request.comment else ""))
-    elif request.granted_at:
+    elif not request.decided_by and request.granted_at:
         lines.append(
             f"granted at once by the policy on {when(request.granted_at)}: {request.policy_reason}"
         )
@@ -825,7 +832,13 @@ def outcome_lines(request: AccessRequest, *, progress: str = "") -> list[str]:
     return lines
 
 
-def request_card(request: AccessRequest, *, progress: str = "", new: bool = False) -> None:
+def request_card(
+    request: AccessRequest,
+    *,
+    approvals: Sequence[Approval] = (),
+    progress: str = "",
+    new: bool = False,
+) -> None:
     """A request's card body: scope, account and status, then its outcome as text."""
     colour = _STATUS_COLOURS.get(request.status, "gray")
     marker = " :violet-badge[new]" if new else ""
@@ -833,7 +846,7 @@ def request_card(request: AccessRequest, *, progress: str = "", new: bool = Fals
         f"**{md(scope_text(request.scope))}** for {md(account_label(request.account))} "
         f":{colour}-badge[{status_text(request.status)}]{marker}"
     )
-    for line in outcome_lines(request, progress=progress):
+    for line in outcome_lines(request, approvals=approvals, progress=progress):
         st.markdown(md(line[0].upper() + line[1:]))
     st.caption(
         f"Request {md(request.id)} · requested {md(when(request.created_at))} · "

@@ -76,6 +76,11 @@ with ui.guard():
             continue
         progress = market.progress(request) if request.status is Status.PENDING_APPROVAL else ""
         with st.container(border=True, key=f"req-{request.id}"):
-            ui.request_card(request, progress=progress, new=not request.decision_seen)
+            ui.request_card(
+                request,
+                approvals=market.store.approvals(request.id),
+                progress=progress,
+                new=not request.decision_seen,
+            )
             ui.show_flash(at=f"req-{request.id}")
             _actions(request)

@@ -105,6 +105,7 @@ def test_each_step_shows_its_progress_to_whoever_can_act_on_it(
     carol = open_page(app_as("carol"), "my_requests")
     progress = "step 2 of 2: owner approved (sam); waiting for privacy-office, 0 of 1"
     assert any(progress in line for line in texts(carol.markdown))
+    assert any(line.startswith("Approved by sam on ") for line in texts(carol.markdown))
     # AND priya (the privacy office) now sees it, and her approval grants it
     priya = open_page(app_as("priya"), "approvals")
     box = priya.container(key=f"pending-{request.id}")
@@ -114,6 +115,11 @@ def test_each_step_shows_its_progress_to_whoever_can_act_on_it(
     stored = market.store.get(request.id)
     assert stored is not None and stored.status is Status.GRANTED
     assert lake_formation_entries(aws, ANALYTICS)
+    # AND carol reads that both approved it, sam then priya
+    carol = open_page(app_as("carol"), "my_requests")
+    card = texts(carol.container(key=f"req-{request.id}").markdown)
+    approved = [line.split(" on ")[0] for line in card if line.startswith("Approved by")]
+    assert approved == ["Approved by sam", "Approved by priya"]
 
 
 def test_the_note_judges_for_the_users_own_accounts(
