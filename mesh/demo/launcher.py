@@ -19,6 +19,7 @@ DEMO_USERS = (
     "mia (owner: Marketing, consumer)",
     "hank (owner: People)",
     "fiona (owner: Finance)",
+    "priya (approver: privacy-office)",
     "ada (admin)",
 )
 
