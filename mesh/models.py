@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from mesh.errors import MeshError
+
 
 class Role(StrEnum):
     CONSUMER = "consumer"
@@ -253,6 +255,22 @@ class GrantSpec:
             "Permissions": [p.value for p in self.permissions],
             "PermissionsWithGrantOption": [p.value for p in self.grantable],
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntryOutcome:
+    """What Lake Formation did with one entry of a batch grant or revoke.
+
+    ``failure`` is the entry's own error (its ``ErrorCode`` as the code), or the error of
+    the whole call when the call itself failed; None when the entry succeeded.
+    """
+
+    spec: GrantSpec
+    failure: MeshError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
 
 
 @dataclass(frozen=True, kw_only=True)

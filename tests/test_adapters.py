@@ -179,6 +179,126 @@ def test_database_request_grants_database_describe_then_all_tables_with_grant_op
     lf_stub.assert_no_pending_responses()
 
 
+# Batch grants and revokes (Stubber) ----------------------------------------------------------
+
+
+def _table_specs(count: int) -> list[Any]:
+    """One table grant per consumer account: ``count`` distinct entries."""
+    return [
+        grants_for(
+            Scope(database="sales", table="orders"),
+            account=f"{500000000000 + i:012d}",
+            catalog_id=CENTRAL,
+        )[0]
+        for i in range(count)
+    ]
+
+
+def test_batch_grant_sends_entries_with_unique_ids_and_reports_each_entrys_failure(
+    lake: LakeFormation, lf_stub: Stubber
+) -> None:
+    # GIVEN three grants, and Lake Formation refusing the second entry only
+    specs = _table_specs(3)
+    entries = [{"Id": str(i), **spec.to_api()} for i, spec in enumerate(specs)]
+    lf_stub.add_response(
+        "batch_grant_permissions",
+        {
+            "Failures": [
+                {
+                    "RequestEntry": entries[1],
+                    "Error": {
+                        "ErrorCode": "AccessDeniedException",
+                        "ErrorMessage": "no grant option on sales.orders",
+                    },
+                }
+            ]
+        },
+        expected_params={"Entries": entries},
+    )
+    # WHEN they are granted in one batch
+    outcomes = lake.batch_grant(specs)
+    # THEN one call carried them all, the second failed with its cause, the others succeeded
+    assert [o.spec for o in outcomes] == specs
+    assert [o.ok for o in outcomes] == [True, False, True]
+    failure = outcomes[1].failure
+    assert type(failure) is AwsFailure
+    assert failure.code == "AccessDeniedException"
+    assert "no grant option on sales.orders" in failure.message
+    lf_stub.assert_no_pending_responses()
+
+
+def test_batch_grant_of_45_entries_makes_calls_of_20_20_and_5(
+    lake: LakeFormation, lf_stub: Stubber
+) -> None:
+    # GIVEN 45 grants, and Lake Formation expecting three calls with ids unique across them
+    specs = _table_specs(45)
+    for start, size in ((0, 20), (20, 20), (40, 5)):
+        chunk = [
+            {"Id": str(start + i), **spec.to_api()}
+            for i, spec in enumerate(specs[start : start + size])
+        ]
+        lf_stub.add_response(
+            "batch_grant_permissions", {"Failures": []}, expected_params={"Entries": chunk}
+        )
+    # WHEN they are granted
+    outcomes = lake.batch_grant(specs)
+    # THEN every entry succeeded, in order
+    assert [o.spec for o in outcomes] == specs
+    assert all(o.ok for o in outcomes)
+    lf_stub.assert_no_pending_responses()
+
+
+def test_batch_revoke_whose_second_call_is_throttled_fails_only_that_calls_entries(
+    lake: LakeFormation, lf_stub: Stubber
+) -> None:
+    # GIVEN 25 revokes: the first call of 20 succeeds, the second call is throttled
+    specs = _table_specs(25)
+    lf_stub.add_response(
+        "batch_revoke_permissions",
+        {},
+        expected_params={
+            "Entries": [{"Id": str(i), **s.to_api()} for i, s in enumerate(specs[:20])]
+        },
+    )
+    lf_stub.add_client_error(
+        "batch_revoke_permissions",
+        service_error_code="ThrottlingException",
+        service_message="slow down",
+        http_status_code=400,
+        expected_params={
+            "Entries": [{"Id": str(20 + i), **s.to_api()} for i, s in enumerate(specs[20:])]
+        },
+    )
+    # WHEN they are revoked
+    outcomes = lake.batch_revoke(specs)
+    # THEN the first 20 succeeded and the last 5 carry the call's error, as a passing fault
+    assert [o.ok for o in outcomes] == [True] * 20 + [False] * 5
+    assert all(type(o.failure) is AwsUnavailable for o in outcomes[20:])
+    assert {o.failure.code for o in outcomes[20:] if o.failure} == {"ThrottlingException"}
+    lf_stub.assert_no_pending_responses()
+
+
+def test_batch_failure_naming_no_entry_we_sent_fails_the_whole_call(
+    lake: LakeFormation, lf_stub: Stubber
+) -> None:
+    # GIVEN a failure Lake Formation does not attribute to an entry we sent
+    specs = _table_specs(2)
+    lf_stub.add_response(
+        "batch_grant_permissions",
+        {"Failures": [{"Error": {"ErrorCode": "InternalServiceException", "ErrorMessage": "?"}}]},
+    )
+    # WHEN the grants are sent
+    outcomes = lake.batch_grant(specs)
+    # THEN neither is recorded as made (a retry reads Lake Formation first)
+    assert [o.ok for o in outcomes] == [False, False]
+    lf_stub.assert_no_pending_responses()
+
+
+def test_empty_batch_makes_no_call(lake: LakeFormation, lf_stub: Stubber) -> None:
+    assert lake.batch_grant([]) == []
+    lf_stub.assert_no_pending_responses()
+
+
 # Listing permissions (Stubber) ---------------------------------------------------------------
 
 
@@ -752,3 +872,23 @@ def test_filtered_list_permissions_with_wildcard_and_named_table_grants(
     # THEN only the matching grants come back
     assert [e["Resource"]["Table"].get("Name") for e in entries] == expected
     assert all(e["Resource"] == _table_resource(wanted) for e in entries)
+
+
+def test_batch_grant_keeps_the_grant_option_and_batch_revoke_removes_it(
+    moto_endpoint: str, fresh_lf: Any
+) -> None:
+    # GIVEN a database request's two grants made in one batch on the stand-in (a demo-mode
+    # client: its credentials never depend on the order fixtures are set up in)
+    lf = ClientFactory(demo_endpoint=moto_endpoint, max_attempts=1).client("lakeformation")
+    lake = LakeFormation(lf)
+    specs = grants_for(
+        Scope(database="sales_orders"), account=CONSUMER, catalog_id=data.CENTRAL_ACCOUNT
+    )
+    granted = lake.batch_grant(specs)
+    assert all(o.ok for o in granted), [o.failure for o in granted]
+    # THEN both are held with their grant option (moto read a key the API does not have)
+    assert all(lake.holds(spec) for spec in specs)
+    # WHEN they are revoked in one batch
+    assert all(o.ok for o in lake.batch_revoke(specs))
+    # THEN nothing is left, grant option included
+    assert lf.list_permissions()["PrincipalResourcePermissions"] == []

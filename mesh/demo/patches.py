@@ -10,6 +10,10 @@ The code that talks to AWS is never shaped around these bugs; the stand-in is fi
    named table grants coexist. The fix compares with ``.get``. Filtered by a named table,
    it also returns the table's column grants (``TableWithColumns``), as Lake Formation does
    ("call this operation on the table, and it returns the table and the table with columns").
+3. ``batch_grant_permissions`` and ``batch_revoke_permissions`` read each entry's grant
+   option from ``PermissionsWithGrantOptions``, a key the API does not have (it is
+   ``PermissionsWithGrantOption``, as in a single grant), so a batch grant lost its grant
+   option and a batch revoke left it in place. The fix reads the API's key.
 """
 
 from __future__ import annotations
@@ -60,6 +64,29 @@ def apply() -> None:
         return [entry for entry in everything if _table_matches(entry["Resource"], table)]
 
     models.LakeFormationBackend.list_permissions = list_permissions  # type: ignore[method-assign]
+
+    def batch_grant_permissions(self: Any, catalog_id: str, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            self.grant_permissions(
+                catalog_id=catalog_id,
+                principal=entry.get("Principal"),
+                resource=entry.get("Resource"),
+                permissions=entry.get("Permissions"),
+                permissions_with_grant_options=entry.get("PermissionsWithGrantOption"),
+            )
+
+    def batch_revoke_permissions(self: Any, catalog_id: str, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            self.revoke_permissions(
+                catalog_id=catalog_id,
+                principal=entry.get("Principal"),
+                resource=entry.get("Resource"),
+                permissions_to_revoke=entry.get("Permissions"),
+                permissions_with_grant_options_to_revoke=entry.get("PermissionsWithGrantOption"),
+            )
+
+    models.LakeFormationBackend.batch_grant_permissions = batch_grant_permissions  # type: ignore[method-assign]
+    models.LakeFormationBackend.batch_revoke_permissions = batch_revoke_permissions  # type: ignore[method-assign]
     _applied = True
 
 
