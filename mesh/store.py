@@ -1,8 +1,10 @@
 """SQLite persistence (sqlite-utils): requests, the append-only audit log, sign-in sessions.
 
-A connection is opened per operation: sqlite3 connections belong to the thread that made
-them, and Streamlit runs every session in a thread of its own. Every state change and its
-audit row are written in one ``BEGIN IMMEDIATE`` transaction; AWS is never called inside one.
+Each thread keeps one connection per store: sqlite3 connections belong to the thread that
+made them, and Streamlit runs every session in a thread of its own. Keeping it open keeps the
+WAL in place, so a write transaction costs one fdatasync instead of the checkpoint and WAL
+removal that closing the last connection does. Every state change and its audit row are
+written in one ``BEGIN IMMEDIATE`` transaction; AWS is never called inside one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import random
 import sqlite3
 import stat
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
@@ -394,6 +397,14 @@ class Store:
     def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self._local = threading.local()  # this thread's _Held connection to this store
+
+    def close(self) -> None:
+        """Close this thread's connection; the next operation opens a new one."""
+        held: _Held | None = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None and held.pid == os.getpid():
+            held.db.conn.close()
 
     def migrate(self, *, create: bool = True) -> list[str]:
         """Apply pending named migrations, and return the names of those applied now.
@@ -406,7 +417,7 @@ class Store:
         """
         self._check_path(create=create)
         try:
-            with self._connect(create=create, writing=True) as db:
+            with self._connect(create=create, writing=True, cached=False) as db:
                 if not create:  # before the journal mode is set, which writes to an empty file
                     self._check_is_mesh_store(db, create=False)
                 self._retry_busy(db.conn, "PRAGMA journal_mode=WAL")
@@ -521,14 +532,57 @@ class Store:
 
     @contextmanager
     def _connect(
-        self, *, create: bool = False, writing: bool = False
+        self, *, create: bool = False, writing: bool = False, cached: bool = True
     ) -> Iterator[sqlite_utils.Database]:
-        """A connection to the existing file (never a new one, unless ``create``).
+        """This thread's connection to the existing file (never a new file, unless ``create``).
 
         A failure of the file itself (locked past the busy timeout, read-only, full, gone)
-        becomes a StorageError that names MESH_DB and the cause; a constraint failure or a
-        mistake in SQL passes through unchanged.
+        becomes a StorageError that names MESH_DB and the cause, and drops the connection; a
+        constraint failure or a mistake in SQL passes through unchanged. ``cached=False``
+        opens a connection for this one use (migrate, which may create the file).
         """
+        db = self._held_connection() if cached else None
+        if db is None:
+            # Before opening: a file replaced in between only costs a needless reopen later.
+            file_id = _file_id(self.path)
+            db = self._open(create=create, writing=writing)
+            if cached:
+                self._local.held = _Held(db=db, file_id=file_id, pid=os.getpid())
+        try:
+            yield db
+        except sqlite3.DatabaseError as exc:
+            if not _is_storage_failure(exc):
+                raise
+            if cached:
+                self.close()
+            raise self._storage_error(exc, writing=writing) from exc
+        finally:
+            if not cached:
+                db.conn.close()
+
+    def _held_connection(self) -> sqlite_utils.Database | None:
+        """This thread's open connection, if it still reaches the file at MESH_DB.
+
+        A file deleted or replaced while Mesh runs lives on for a connection that has it open,
+        so each use compares the file's identity with the one opened: if it changed, the
+        connection is dropped and a new one opens the path again, which fails as a
+        missing file (mode=rw) or as a file without Mesh's tables.
+        """
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is None:
+            return None
+        if held.pid != os.getpid():  # forked: never use nor close the parent's connection
+            _ABANDONED.append(held)
+            self._local.held = None
+            return None
+        if held.file_id is None or held.file_id != _file_id(self.path):
+            self.close()
+            return None
+        if held.db.conn.in_transaction:  # left open by an interrupted operation
+            _rollback(held.db)
+        return held.db
+
+    def _open(self, *, create: bool, writing: bool) -> sqlite_utils.Database:
         # mode=rw: a file deleted while Mesh runs is an error, not an empty new database.
         mode = "rwc" if create else "rw"
         uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode={mode}"
@@ -538,13 +592,12 @@ class Store:
             raise self._storage_error(exc, writing=writing) from exc
         try:
             conn.execute("PRAGMA foreign_keys=ON")
-            yield sqlite_utils.Database(conn)
         except sqlite3.DatabaseError as exc:
+            conn.close()
             if not _is_storage_failure(exc):
                 raise
             raise self._storage_error(exc, writing=writing) from exc
-        finally:
-            conn.close()
+        return sqlite_utils.Database(conn)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite_utils.Database]:
@@ -1060,6 +1113,29 @@ class Store:
     def revoke_session(self, token_id: str, *, at: str) -> None:
         with self._write() as db:
             db.execute("UPDATE sessions SET revoked_at = ? WHERE token_id = ?", [at, token_id])
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Held:
+    """A thread's open connection, and the file and process it was opened in."""
+
+    db: sqlite_utils.Database
+    file_id: tuple[int, int] | None
+    pid: int
+
+
+# Connections a forked child inherited: closing one could checkpoint and remove the WAL
+# under its parent, so they are kept, unused, until the child exits.
+_ABANDONED: list[_Held] = []
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the file at ``path``, or None when there is none."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _column_value(value: Any) -> Any:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +89,78 @@ def test_migrate_creates_the_tables_with_named_migrations_once(tmp_path: Path) -
     with sqlite3.connect(store.path) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     assert {"requests", "audit"} <= tables
+
+
+# Connections: one per thread, kept open ------------------------------------------------
+
+
+@pytest.fixture
+def connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, sqlite3.Connection]]:
+    """Every connection opened from now on, with the thread that opened it."""
+    opened: list[tuple[int, sqlite3.Connection]] = []
+    real = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        connection = real(*args, **kwargs)
+        opened.append((threading.get_ident(), connection))
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    return opened
+
+
+def test_a_thread_reuses_one_connection_and_the_wal_stays_in_place(
+    fresh_store: Store, connections: list[tuple[int, sqlite3.Connection]]
+) -> None:
+    # GIVEN a store used by one thread
+    # WHEN it writes and reads several times
+    for number in range(3):
+        request = a_request(id=f"r-{number}", table=f"t{number}")
+        fresh_store.add_request(request, [an_event(request_id=request.id)])
+        fresh_store.get(f"r-{number}")
+    fresh_store.audit()
+    # THEN one connection served them all, and the WAL was not checkpointed away
+    assert len(connections) == 1
+    assert Path(f"{fresh_store.path}-wal").exists()
+    assert [e.request_id for e in fresh_store.audit()] == ["r-0", "r-1", "r-2"]
+
+
+def test_each_thread_has_a_connection_of_its_own(
+    fresh_store: Store, connections: list[tuple[int, sqlite3.Connection]]
+) -> None:
+    # GIVEN a store shared by two threads, as Streamlit sessions share it
+    both_started = threading.Barrier(2, timeout=10)
+
+    def work(name: str) -> int:
+        both_started.wait()
+        for number in range(3):
+            fresh_store.append(an_event(request_id=f"{name}-{number}"))
+            fresh_store.audit(request_id=f"{name}-{number}")
+        return threading.get_ident()
+
+    # WHEN each writes and reads in its own thread
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        idents = [future.result() for future in [pool.submit(work, n) for n in ("a", "b")]]
+    # THEN neither used the other's connection (sqlite3 would refuse), and each opened one
+    assert sorted(ident for ident, _ in connections) == sorted(idents)
+    assert len(fresh_store.audit()) == 6
+
+
+def test_a_restored_store_is_read_by_a_thread_that_held_the_old_file_open(
+    fresh_store: Store, migrated: Path, tmp_path: Path
+) -> None:
+    # GIVEN a thread's open connection to a store, which is then restored from a backup as
+    # the README says (its -wal and -shm removed, the backup moved over it: a new file)
+    fresh_store.append(an_event(request_id="r-old"))
+    for suffix in ("-wal", "-shm"):
+        Path(f"{fresh_store.path}{suffix}").unlink(missing_ok=True)
+    backup = tmp_path / "backup.db"
+    shutil.copy(migrated, backup)
+    os.replace(backup, fresh_store.path)
+    # WHEN the same thread reads it
+    events = fresh_store.audit()
+    # THEN it reads the restored file, not the one its connection had open
+    assert events == []
 
 
 # Requests -------------------------------------------------------------------------------

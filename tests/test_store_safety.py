@@ -254,9 +254,11 @@ def test_a_store_replaced_by_an_empty_file_while_running_is_a_storage_error(
 
 
 @pytest.fixture
-def read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+def read_only(fresh_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """Open every store read-only, as SQLite does a file it may not write (tests run as root,
-    so chmod would not stop them)."""
+    so chmod would not stop them). The fresh store's connection is closed, so the store
+    opens the file again, as a process started now does."""
+    fresh_store.close()
     real = sqlite3.connect
 
     def connect(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
@@ -280,8 +282,10 @@ def test_a_read_only_store_is_a_storage_error_on_write_and_still_reads(
 
 
 @pytest.fixture
-def full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A store that cannot grow by a page: SQLite's own "database or disk is full"."""
+def full_disk(fresh_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store that cannot grow by a page: SQLite's own "database or disk is full" (from
+    the store's next connection: its open one is closed)."""
+    fresh_store.close()
     real = sqlite3.connect
 
     def connect(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
@@ -328,6 +332,7 @@ def test_a_full_disk_raised_without_a_sqlite_code_is_still_a_storage_error(
     monkeypatch.setattr(
         sqlite3, "connect", lambda *args, **kwargs: real(*args, **kwargs, factory=FullDisk)
     )
+    fresh_store.close()  # the next connection is a FullDisk
     # WHEN an audit row is written
     with pytest.raises(StorageError) as refused:
         fresh_store.append(an_event("request_cancelled"))
