@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from itertools import groupby
+from typing import TYPE_CHECKING, Any
 
 from mesh import approval, policy
 from mesh.approval import DEFAULT, ApprovalPolicy, Verdict
 from mesh.catalog import CatalogSnapshot
 from mesh.models import Column, Database, FlagState, Scope, Table
+
+if TYPE_CHECKING:
+    from mesh.catalog_index import CatalogIndex, Entry
 
 UNRECOGNISED = "unrecognised flag value"
 
@@ -201,3 +205,73 @@ def catalog_json(
             }
         )
     return result
+
+
+# Views of the catalog index (mesh/catalog_index.py) ----------------------------------------
+
+
+def entry_row(entry: Entry) -> DatabaseRow:
+    """A database of the index as the listing's row."""
+    return DatabaseRow(
+        name=entry.database,
+        description=entry.description,
+        owner_account=entry.owner_account,
+        owner_name=entry.owner_name,
+        pii=entry.pii,
+        contains_pii=entry.contains_pii and not entry.pii,
+        sensitive=entry.needs_approval,
+        no_owner=entry.no_owner,
+        tables=entry.tables,
+        level=entry.level,
+        pii_summary=entry.pii_summary,
+    )
+
+
+def index_database_rows(index: CatalogIndex) -> list[DatabaseRow]:
+    return [entry_row(e) for e in index.database_entries()]
+
+
+def index_json(index: CatalogIndex) -> list[dict[str, Any]]:
+    """The ``catalog --json`` shape (a public contract), read from the index."""
+    tables = {
+        name: [
+            {
+                "name": t.table,
+                "pii_columns": list(t.pii_columns),
+                "sensitive": t.needs_approval,
+                "level": t.level,
+            }
+            for t in group
+        ]
+        for name, group in groupby(index.all_table_entries(), key=lambda t: t.database)
+    }
+    return [
+        {
+            "name": d.database,
+            "description": d.description,
+            "owner_account": d.owner_account,
+            "owner_name": d.owner_name,
+            "pii_flag": bool(d.pii),
+            "sensitive": d.needs_approval,
+            "level": d.level,
+            "tables": tables.get(d.database, []),
+        }
+        for d in index.database_entries()
+    ]
+
+
+def entry_json(entry: Entry) -> dict[str, Any]:
+    """One search result (``catalog --search TEXT --json``)."""
+    return {
+        "kind": entry.kind,
+        "database": entry.database,
+        "table": entry.table,
+        "description": entry.description,
+        "owner_account": entry.owner_account,
+        "owner_name": entry.owner_name,
+        "domain": entry.domain,
+        "pii": entry.pii_summary,
+        "pii_columns": list(entry.pii_columns),
+        "sensitive": entry.needs_approval,
+        "level": entry.level,
+    }

@@ -35,6 +35,12 @@ def _table(raw: dict[str, Any]) -> Table:
     )
 
 
+def _stamp(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
 def _database(raw: dict[str, Any]) -> Database:
     return Database(
         name=raw["Name"],
@@ -64,6 +70,11 @@ class GlueCatalog:
         self._glue = glue
         self.catalog_id = catalog_id
 
+    @property
+    def client(self) -> Any:
+        """The Glue client (a sync counts its calls through botocore's events)."""
+        return self._glue
+
     def databases(self) -> list[Database]:
         """Every database, skipping resource links (they point at another catalog)."""
         pages = self._glue.get_paginator("get_databases").paginate(
@@ -73,6 +84,10 @@ class GlueCatalog:
         return [_database(d) for d in raw if "TargetDatabase" not in d]
 
     def tables(self, database: str) -> list[Table]:
+        return [table for table, _ in self.tables_with_times(database)]
+
+    def tables_with_times(self, database: str) -> list[tuple[Table, str | None]]:
+        """Every table of ``database`` with Glue's ``UpdateTime`` (ISO 8601), for the sync."""
         pages = self._glue.get_paginator("get_tables").paginate(
             CatalogId=self.catalog_id,
             DatabaseName=database,
@@ -84,7 +99,7 @@ class GlueCatalog:
             lambda: [t for p in pages for t in p["TableList"]],
             missing=f"There is no database {database!r} in the catalog.",
         )
-        return [_table(t) for t in raw if "TargetTable" not in t]
+        return [(_table(t), _stamp(t.get("UpdateTime"))) for t in raw if "TargetTable" not in t]
 
     def database(self, name: str) -> Database:
         raw = call(

@@ -20,7 +20,8 @@ from typing import Any, NoReturn
 
 from mesh import approval, browse
 from mesh.approval import Verdict
-from mesh.errors import InvalidInput, MeshError, SettingError
+from mesh.catalog_index import Query
+from mesh.errors import AwsFailure, InvalidInput, MeshError, SettingError
 from mesh.models import AccessRequest, AuditEvent
 from mesh.policy import LONGEST_ACCESS
 from mesh.services import (
@@ -102,7 +103,14 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="print JSON")
         return sub
 
-    verb("catalog", "list the central catalog's databases and tables")
+    catalog = verb("catalog", "list the central catalog's databases and tables (the index)")
+    catalog.add_argument(
+        "--search",
+        metavar="TEXT",
+        help="only what matches TEXT, best first (names, "
+        "descriptions, columns and their comments, owners, domains)",
+    )
+    verb("sync", "sync the catalog index from Glue: add, change and remove what Glue holds")
     request = verb("request", "request access to a database or a table")
     request.add_argument("--as", dest="user", required=True)
     request.add_argument("--database", required=True)
@@ -224,11 +232,18 @@ def _audit_line(e: AuditEvent) -> str:
 
 
 def _catalog(services: Services, args: argparse.Namespace) -> int:
-    snapshot = services.catalog.snapshot()
+    """Read the index; a store that was never synced is synced first (it says so)."""
+    if services.index.last_sync() is None:
+        print("The catalog index was never synced; syncing it from Glue now.", file=sys.stderr)
+        done = services.sync.run(actor="cli")
+        if done.error:
+            raise AwsFailure(f"The catalog could not be synced from Glue: {done.error}")
+    if args.search is not None:
+        return _search(services, args)
     if args.json:
-        _print_json(browse.catalog_json(snapshot, rules=services.marketplace.rules))
+        _print_json(browse.index_json(services.index))
         return 0
-    for row in browse.database_rows(snapshot, rules=services.marketplace.rules):
+    for row in browse.index_database_rows(services.index):
         marks = " ".join(
             m
             for m in (
@@ -240,6 +255,43 @@ def _catalog(services: Services, args: argparse.Namespace) -> int:
             if m
         )
         print(f"{row.name:<26} {row.owner:<28} {row.tables:>3} tables  {marks}")
+    return 0
+
+
+def _search(services: Services, args: argparse.Namespace) -> int:
+    found = services.index.search(Query(text=args.search, page_size=100))
+    if args.json:
+        _print_json([browse.entry_json(e) for e in found.entries])
+        return 0
+    for e in found.entries:
+        marks = ", ".join(
+            m
+            for m in (
+                e.pii_summary if e.pii_summary != "none" else "",
+                f"level {e.level}, needs approval" if e.needs_approval else "",
+            )
+            if m
+        )
+        print(f"{e.kind:<8} {e.name:<40} {e.owner:<28} {marks}")
+    more = found.total - len(found.entries)
+    if more > 0:
+        print(f"... and {more} more; search for more words to narrow it.", file=sys.stderr)
+    return 0
+
+
+def _sync(services: Services, args: argparse.Namespace) -> int:
+    done = services.sync.run(actor=os.environ.get("USER") or "cli")
+    if args.json:
+        _print_json(done.to_json())
+    else:
+        print(
+            f"synced {done.databases} databases and {done.tables} tables in "
+            f"{(done.duration_ms or 0) / 1000:.1f} s ({done.glue_calls} Glue calls): "
+            f"{done.added} added, {done.changed} changed, {done.removed} removed"
+        )
+    if done.error:
+        print(f"error: {_escaped(done.error)}", file=sys.stderr)
+        return AwsFailure.exit_code
     return 0
 
 
@@ -269,6 +321,8 @@ def _run_verb(services: Services, args: argparse.Namespace) -> int:
         return _show_request(done, args.json, progress=waiting)
     if args.verb == "catalog":
         return _catalog(services, args)
+    if args.verb == "sync":
+        return _sync(services, args)
     if args.verb == "policy":
         verdict = m.explain(
             database=args.database,

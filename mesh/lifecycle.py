@@ -25,6 +25,7 @@ from mesh.errors import (
 )
 from mesh.models import HOLDS_GRANTS, AccessRequest, Action, GrantSpec, Permission, Status
 from mesh.store import NewEvent
+from mesh.sync import CatalogSync
 from mesh.workflow import Marketplace, _clean_comment, iso
 
 EXPIRY_ACTOR = "expiry"
@@ -56,6 +57,7 @@ class TickReport:
     escalated: list[str] = field(default_factory=list)
     taken_over: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    catalog_synced: dict[str, Any] | None = None  # the sync this pass ran, if it was due
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -81,11 +83,15 @@ class Lifecycle:
         remind_after: timedelta,
         warn_before: timedelta,
         grant_retry_limit: int,
+        sync: CatalogSync | None = None,
+        sync_minutes: int = 15,
     ) -> None:
         self.market = market
         self.remind_after = remind_after
         self.warn_before = warn_before
         self.grant_retry_limit = grant_retry_limit
+        self.sync = sync
+        self.sync_minutes = sync_minutes
 
     # Revoke -------------------------------------------------------------------------------
 
@@ -307,7 +313,21 @@ class Lifecycle:
             if counts:
                 sent, failing = counts[0]
                 report = replace(report, notifications_sent=sent, notifications_failing=failing)
+        if self.sync is not None:
+            synced: list[dict[str, Any]] = []
+            self._guarded(report, "catalog sync", lambda: self._sync_if_due(report, synced))
+            if synced:
+                report = replace(report, catalog_synced=synced[0])
         return report
+
+    def _sync_if_due(self, report: TickReport, synced: list[dict[str, Any]]) -> None:
+        """Sync the catalog index when its last sync is older than MESH_SYNC_MINUTES."""
+        if self.sync is None or not self.sync.due(self.sync_minutes):
+            return
+        done = self.sync.run(actor=TICK_ACTOR)
+        synced.append(done.to_json())
+        if done.error:
+            report.errors.append(f"catalog sync: {done.error}")
 
     @staticmethod
     def _guarded(report: TickReport, what: str, work: Any) -> None:

@@ -13,6 +13,7 @@ from mesh import approval
 from mesh.approval import ApprovalPolicy
 from mesh.aws import ClientFactory, central_account
 from mesh.catalog import GlueCatalog
+from mesh.catalog_index import CatalogIndex
 from mesh.errors import Conflict, SettingError
 from mesh.grants import LakeFormation
 from mesh.lifecycle import Lifecycle
@@ -23,6 +24,7 @@ from mesh.org import AwsOrganization, Organization, StaticOrganization, UnknownO
 from mesh.outbox import Outbox
 from mesh.settings import Mode, Settings
 from mesh.store import NewEvent, PolicyRecord, Store
+from mesh.sync import CatalogSync
 from mesh.users import UserFile
 from mesh.workflow import Marketplace, iso, utc_now
 
@@ -40,6 +42,8 @@ class Services:
     endpoint: str | None
     lifecycle: Lifecycle
     outbox: Outbox
+    index: CatalogIndex
+    sync: CatalogSync
 
 
 def demo_endpoint(settings: Settings) -> str | None:
@@ -233,6 +237,8 @@ def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -
     lakeformation = LakeFormation(factory.client("lakeformation"))
     mine = policy_record(settings, rules)
     in_force = adopt_policy(store, mine, by=by)
+    index = CatalogIndex(store, rules=rules, fingerprint=mine.fingerprint)
+    sync = CatalogSync(catalog, index, clock=utc_now, glue_client=catalog.client)
     if in_force.fingerprint == mine.fingerprint:
         # A policy that differs from the one in force changes nothing, so it cannot strand
         # a waiting request; this one can, and is refused before it is used.
@@ -240,6 +246,9 @@ def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -
             check_waiting(store, rules, users.everyone(), source=_source(settings))
         except approval.PolicyError as exc:
             raise exc.as_setting() from None
+        # The catalog index keeps each scope's level under the policy in force: a new
+        # policy judges it again (from the index, without reading Glue).
+        sync.ensure_judged()
     links = _links(settings)
     notifier = SnsNotifier(
         sts=sts,
@@ -272,12 +281,15 @@ def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -
         links=links,
         rules=rules,
         policy=mine,
+        index=index,
     )
     lifecycle = Lifecycle(
         marketplace,
         remind_after=timedelta(hours=settings.remind_after_hours),
         warn_before=timedelta(days=settings.warn_days),
         grant_retry_limit=settings.grant_retry_limit,
+        sync=sync,
+        sync_minutes=settings.sync_minutes,
     )
     return Services(
         settings=settings,
@@ -289,4 +301,6 @@ def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -
         endpoint=endpoint,
         lifecycle=lifecycle,
         outbox=outbox,
+        index=index,
+        sync=sync,
     )

@@ -173,6 +173,11 @@ SETTINGS = (
         help="attempts made at one notification before it is left failed",
     ),
     Setting(
+        name="MESH_SYNC_MINUTES",
+        default="15",
+        help="`tick` syncs the catalog index from Glue when the last sync is older than this",
+    ),
+    Setting(
         name="MESH_TICK_SECONDS",
         default="60",
         help="demo mode: seconds between background runs of the periodic job",
@@ -212,6 +217,7 @@ class Settings:
     grant_retry_limit: int = 3
     notify_retry_limit: int = 5
     tick_seconds: int = 60
+    sync_minutes: int = 15
     demo_minutes: int = 3
     policy_path: Path | None = None
     # The names set in the environment or secrets.toml (not left to their defaults).
@@ -452,6 +458,7 @@ def _lifecycle(get: Any, *, demo: bool) -> dict[str, Any]:
             "MESH_NOTIFY_RETRY_LIMIT", get("MESH_NOTIFY_RETRY_LIMIT"), 5
         ),
         "tick_seconds": _positive_int("MESH_TICK_SECONDS", get("MESH_TICK_SECONDS"), 60),
+        "sync_minutes": _positive_int("MESH_SYNC_MINUTES", get("MESH_SYNC_MINUTES"), 15),
         "demo_minutes": _positive_int(
             "MESH_DEMO_DURATION_MINUTES", get("MESH_DEMO_DURATION_MINUTES"), 3
         ),

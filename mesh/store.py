@@ -229,6 +229,15 @@ def _audit_indexes(db: sqlite_utils.Database) -> None:
     audit.create_index(["at"])  # type: ignore[union-attr]
 
 
+@migrations(name="0011_catalog_index")
+def _catalog_index(db: sqlite_utils.Database) -> None:
+    # The catalog as of the last sync (mesh/catalog_index.py writes and reads it).
+    from mesh.catalog_index import SCHEMA
+
+    for statement in SCHEMA:
+        db.execute(statement)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Approval:
     """One person's approval of one step of a request."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mesh import approval, policy
 from mesh.approval import ApprovalPolicy, Verdict
+from mesh.catalog_index import CatalogIndex, IndexedCatalog
 from mesh.errors import (
     AwsFailure,
     Conflict,
@@ -117,9 +118,11 @@ class Marketplace:
         rules: ApprovalPolicy | None = None,
         links: LinkSigner | None = None,
         policy: PolicyRecord | None = None,
+        index: CatalogIndex | None = None,
     ) -> None:
         self.store = store
         self.catalog = catalog
+        self.index = index  # the catalog as last synced: explain and the pages read it
         self.grants = grants
         self.users = users
         self.clock = clock
@@ -196,6 +199,27 @@ class Marketplace:
         except NotFound:
             return None
 
+    def _catalog_view(self) -> Catalog:
+        """Where explain reads the catalog: the index once synced, else Glue itself."""
+        if self.index is None or self.index.judged_with() is None:
+            return self.catalog
+        return IndexedCatalog(self.index, catalog_id=self.catalog.catalog_id)
+
+    def _refresh_index(
+        self, database: Database, tables: Sequence[Table], *, whole: bool
+    ) -> list[str]:
+        """Put a live read of one scope into the index; what it changed there, if anything.
+
+        The live read has decided already; a failure to write the index is only logged.
+        """
+        if self.index is None or self.index.judged_with() is None:
+            return []
+        try:
+            return self.index.refresh_scope(database, tables, whole=whole, at=self._now())
+        except Exception:  # the index catches up at the next sync
+            log.exception("could not refresh the catalog index for %s", database.name)
+            return []
+
     def _moved_on(self, request_id: str, verb: str) -> Conflict:
         current = self.store.get(request_id)
         status = current.status.value if current else "gone"
@@ -216,10 +240,13 @@ class Marketplace:
         duration: timedelta | None = None,
         until: date | None = None,
         columns: Sequence[str] | None = None,
+        on_catalog_change: Callable[[str], None] | None = None,
     ) -> AccessRequest:
         """Validate a request, evaluate the policy, store it, and grant at once if allowed.
 
         ``duration`` or ``until`` bound the access in time; it is revoked when it expires.
+        Glue is read live for the scope, and wins over the catalog index; that read then
+        refreshes the index, and ``on_catalog_change`` hears how the index had differed.
         """
         user = self._user(username)
         self.check_policy()
@@ -238,6 +265,12 @@ class Marketplace:
             raise InvalidInput("A whole-database request cannot name columns; request a table.")
         db = self.catalog.database(database)
         tables = [self.catalog.table(database, table)] if table else self.catalog.tables(database)
+        changed = self._refresh_index(db, tables, whole=table is None)
+        if changed and on_catalog_change is not None:
+            on_catalog_change(
+                "The catalog had changed since it was last synced, and this request was "
+                "judged on what Glue says now: " + "; ".join(changed) + "."
+            )
         subset = policy.check_columns(tables[0], columns) if columns is not None else None
         if db.owner_account is None:
             raise InvalidInput(NO_OWNER[0].upper() + NO_OWNER[1:] + ".")
@@ -351,8 +384,9 @@ class Marketplace:
             )
         if columns is not None and table is None:
             raise InvalidInput("A whole-database request cannot name columns; request a table.")
-        db = self.catalog.database(database)
-        tables = [self.catalog.table(database, table)] if table else self.catalog.tables(database)
+        catalog = self._catalog_view()
+        db = catalog.database(database)
+        tables = [catalog.table(database, table)] if table else catalog.tables(database)
         subset = policy.check_columns(tables[0], columns) if columns is not None else None
         if db.owner_account is None:
             raise InvalidInput(
@@ -372,7 +406,7 @@ class Marketplace:
             verdict.steps,
             requester=self._user(username).username,
             users=self.users.everyone(),
-            owner=self.catalog.database(database).owner_account,
+            owner=self._catalog_view().database(database).owner_account,
         )
 
     # Decisions ------------------------------------------------------------------------
@@ -793,6 +827,7 @@ class Marketplace:
             return None  # the grant itself will fail and say what is missing
         except MeshError as exc:  # Glue could not be read: fail with the cause, retry later
             return self._fail(request, actor=actor, exc=exc, done=[], made=[], call={})
+        self._refresh_index(db, tables, whole=request.table is None)
         verdict = approval.evaluate(self.rules, request.scope, db, tables, account=request.account)
         if not verdict.needs_approval:
             return None
