@@ -56,6 +56,7 @@ class TickReport:
     grants_retried: list[str] = field(default_factory=list)
     escalated: list[str] = field(default_factory=list)
     taken_over: list[str] = field(default_factory=list)
+    notices_recovered: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     catalog_synced: dict[str, Any] | None = None  # the sync this pass ran, if it was due
 
@@ -304,6 +305,7 @@ class Lifecycle:
             ("remind", self._remind),
             ("warn", self._warn_expiring),
             ("retry", self._retry_transient),
+            ("lost notices", self._queue_lost_notices),
         ):
             self._guarded(report, name, lambda p=part: p(report))
         if self.market.outbox is not None:
@@ -352,6 +354,29 @@ class Lifecycle:
                 f"take over {request.id}",
                 lambda r=request: self._took_over(report, m.take_over(r, actor=TICK_ACTOR), r),
             )
+
+    def _queue_lost_notices(self, report: TickReport) -> None:
+        """Queue the notices a stopped process never queued (a decision, an approval request).
+
+        Each request is claimed first (a conditional update on updated_at), so two passes
+        at once queue one notice.
+        """
+        m = self.market
+        if m.outbox is None:
+            return
+        idle = iso(m.clock() - timedelta(seconds=m.stale_granting))
+        for request in m.store.without_notice(idle_before=idle):
+            kind = "approval_request" if request.status is Status.PENDING_APPROVAL else "decision"
+            claimed = m.store.transition(
+                request.id,
+                allowed_from=[request.status],
+                unchanged_since=request.updated_at,
+                changes={"updated_at": m._now()},
+                events=[m._event(TICK_ACTOR, Action.NOTICE_RECOVERED, request, kind=kind)],
+            )
+            if claimed is not None:
+                m._notify(kind, claimed)
+                report.notices_recovered.append(request.id)
 
     @staticmethod
     def _took_over(report: TickReport, ended: AccessRequest | None, request: AccessRequest) -> None:

@@ -70,6 +70,7 @@ class Action(StrEnum):
     TAKEN_OVER = "taken_over"
     GRANT_FOUND = "grant_found"
     POLICY_ACTIVATED = "policy_activated"
+    NOTICE_RECOVERED = "notice_recovered"
 
 
 class Permission(StrEnum):

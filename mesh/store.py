@@ -1000,6 +1000,37 @@ class Store:
             )
             self._append(db, events)
 
+    def without_notice(self, *, idle_before: str) -> list[AccessRequest]:
+        """Requests whose notice was never queued: the process stopped between the change
+        and the outbox (the two are separate writes).
+
+        A decision the requester has not seen, with no decision notice since it was made;
+        a waiting step with no approval request since it began. Only requests unchanged
+        since ``idle_before``, so a process about to queue the notice is left to do it.
+        """
+        sql = """
+            SELECT r.* FROM requests r
+            WHERE r.updated_at < :idle AND (
+              (r.status IN ('granted', 'denied', 'revoked', 'expired') AND r.decision_seen = 0
+               AND NOT (r.status = 'granted' AND r.warned_at IS NOT NULL)
+               AND NOT EXISTS (
+                 SELECT 1 FROM notifications n WHERE n.request_id = r.id
+                 AND n.kind = 'decision' AND n.created_at >= COALESCE(
+                   CASE r.status WHEN 'granted' THEN r.granted_at
+                                 WHEN 'denied' THEN r.decided_at ELSE r.ended_at END,
+                   r.created_at)))
+              OR
+              (r.status = 'pending_approval'
+               AND NOT EXISTS (
+                 SELECT 1 FROM notifications n WHERE n.request_id = r.id
+                 AND n.kind = 'approval_request'
+                 AND n.created_at >= COALESCE(r.step_started_at, r.created_at)))
+            )
+            ORDER BY r.created_at
+        """
+        with self._connect() as db:
+            return [_from_row(row) for row in db.query(sql, {"idle": idle_before})]
+
     def notifications(
         self, *, request_id: str | None = None, statuses: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:

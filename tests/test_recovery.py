@@ -371,3 +371,53 @@ def test_admin_cannot_grant_to_the_central_account_or_to_all_zeros(
         rig.submit("ada", **CLEAN, account=account)
     # THEN nothing is stored
     assert rig.store.requests() == []
+
+
+# Notices a stopped process never queued ----------------------------------------------------------
+
+
+def kinds(rig: Rig, request_id: str) -> list[str]:
+    return [n["kind"] for n in rig.store.notifications(request_id=request_id)]
+
+
+def test_decision_notice_lost_to_a_crash_is_queued_by_the_job_once(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, wired: Services, tmp_path: Path
+) -> None:
+    # GIVEN sam approves, and the process stops after the grant, before queueing the notice
+    request = rig.submit(**PII)
+    with monkeypatch.context() as patch:
+        patch.setattr(rig.outbox, "decision", _killed_notice)
+        with pytest.raises(KeyboardInterrupt):
+            rig.market.approve(request.id, "sam", comment="fine")
+    assert rig.status(request.id) is Status.GRANTED
+    assert "decision" not in kinds(rig, request.id)
+    # WHEN two jobs run after the stale time
+    assert rig.lifecycle.tick().notices_recovered == []  # too fresh: the process may still
+    past_stale(rig)
+    other = make_rig(
+        wired, tmp_path, account=rig.account, clock=rig.clock, grants=rig.market.grants
+    )
+    recovered = rig.lifecycle.tick().notices_recovered + other.lifecycle.tick().notices_recovered
+    # THEN the decision notice is queued exactly once, and audited
+    assert recovered == [request.id]
+    assert kinds(rig, request.id).count("decision") == 1
+    assert Action.NOTICE_RECOVERED.value in rig.actions(request.id)
+    assert rig.lifecycle.tick().notices_recovered == []
+
+
+def test_approval_request_lost_to_a_crash_is_queued_by_the_job(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(rig.outbox, "approval_request", _killed_notice)
+        with pytest.raises(KeyboardInterrupt):
+            rig.submit(**PII)
+    [waiting] = rig.store.requests()
+    assert kinds(rig, waiting.id) == []
+    past_stale(rig)
+    assert rig.lifecycle.tick().notices_recovered == [waiting.id]
+    assert kinds(rig, waiting.id) == ["approval_request"]
+
+
+def _killed_notice(*args: Any, **kwargs: Any) -> int:
+    raise KeyboardInterrupt  # the process stops between the change and the outbox
