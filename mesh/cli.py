@@ -14,11 +14,11 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mesh import approval, auditlog, browse
+from mesh import approval, browse
 from mesh.approval import Verdict
 from mesh.catalog_index import Query
 from mesh.errors import AwsFailure, InvalidInput, MeshError, SettingError
@@ -33,7 +33,7 @@ from mesh.services import (
     load_users,
 )
 from mesh.settings import Mode, Settings, load_settings
-from mesh.store import AuditFilters, Store
+from mesh.store import Store
 from mesh.workflow import Marketplace
 
 log = logging.getLogger("mesh")
@@ -130,13 +130,16 @@ def _parser() -> argparse.ArgumentParser:
     pending = verb("pending", "list what USER may decide now")
     pending.add_argument("--as", dest="user", required=True)
     for name, text in (
-        ("approve", "approve a pending request"),
-        ("deny", "deny a pending request"),
+        ("approve", "approve pending requests (one comment for all)"),
+        ("deny", "deny pending requests (one comment for all)"),
         ("cancel", "cancel your own pending request"),
         ("retry", "retry a failed grant"),
     ):
         sub = verb(name, text)
-        sub.add_argument("request_id", metavar="REQUEST_ID")
+        if name in ("approve", "deny"):
+            sub.add_argument("request_ids", metavar="REQUEST_ID", nargs="+")
+        else:
+            sub.add_argument("request_id", metavar="REQUEST_ID")
         sub.add_argument("--as", dest="user", required=True)
         if name in ("approve", "deny"):
             sub.add_argument("--comment", required=name == "deny", default="")
@@ -173,26 +176,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     reconcile = verb("reconcile", "compare granted requests with what Lake Formation holds")
     reconcile.add_argument("--fix", action="store_true", help="re-apply missing grants")
-    audit = verb("audit", "print the audit log, oldest first")
-    audit.add_argument("--request", dest="request_id", help="only this request's rows")
-    audit.add_argument(
-        "--actor", action="append", default=[], help="only this actor's rows (repeatable)"
-    )
-    audit.add_argument(
-        "--action", action="append", default=[], help="only rows of this action (repeatable)"
-    )
-    audit.add_argument(
-        "--since", type=_when, help="from this day or moment (ISO, UTC unless it says)"
-    )
-    audit.add_argument(
-        "--until", type=_when, help="up to this day (the whole day) or moment, included"
-    )
-    audit.add_argument(
-        "--format",
-        choices=("text", "csv"),
-        default="text",
-        help="csv streams every matching row as CSV (cells safe to open in a spreadsheet)",
-    )
+    audit = verb("audit", "print the audit log")
+    audit.add_argument("--request", dest="request_id")
     demo = verb("demo", "start the demo stand-in and the web app", json_flag=False)
     demo.add_argument("--port", type=int, default=8501, help="web app port (default 8501)")
     demo.add_argument(
@@ -244,6 +229,28 @@ def _show_request(request: AccessRequest, as_json: bool, *, progress: str = "") 
         print(f"Request {request.id} failed: {request.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _decide_many(m: Marketplace, args: argparse.Namespace) -> int:
+    """Decide several requests; 0 when all succeeded, else the highest refusal code (or 1)."""
+    outcomes = m.decide_many(args.request_ids, args.user, verb=args.verb, comment=args.comment)
+    if args.json:
+        _print_json(
+            [
+                {**o.request.to_json(), "exit_code": o.exit_code}
+                if o.request is not None
+                else {"id": o.request_id, "error": o.error, "exit_code": o.exit_code}
+                for o in outcomes
+            ]
+        )
+    for o in outcomes:
+        if o.request is not None and not args.json:
+            print(_request_line(o.request))
+            if o.request.current_step is not None:
+                print(f"    progress: {m.progress(o.request)}")
+        if o.error:
+            print(f"error: {o.request_id}: {_escaped(o.error)}", file=sys.stderr)
+    return max((o.exit_code for o in outcomes), default=0)
 
 
 def _audit_line(e: AuditEvent) -> str:
@@ -329,11 +336,13 @@ def _run_verb(services: Services, args: argparse.Namespace) -> int:
         "revoke": lambda: services.lifecycle.revoke(
             args.request_id, args.user, comment=args.comment
         ),
-        "approve": lambda: m.approve(args.request_id, args.user, comment=args.comment),
-        "deny": lambda: m.deny(args.request_id, args.user, comment=args.comment),
+        "approve": lambda: m.approve(args.request_ids[0], args.user, comment=args.comment),
+        "deny": lambda: m.deny(args.request_ids[0], args.user, comment=args.comment),
         "cancel": lambda: m.cancel(args.request_id, args.user),
         "retry": lambda: m.retry(args.request_id, args.user),
     }
+    if args.verb in ("approve", "deny") and len(args.request_ids) > 1:
+        return _decide_many(m, args)
     if args.verb in single:
         done = single[args.verb]()
         waiting = m.progress(done) if done.current_step is not None else ""
@@ -379,7 +388,8 @@ def _run_verb(services: Services, args: argparse.Namespace) -> int:
             args.json,
         )
     elif args.verb == "audit":
-        return _audit(m, args)
+        events = m.audit(request_id=args.request_id)
+        _print_list([e.to_json() for e in events], [_audit_line(e) for e in events], args.json)
     return 0
 
 
@@ -524,32 +534,6 @@ def _drift_lines(found: dict[str, Any]) -> list[str]:
         for f in found["fixed"]
     ]
     return lines
-
-
-def _when(text: str) -> date | datetime:
-    try:
-        return auditlog.parse_when(text, what="the date")
-    except InvalidInput as exc:
-        raise argparse.ArgumentTypeError(exc.message[0].lower() + exc.message[1:]) from None
-
-
-def _audit(m: Marketplace, args: argparse.Namespace) -> int:
-    if args.json and args.format == "csv":
-        raise InvalidInput("Give --json or --format csv, not both.")
-    since, before = auditlog.period(args.since, args.until)
-    filters = AuditFilters(
-        request_id=args.request_id,
-        actors=tuple(args.actor),
-        actions=tuple(args.action),
-        since=since,
-        before=before,
-    )
-    if args.format == "csv":
-        auditlog.write_csv(m.audit_export(filters), sys.stdout)
-        return 0
-    events = m.audit(filters=filters)
-    _print_list([e.to_json() for e in events], [_audit_line(e) for e in events], args.json)
-    return 0
 
 
 def _print_list(

@@ -8,6 +8,7 @@ that a granted request explains, and never touches grants nobody asked for.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -136,10 +137,17 @@ class Lifecycle:
             raise Conflict(f"Request {request.id} changed while revoking; look at it again.")
         return self._revoke(claimed, actor=user.username)
 
-    def _justified(self, request: AccessRequest) -> dict[str, tuple[set[str], set[str], list[str]]]:
-        """Per resource, what other live requests for the same account still justify."""
+    def _justified(
+        self, request: AccessRequest, live: Sequence[AccessRequest] | None = None
+    ) -> dict[str, tuple[set[str], set[str], list[str]]]:
+        """Per resource, what other live requests for the same account still justify.
+
+        ``live``: the requests holding grants, when the caller has read them already.
+        """
         kept: dict[str, tuple[set[str], set[str], list[str]]] = {}
-        for other in self.market.store.requests(statuses=list(HOLDS_GRANTS)):
+        if live is None:
+            live = self.market.store.requests(statuses=list(HOLDS_GRANTS))
+        for other in live:
             if other.id == request.id or other.account != request.account:
                 continue
             if other.status in (Status.REVOKING, Status.REVOKE_FAILED):
@@ -224,6 +232,13 @@ class Lifecycle:
                 changes={"revokes_done": done, "updated_at": m._now()},
                 events=[],
             )
+        return self._ended(request, done=done, made=made, actor=actor)
+
+    def _ended(
+        self, request: AccessRequest, *, done: list[str], made: list[dict[str, Any]], actor: str
+    ) -> AccessRequest:
+        """Record a request whose grants are all revoked (or kept for another) as ended."""
+        m = self.market
         target = Status(request.end_target or Status.REVOKED.value)
         now = m._now()
         ended = m.store.transition(
@@ -252,6 +267,109 @@ class Lifecycle:
         if ended is not None:
             m._notify("decision", ended)
         return ended or m._request(request.id)
+
+    def _revoke_many(
+        self, requests: Sequence[tuple[AccessRequest, str]]
+    ) -> dict[str, AccessRequest | MeshError]:
+        """Revoke what is left of several claimed requests' grants in batch calls of 20.
+
+        As ``_revoke``, per request: what another live request still justifies is kept
+        (``revoke_skipped``), the intent is recorded before the batch and the outcome after
+        it; an entry Lake Formation refused leaves its own request ``revoke_failed`` with
+        that error, and an entry already gone counts as revoked. ``requests`` pairs each
+        request with its actor. A request whose outcome could not be recorded stays
+        ``revoking`` and comes back as ``InFlight``.
+        """
+        m = self.market
+        live = m.store.requests(statuses=list(HOLDS_GRANTS))
+        plans: dict[str, list[tuple[GrantSpec, GrantSpec | None]]] = {}
+        intents: list[NewEvent] = []
+        for request, actor in requests:
+            justified = self._justified(request, live)
+            plans[request.id] = []
+            for spec in m.grant_plan(request):
+                if spec.key in request.revokes_done or spec.key not in request.grants_done:
+                    continue
+                perms, grantable, ids = justified.get(
+                    _resource_key(spec.resource), (set(), set(), [])
+                )
+                narrowed: GrantSpec | None = replace(
+                    spec,
+                    permissions=tuple(p for p in spec.permissions if p.value not in perms),
+                    grantable=tuple(p for p in spec.grantable if p.value not in grantable),
+                )
+                if narrowed is not None and not narrowed.permissions and not narrowed.grantable:
+                    narrowed = None
+                plans[request.id].append((spec, narrowed))
+                intents.append(
+                    m._event(
+                        actor,
+                        Action.REVOKE_ATTEMPTED if narrowed else Action.REVOKE_SKIPPED,
+                        request,
+                        **(
+                            {"call": narrowed.to_api(), "via": "BatchRevokePermissions"}
+                            if narrowed
+                            else {"grant": spec.key}
+                        ),
+                        kept_for=sorted(set(ids)),
+                    )
+                )
+        try:
+            m.store.append(*intents)
+        except Exception as exc:  # noqa: BLE001 - nothing was sent: each waits for the job
+            return {r.id: self._still_revoking(r.id, exc) for r, _ in requests}
+        sent = [n for r, _ in requests for _, n in plans[r.id] if n is not None]
+        failures: list[Exception | None]
+        try:
+            failures = [o.failure for o in m.grants.batch_revoke(sent)] if sent else []
+        except Exception as exc:  # noqa: BLE001 - the adapter reports AWS failures per entry
+            failures = [exc for _ in sent]
+        ended: dict[str, AccessRequest | MeshError] = {}
+        at = 0
+        for request, actor in requests:
+            outcomes = []
+            for spec, narrowed in plans[request.id]:
+                failure = None
+                if narrowed is not None:
+                    failure, at = failures[at], at + 1
+                    if isinstance(failure, AwsFailure) and _already_revoked(failure):
+                        failure = None  # not held any more, which is the goal
+                outcomes.append((spec, narrowed, failure))
+            try:
+                ended[request.id] = self._after_batch(request, outcomes, actor=actor)
+            except Exception as exc:  # noqa: BLE001 - the outcome could not be recorded
+                ended[request.id] = self._still_revoking(request.id, exc)
+        return ended
+
+    def _after_batch(
+        self,
+        request: AccessRequest,
+        outcomes: Sequence[tuple[GrantSpec, GrantSpec | None, Exception | None]],
+        *,
+        actor: str,
+    ) -> AccessRequest:
+        done = list(request.revokes_done)
+        made: list[dict[str, Any]] = []
+        for spec, narrowed, failure in outcomes:
+            if failure is not None and narrowed is not None:
+                return self._revoke_failed(
+                    request, actor=actor, exc=failure, done=done, call=narrowed.to_api()
+                )
+            done.append(spec.key)
+            if narrowed is not None:
+                made.append(narrowed.to_api())
+        return self._ended(request, done=done, made=made, actor=actor)
+
+    def _still_revoking(self, request_id: str, exc: Exception) -> InFlight:
+        if isinstance(exc, InFlight):
+            return exc
+        return in_flight(
+            request_id,
+            exc,
+            doing="revoking",
+            after=self.market.stale_granting,
+            then="you can also revoke it again then",
+        )
 
     def _revoke_failed(
         self,
@@ -387,6 +505,7 @@ class Lifecycle:
         """Start the revokes of expired grants, and finish revokes that were interrupted."""
         m = self.market
         now = m.clock()
+        due: list[tuple[AccessRequest, str]] = []
         for request in m.store.requests(
             statuses=[Status.GRANTED, Status.REVOKE_FAILED, Status.REVOKING]
         ):
@@ -420,15 +539,15 @@ class Lifecycle:
             actor = EXPIRY_ACTOR if claimed.end_target == Status.EXPIRED.value else TICK_ACTOR
             if request.status is Status.REVOKING:
                 report.taken_over.append(request.id)
-            try:
-                ended = self._revoke(claimed, actor=actor)
-            except InFlight as exc:
-                report.errors.append(exc.message)
-                continue
-            if ended.status is Status.EXPIRED:
-                report.expired.append(request.id)
+            due.append((claimed, actor))
+        # Every claimed revoke goes out together, in batch calls of 20 entries.
+        for request_id, ended in self._revoke_many(due).items():
+            if isinstance(ended, MeshError):
+                report.errors.append(ended.message)
+            elif ended.status is Status.EXPIRED:
+                report.expired.append(request_id)
             elif ended.status is Status.REVOKE_FAILED:
-                report.expiry_failed.append(request.id)
+                report.expiry_failed.append(request_id)
 
     def _resumable(self, request: AccessRequest) -> bool:
         """A revoke the job should finish: interrupted, expiring, or failed for a passing cause."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,6 +35,7 @@ from mesh.models import (
     Action,
     AuditEvent,
     Database,
+    EntryOutcome,
     GrantSpec,
     Scope,
     Status,
@@ -42,15 +43,7 @@ from mesh.models import (
     Table,
     User,
 )
-from mesh.store import (
-    AlreadyApproved,
-    Approval,
-    AuditFilters,
-    AuditRow,
-    NewEvent,
-    PolicyRecord,
-    Store,
-)
+from mesh.store import AlreadyApproved, Approval, NewEvent, PolicyRecord, Store
 
 if TYPE_CHECKING:
     from mesh.links import LinkClaim, LinkSigner
@@ -72,6 +65,8 @@ class Catalog(Protocol):
 
 class Grants(Protocol):
     def grant(self, spec: GrantSpec) -> dict[str, Any]: ...
+    def batch_grant(self, specs: Sequence[GrantSpec]) -> list[EntryOutcome]: ...
+    def batch_revoke(self, specs: Sequence[GrantSpec]) -> list[EntryOutcome]: ...
     def holds(self, spec: GrantSpec) -> bool: ...
     def revoke(self, spec: GrantSpec) -> dict[str, Any]: ...
     def list_permissions(
@@ -108,6 +103,19 @@ class PendingItem:
     # Admins may always deny; approving is open to them only where the step lets them.
     may_approve: bool = True
     why_not_approve: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionOutcome:
+    """What one decision of a bulk decision did: the request as it ended, or the refusal.
+
+    ``exit_code`` is the refusal's (the CLI's table), 1 for a grant that failed, else 0.
+    """
+
+    request_id: str
+    request: AccessRequest | None
+    error: str | None = None
+    exit_code: int = 0
 
 
 class Marketplace:
@@ -487,7 +495,19 @@ class Marketplace:
         transaction, so of two approvers at once exactly one completes the step.
         """
         user = self._user(username)
-        comment = _clean_comment(comment)
+        updated, ready = self._record_approval(user, request_id, _clean_comment(comment))
+        if ready:
+            return self._grant(updated, actor=user.username)
+        return updated
+
+    def _record_approval(
+        self, user: User, request_id: str, comment: str
+    ) -> tuple[AccessRequest, bool]:
+        """Record one approval; True when it completed the last step (the request is granting).
+
+        The approval, the count and the move to the next step (or to granting) happen in one
+        transaction, so of two approvers at once exactly one completes the step.
+        """
         request, owner = self._authorise_decision(user, request_id)
         step = request.current_step
         if step is None:  # _authorise_decision saw it pending; a legacy row without a plan
@@ -558,11 +578,9 @@ class Marketplace:
                 )
             raise self._moved_on(request.id, "approved")
         updated, completed = outcome
-        if completed and last:
-            return self._grant(updated, actor=user.username)
-        if completed:
+        if completed and not last:
             self._notify("approval_request", updated)
-        return updated
+        return updated, completed and last
 
     def deny(self, request_id: str, username: str, *, comment: str) -> AccessRequest:
         user = self._user(username)
@@ -588,6 +606,59 @@ class Marketplace:
             raise self._moved_on(request.id, "denied")
         self._notify("decision", decided)
         return decided
+
+    def decide_many(
+        self, request_ids: Sequence[str], username: str, *, verb: str, comment: str = ""
+    ) -> list[DecisionOutcome]:
+        """Approve or deny several requests with one comment; one outcome per request, in order.
+
+        Each decision is its own exactly-once transaction, as in approve and deny, and a
+        refusal of one never stops the others. The requests whose last step these approvals
+        complete are granted together (see ``_grant_many``): n approvals make about n/20
+        Lake Formation calls instead of n.
+        """
+        if verb not in ("approve", "deny"):
+            raise InvalidInput(f"{verb!r} is not a decision; use approve or deny.")
+        user = self._user(username)
+        comment = _clean_comment(comment)
+        if verb == "deny" and not comment:
+            raise InvalidInput("A denial needs a comment that tells the requester why.")
+        ids = list(dict.fromkeys((i or "").strip() for i in request_ids))
+        if not ids:
+            raise InvalidInput("Name at least one request (its id, such as r-1a2b3c4d).")
+        results: dict[str, DecisionOutcome] = {}
+        granting: list[AccessRequest] = []
+        for request_id in ids:
+            try:
+                if verb == "deny":
+                    decided = self.deny(request_id, user.username, comment=comment)
+                else:
+                    decided, ready = self._record_approval(user, request_id, comment)
+                    if ready:
+                        granting.append(decided)
+            except MeshError as exc:
+                results[request_id] = DecisionOutcome(
+                    request_id=request_id, request=None, error=exc.message, exit_code=exc.exit_code
+                )
+                continue
+            results[request_id] = DecisionOutcome(request_id=request_id, request=decided)
+        for request_id, ended in self._grant_many(granting, actor=user.username).items():
+            if isinstance(ended, MeshError):
+                results[request_id] = DecisionOutcome(
+                    request_id=request_id,
+                    request=self.store.get(request_id),
+                    error=ended.message,
+                    exit_code=ended.exit_code,
+                )
+            else:
+                failed = ended.status is Status.FAILED
+                results[request_id] = DecisionOutcome(
+                    request_id=request_id,
+                    request=ended,
+                    error=ended.error if failed else None,
+                    exit_code=1 if failed else 0,
+                )
+        return [results[i] for i in ids]
 
     def cancel(self, request_id: str, username: str) -> AccessRequest:
         user = self._user(username)
@@ -786,6 +857,12 @@ class Marketplace:
                 changes={"grants_done": done, "updated_at": self._now()},
                 events=[],
             )
+        return self._granted(request, done=done, made=made, actor=actor)
+
+    def _granted(
+        self, request: AccessRequest, *, done: list[str], made: list[dict[str, Any]], actor: str
+    ) -> AccessRequest:
+        """Record a request whose grants are all made as granted, with its expiry."""
         now = self.clock()
         expires = policy.expiry(now, request.duration_seconds, request.expires_on)
         seen = actor in (POLICY_ACTOR, request.requester)
@@ -817,6 +894,84 @@ class Marketplace:
         if granted is not None and not seen:
             self._notify("decision", granted)
         return granted or self._request(request.id)
+
+    def _grant_many(
+        self, requests: Sequence[AccessRequest], *, actor: str
+    ) -> dict[str, AccessRequest | MeshError]:
+        """Make freshly approved requests' grants together, in batch calls of 20 entries.
+
+        Every request's intent (a ``grant_attempted`` row per call) is recorded before the
+        batch, and each request's outcome after it, on its own: an entry Lake Formation
+        refused fails its own request with the entry's error code, the others are granted.
+        No call is made inside a transaction. A request whose outcome could not be recorded
+        stays ``granting`` and comes back as ``InFlight`` (the periodic job's takeover reads
+        Lake Formation before granting again); retries and takeovers use ``_grant``.
+        """
+        plans = {
+            r.id: [spec for spec in self.grant_plan(r) if spec.key not in r.grants_done]
+            for r in requests
+        }
+        ended: dict[str, AccessRequest | MeshError] = {}
+        try:
+            self.store.append(
+                *(
+                    self._event(
+                        actor,
+                        Action.GRANT_ATTEMPTED,
+                        r,
+                        call=spec.to_api(),
+                        attempt=r.attempts + 1,
+                        via="BatchGrantPermissions",
+                    )
+                    for r in requests
+                    for spec in plans[r.id]
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - nothing was sent: each waits for the job
+            return {r.id: self._in_flight(r.id, exc) for r in requests}
+        specs = [spec for r in requests for spec in plans[r.id]]
+        outcomes: list[tuple[GrantSpec, Exception | None]]
+        try:
+            outcomes = (
+                [(o.spec, o.failure) for o in self.grants.batch_grant(specs)] if specs else []
+            )
+        except Exception as exc:  # noqa: BLE001 - the adapter reports AWS failures per entry
+            outcomes = [(spec, exc) for spec in specs]
+        at = 0
+        for request in requests:
+            mine, at = outcomes[at : at + len(plans[request.id])], at + len(plans[request.id])
+            try:
+                ended[request.id] = self._after_batch(request, mine, actor=actor)
+            except Exception as exc:  # noqa: BLE001 - the outcome could not be recorded
+                ended[request.id] = self._in_flight(request.id, exc)
+        return ended
+
+    def _after_batch(
+        self,
+        request: AccessRequest,
+        outcomes: Sequence[tuple[GrantSpec, Exception | None]],
+        *,
+        actor: str,
+    ) -> AccessRequest:
+        done = [*request.grants_done, *(spec.key for spec, failure in outcomes if failure is None)]
+        made = [spec.to_api() for spec, failure in outcomes if failure is None]
+        for spec, failure in outcomes:
+            if failure is not None:
+                return self._fail(
+                    request, actor=actor, exc=failure, done=done, made=made, call=spec.to_api()
+                )
+        return self._granted(request, done=done, made=made, actor=actor)
+
+    def _in_flight(self, request_id: str, exc: Exception) -> InFlight:
+        if isinstance(exc, InFlight):
+            return exc
+        return in_flight(
+            request_id,
+            exc,
+            doing="granting",
+            after=self.stale_granting,
+            then="it reads Lake Formation first, and you can also retry it then",
+        )
 
     def _recheck_policy(self, request: AccessRequest, *, actor: str) -> AccessRequest | None:
         """Before re-running a grant nobody approved, ask the policy again.
@@ -1121,60 +1276,19 @@ class Marketplace:
 
     def audit_for(self, username: str, **filters: Any) -> list[AuditEvent]:
         """The audit log, for admins only (the CLI, which needs server access, uses audit)."""
-        self._auditor(username)
-        return self.audit(**filters)
-
-    def audit(
-        self,
-        *,
-        request_id: str | None = None,
-        actor: str | None = None,
-        action: str | None = None,
-        filters: AuditFilters | None = None,
-    ) -> list[AuditEvent]:
-        """Matching audit rows in the order they were written."""
-        filters = (filters or AuditFilters()).narrowed(
-            request_id=request_id, actor=actor, action=action
-        )
-        if filters.request_id is not None:
-            # an unknown request is "not found", not an empty log
-            self._request(filters.request_id)
-        return self.store.audit(filters=filters)
-
-    def audit_page_for(
-        self,
-        username: str,
-        filters: AuditFilters,
-        *,
-        limit: int = 100,
-        older_than: tuple[str, int] | None = None,
-    ) -> tuple[list[AuditEvent], int]:
-        """One page of the audit log for an admin, newest first, and the matching total."""
-        self._auditor(username)
-        return self.store.audit_page(filters, limit=limit, older_than=older_than)
-
-    def audit_choices_for(self, username: str) -> tuple[list[str], list[str]]:
-        """The actors and the actions the audit log holds, for an admin's filters."""
-        self._auditor(username)
-        return self.store.audit_actors(), self.store.audit_actions()
-
-    def audit_export_for(self, username: str, filters: AuditFilters) -> Iterator[AuditRow]:
-        """Every matching row in write order, streamed, for an admin's CSV."""
-        self._auditor(username)
-        return self.store.iter_audit(filters)
-
-    def audit_export(self, filters: AuditFilters) -> Iterator[AuditRow]:
-        """Every matching row in write order, streamed (the CLI: server access suffices)."""
-        if filters.request_id is not None:
-            self._request(filters.request_id)
-        return self.store.iter_audit(filters)
-
-    def _auditor(self, username: str) -> None:
         user = self._user(username)
         if not user.is_admin:
             raise Forbidden(
                 f"User {user.username} is not an admin; only admins read the audit log."
             )
+        return self.audit(**filters)
+
+    def audit(
+        self, *, request_id: str | None = None, actor: str | None = None, action: str | None = None
+    ) -> list[AuditEvent]:
+        if request_id is not None:
+            self._request(request_id)  # an unknown request is "not found", not an empty log
+        return self.store.audit(request_id=request_id, actor=actor, action=action)
 
 
 def _maybe(read: Callable[[str], Database], name: str) -> Database | None:

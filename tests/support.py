@@ -13,6 +13,9 @@ from typing import Any
 
 from streamlit.testing.v1 import AppTest
 
+from mesh.errors import MeshError
+from mesh.models import EntryOutcome, GrantSpec
+
 
 @dataclass(frozen=True)
 class Users:
@@ -25,6 +28,19 @@ class Users:
 
     def everyone(self) -> list[Any]:
         return list(self.users.values())
+
+
+def one_by_one(send: Callable[[GrantSpec], Any], specs: Sequence[GrantSpec]) -> list[EntryOutcome]:
+    """A batch grant or revoke made of single calls, for fakes that fail one call at a time."""
+    outcomes = []
+    for spec in specs:
+        try:
+            send(spec)
+        except MeshError as exc:
+            outcomes.append(EntryOutcome(spec=spec, failure=exc))
+        else:
+            outcomes.append(EntryOutcome(spec=spec))
+    return outcomes
 
 
 APP = Path(__file__).resolve().parent.parent / "app.py"

@@ -39,7 +39,7 @@ from mesh.models import (
 )
 from mesh.store import Store
 from mesh.workflow import Marketplace
-from tests.support import Users
+from tests.support import Users, one_by_one
 
 PRODUCER = "111111111111"
 OTHER_PRODUCER = "222222222222"
@@ -573,6 +573,9 @@ class RecordingGrants:
 
     def revoke(self, spec: GrantSpec) -> dict[str, Any]:
         return spec.to_api()
+
+    def batch_revoke(self, specs: Any) -> Any:
+        return one_by_one(self.revoke, specs)
 
     def holds(self, spec: GrantSpec) -> bool:
         return spec in self.made

@@ -738,6 +738,9 @@ class ColumnsListedInAnotherOrder:
     def revoke(self, spec: GrantSpec) -> dict[str, Any]:
         return self.inner.revoke(spec)
 
+    def batch_revoke(self, specs: Any) -> Any:
+        return self.inner.batch_revoke(specs)
+
     def holds(self, spec: GrantSpec) -> bool:
         return self.inner.holds(spec)
 

@@ -17,7 +17,7 @@ import json
 import re
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -39,7 +39,7 @@ from mesh.errors import Conflict, Forbidden, InvalidInput, NotFound
 from mesh.grants import LakeFormation
 from mesh.lifecycle import TICK_ACTOR, Lifecycle, TickReport
 from mesh.links import InvalidLink, LinkAction, LinkSigner
-from mesh.models import AccessRequest, Action, GrantSpec, Status
+from mesh.models import AccessRequest, Action, EntryOutcome, GrantSpec, Status
 from mesh.notify import SnsNotifier
 from mesh.org import StaticOrganization
 from mesh.outbox import Outbox
@@ -48,7 +48,7 @@ from mesh.settings import DEMO_USERS, load_settings
 from mesh.store import Store
 from mesh.workflow import Marketplace, iso
 from tests.conftest import REGION, reset_moto
-from tests.support import Cli, Users, assert_one_sentence_on_stderr, in_process_cli
+from tests.support import Cli, Users, assert_one_sentence_on_stderr, in_process_cli, one_by_one
 
 CENTRAL = data.CENTRAL_ACCOUNT
 SALES, PEOPLE, FINANCE = "111111111111", "333333333333", "555555555555"
@@ -451,6 +451,12 @@ class FlakyLakeFormation:
             self.revoke_failures -= 1
             return self._refuse("RevokePermissions")
         return self.real.revoke(spec)
+
+    def batch_grant(self, specs: Sequence[GrantSpec]) -> list[EntryOutcome]:
+        return one_by_one(self.grant, specs)
+
+    def batch_revoke(self, specs: Sequence[GrantSpec]) -> list[EntryOutcome]:
+        return one_by_one(self.revoke, specs)
 
     def holds(self, spec: GrantSpec) -> bool:
         return self.real.holds(spec)
@@ -1123,6 +1129,62 @@ def test_tick_after_expiry_revokes_the_grants_and_marks_the_request_expired(
     assert rig.status(expiring.id) is Status.EXPIRED
     assert [e["Resource"] for e in held(rig.account)] == [s.resource for s in plan(rig, other)]
     assert len(audited(rig, expiring.id, Action.EXPIRY_DUE)) == 1
+
+
+class RefusingBatches:
+    """The real Lake Formation adapter, counting batch revokes and refusing one table's entry."""
+
+    def __init__(self, real: Any, *, refuse_table: str) -> None:
+        self.real = real
+        self.refuse_table = refuse_table
+        self.batch_revokes: list[list[GrantSpec]] = []
+
+    def batch_revoke(self, specs: Any) -> list[Any]:
+        from mesh.errors import AwsFailure
+        from mesh.models import EntryOutcome
+
+        self.batch_revokes.append(list(specs))
+        refused = [s for s in specs if s.resource.get("Table", {}).get("Name") == self.refuse_table]
+        done = iter(self.real.batch_revoke([s for s in specs if s not in refused]))
+        failure = AwsFailure(
+            "Lake Formation BatchRevokePermissions was refused (AccessDeniedException: no).",
+            code="AccessDeniedException",
+        )
+        return [
+            EntryOutcome(spec=s, failure=failure) if s in refused else next(done) for s in specs
+        ]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_tick_revokes_every_expired_grant_in_one_batch_and_fails_only_the_refused_one(
+    wired: Services, tmp_path: Path
+) -> None:
+    # GIVEN four tables granted for 7 days, and Lake Formation refusing to revoke one of them
+    grants = RefusingBatches(wired.lakeformation, refuse_table="shipments")
+    rig = make_rig(wired, tmp_path, account=fresh_account(), clock=Clock(START), grants=grants)
+    tables = ["inventory", "shipments", "warehouses", "suppliers"]
+    granted = {
+        t: rig.submit(database="supply_chain", table=t, duration=timedelta(days=7)) for t in tables
+    }
+    assert all(r.status is Status.GRANTED for r in granted.values())
+    # WHEN the periodic job runs after they expired
+    rig.clock.advance(timedelta(days=8))
+    report = rig.lifecycle.tick()
+    # THEN one batch revoke carried all four entries
+    assert [len(b) for b in grants.batch_revokes] == [4]
+    # AND the refused one failed with its cause, the others expired and are gone
+    assert sorted(report.expired) == sorted(granted[t].id for t in tables if t != "shipments")
+    assert report.expiry_failed == [granted["shipments"].id]
+    refused = rig.store.get(granted["shipments"].id)
+    assert refused is not None and refused.status is Status.REVOKE_FAILED
+    assert refused.error_code == "AccessDeniedException"
+    assert [e["Resource"]["Table"]["Name"] for e in held(rig.account)] == ["shipments"]
+    # AND each request recorded the intent before the outcome
+    for t in tables:
+        actions = rig.actions(granted[t].id)
+        assert Action.REVOKE_ATTEMPTED.value in actions
 
 
 def test_requester_is_warned_once_within_the_warning_days_before_expiry(

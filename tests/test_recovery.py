@@ -22,6 +22,7 @@ from mesh.lifecycle import TICK_ACTOR
 from mesh.models import Action, GrantSpec, Status
 from mesh.services import Services
 from mesh.store import Store
+from tests.support import one_by_one
 from tests.test_lifecycle import (  # noqa: F401 - fixtures are found by name
     START,
     Clock,
@@ -64,6 +65,9 @@ class CountingLakeFormation:
 
     def revoke(self, spec: GrantSpec) -> dict[str, Any]:
         return self.real.revoke(spec)
+
+    def batch_revoke(self, specs: Any) -> Any:
+        return one_by_one(self.revoke, specs)
 
     def holds(self, spec: GrantSpec) -> bool:
         if self.refuse_holds:
