@@ -14,11 +14,11 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mesh import approval, browse
+from mesh import approval, auditlog, browse
 from mesh.approval import Verdict
 from mesh.catalog_index import Query
 from mesh.errors import AwsFailure, InvalidInput, MeshError, SettingError
@@ -33,7 +33,7 @@ from mesh.services import (
     load_users,
 )
 from mesh.settings import Mode, Settings, load_settings
-from mesh.store import Store
+from mesh.store import AuditFilters, Store
 from mesh.workflow import Marketplace
 
 log = logging.getLogger("mesh")
@@ -176,8 +176,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     reconcile = verb("reconcile", "compare granted requests with what Lake Formation holds")
     reconcile.add_argument("--fix", action="store_true", help="re-apply missing grants")
-    audit = verb("audit", "print the audit log")
-    audit.add_argument("--request", dest="request_id")
+    audit = verb("audit", "print the audit log, oldest first")
+    audit.add_argument("--request", dest="request_id", help="only this request's rows")
+    audit.add_argument(
+        "--actor", action="append", default=[], help="only this actor's rows (repeatable)"
+    )
+    audit.add_argument(
+        "--action", action="append", default=[], help="only rows of this action (repeatable)"
+    )
+    audit.add_argument(
+        "--since", type=_when, help="from this day or moment (ISO, UTC unless it says)"
+    )
+    audit.add_argument(
+        "--until", type=_when, help="up to this day (the whole day) or moment, included"
+    )
+    audit.add_argument(
+        "--format",
+        choices=("text", "csv"),
+        default="text",
+        help="csv streams every matching row as CSV (cells safe to open in a spreadsheet)",
+    )
     demo = verb("demo", "start the demo stand-in and the web app", json_flag=False)
     demo.add_argument("--port", type=int, default=8501, help="web app port (default 8501)")
     demo.add_argument(
@@ -388,8 +406,7 @@ def _run_verb(services: Services, args: argparse.Namespace) -> int:
             args.json,
         )
     elif args.verb == "audit":
-        events = m.audit(request_id=args.request_id)
-        _print_list([e.to_json() for e in events], [_audit_line(e) for e in events], args.json)
+        return _audit(m, args)
     return 0
 
 
@@ -534,6 +551,32 @@ def _drift_lines(found: dict[str, Any]) -> list[str]:
         for f in found["fixed"]
     ]
     return lines
+
+
+def _when(text: str) -> date | datetime:
+    try:
+        return auditlog.parse_when(text, what="the date")
+    except InvalidInput as exc:
+        raise argparse.ArgumentTypeError(exc.message[0].lower() + exc.message[1:]) from None
+
+
+def _audit(m: Marketplace, args: argparse.Namespace) -> int:
+    if args.json and args.format == "csv":
+        raise InvalidInput("Give --json or --format csv, not both.")
+    since, before = auditlog.period(args.since, args.until)
+    filters = AuditFilters(
+        request_id=args.request_id,
+        actors=tuple(args.actor),
+        actions=tuple(args.action),
+        since=since,
+        before=before,
+    )
+    if args.format == "csv":
+        auditlog.write_csv(m.audit_export(filters), sys.stdout)
+        return 0
+    events = m.audit(filters=filters)
+    _print_list([e.to_json() for e in events], [_audit_line(e) for e in events], args.json)
+    return 0
 
 
 def _print_list(

@@ -47,6 +47,7 @@ class Keys:
     PENDING_LINK = "mesh_pending_decision_link"
     JUST_SIGNED_IN = "mesh_just_signed_in"
     LAST_ACCOUNT = "mesh_last_account"
+    AUDIT_PAGES = "mesh_audit_pages"  # the audit page's filters and its pages' cursors
 
 
 PAGES_DIR = "pages"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,7 +43,15 @@ from mesh.models import (
     Table,
     User,
 )
-from mesh.store import AlreadyApproved, Approval, NewEvent, PolicyRecord, Store
+from mesh.store import (
+    AlreadyApproved,
+    Approval,
+    AuditFilters,
+    AuditRow,
+    NewEvent,
+    PolicyRecord,
+    Store,
+)
 
 if TYPE_CHECKING:
     from mesh.links import LinkClaim, LinkSigner
@@ -1276,19 +1284,60 @@ class Marketplace:
 
     def audit_for(self, username: str, **filters: Any) -> list[AuditEvent]:
         """The audit log, for admins only (the CLI, which needs server access, uses audit)."""
+        self._auditor(username)
+        return self.audit(**filters)
+
+    def audit(
+        self,
+        *,
+        request_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        filters: AuditFilters | None = None,
+    ) -> list[AuditEvent]:
+        """Matching audit rows in the order they were written."""
+        filters = (filters or AuditFilters()).narrowed(
+            request_id=request_id, actor=actor, action=action
+        )
+        if filters.request_id is not None:
+            # an unknown request is "not found", not an empty log
+            self._request(filters.request_id)
+        return self.store.audit(filters=filters)
+
+    def audit_page_for(
+        self,
+        username: str,
+        filters: AuditFilters,
+        *,
+        limit: int = 100,
+        older_than: tuple[str, int] | None = None,
+    ) -> tuple[list[AuditEvent], int]:
+        """One page of the audit log for an admin, newest first, and the matching total."""
+        self._auditor(username)
+        return self.store.audit_page(filters, limit=limit, older_than=older_than)
+
+    def audit_choices_for(self, username: str) -> tuple[list[str], list[str]]:
+        """The actors and the actions the audit log holds, for an admin's filters."""
+        self._auditor(username)
+        return self.store.audit_actors(), self.store.audit_actions()
+
+    def audit_export_for(self, username: str, filters: AuditFilters) -> Iterator[AuditRow]:
+        """Every matching row in write order, streamed, for an admin's CSV."""
+        self._auditor(username)
+        return self.store.iter_audit(filters)
+
+    def audit_export(self, filters: AuditFilters) -> Iterator[AuditRow]:
+        """Every matching row in write order, streamed (the CLI: server access suffices)."""
+        if filters.request_id is not None:
+            self._request(filters.request_id)
+        return self.store.iter_audit(filters)
+
+    def _auditor(self, username: str) -> None:
         user = self._user(username)
         if not user.is_admin:
             raise Forbidden(
                 f"User {user.username} is not an admin; only admins read the audit log."
             )
-        return self.audit(**filters)
-
-    def audit(
-        self, *, request_id: str | None = None, actor: str | None = None, action: str | None = None
-    ) -> list[AuditEvent]:
-        if request_id is not None:
-            self._request(request_id)  # an unknown request is "not found", not an empty log
-        return self.store.audit(request_id=request_id, actor=actor, action=action)
 
 
 def _maybe(read: Callable[[str], Database], name: str) -> Database | None:

@@ -1,13 +1,20 @@
-"""The admin pages over real reports and outbox rows: drift and notifications."""
+"""The admin pages over real reports, outbox rows and audit rows: drift, notifications, audit."""
 
 from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+from typing import Any
 
 import boto3
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from mesh import auditlog
 from mesh.services import Services, build
 from mesh.settings import load_settings
+from mesh.store import AuditFilters, NewEvent, Store
 from tests.conftest import REGION
 from tests.support import APP, COOKIE_KEY, labelled, sign_in, texts
 
@@ -120,3 +127,122 @@ def test_notification_status_filter_narrows_the_message_picker_and_shows_the_who
     assert chosen["request_id"] == waiting.id
     assert len(chosen["error"]) > 20
     assert [e for e in texts(app.error) if chosen["error"] in e]
+
+
+# Audit log at size: pages, filters in SQL, CSV on request ---------------------------------------
+
+
+def bot_rows(services: Services, count: int) -> None:
+    """``count`` audit rows by a job, a minute apart, each for its own request."""
+    services.marketplace.store.append(
+        *(
+            NewEvent(
+                at=f"2026-01-01T{n // 60:02d}:{n % 60:02d}:00.000Z",
+                actor="nightly-job",
+                action="notification_sent",
+                request_id=f"r-bot{n:04d}",
+                scope="sales_orders.orders",
+            )
+            for n in range(count)
+        )
+    )
+
+
+def caption(app: AppTest) -> str:
+    return next(c.value for c in app.caption if "matching" in c.value)
+
+
+def test_audit_page_shows_100_rows_a_page_newest_first_with_older_and_newer(
+    app: AppTest, services: Services
+) -> None:
+    # GIVEN 230 audit rows
+    bot_rows(services, 230)
+    # WHEN ada opens the audit log and keeps the job's rows
+    sign_in(app, "ada")
+    app.switch_page("pages/audit.py").run()
+    app.multiselect(key="audit_actor").select("nightly-job").run()
+    # THEN the first 100 rows show, newest first, and the count of all of them
+    assert not app.exception, app.exception
+    first = list(app.dataframe[0].value["request_id"])
+    assert first == [f"r-bot{n:04d}" for n in range(229, 129, -1)]
+    assert caption(app) == "rows 1–100 of 230 matching, newest first"
+    assert app.button(key="audit_newer").disabled
+    # WHEN she goes to older rows twice
+    app.button(key="audit_older").click().run()
+    app.button(key="audit_older").click().run()
+    # THEN the last 30 show, and there is nothing older
+    assert list(app.dataframe[0].value["request_id"])[-1] == "r-bot0000"
+    assert caption(app) == "rows 201–230 of 230 matching, newest first"
+    assert app.button(key="audit_older").disabled
+    # WHEN she goes back to newer rows, THEN the second page shows again
+    app.button(key="audit_newer").click().run()
+    assert caption(app) == "rows 101–200 of 230 matching, newest first"
+    assert app.dataframe[0].value["request_id"].iloc[0] == "r-bot0129"
+
+
+def test_audit_page_filters_start_again_at_the_newest_matching_rows(
+    app: AppTest, services: Services
+) -> None:
+    # GIVEN 150 rows by a job and one request of carol's
+    bot_rows(services, 150)
+    request = services.marketplace.submit(
+        "carol", database="supply_chain", table="inventory", account="444455556666", reason="x"
+    )
+    sign_in(app, "ada")
+    app.switch_page("pages/audit.py").run()
+    app.button(key="audit_older").click().run()
+    # WHEN ada, on the second page, keeps only carol's rows
+    app.multiselect(key="audit_actor").select("carol").run()
+    # THEN the first page of carol's rows shows, counted
+    shown = app.dataframe[0].value
+    assert set(shown["actor"]) == {"carol"}
+    assert set(shown["request_id"]) == {request.id}
+    assert caption(app).startswith(f"rows 1–{len(shown)} of {len(shown)} matching")
+    # WHEN she also picks a date range that ends before carol's request, THEN nothing shows
+    app.date_input(key="audit_dates").set_value((date(2026, 1, 1), date(2026, 1, 1))).run()
+    assert app.dataframe[0].value.empty
+    assert caption(app) == "no rows of 0 matching, newest first"
+    # WHEN she filters on the job's rows of that day by request id, THEN one row shows
+    app.multiselect(key="audit_actor").set_value([]).run()
+    app.text_input(key="audit_request").input("r-bot0042").run()
+    assert list(app.dataframe[0].value["request_id"]) == ["r-bot0042"]
+
+
+def test_audit_csv_is_made_only_when_asked_and_holds_the_filtered_rows(
+    app: AppTest, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN 120 rows, and the store's export watched
+    bot_rows(services, 120)
+    exports: list[AuditFilters] = []
+    made: list[bytes] = []
+    real_export, real_bytes = Store.iter_audit, auditlog.csv_bytes
+
+    def export(store: Store, filters: AuditFilters, **kwargs: Any) -> Any:
+        exports.append(filters)
+        return real_export(store, filters, **kwargs)
+
+    def keep(rows: Any) -> bytes:
+        made.append(real_bytes(rows))
+        return made[-1]
+
+    monkeypatch.setattr(Store, "iter_audit", export)
+    monkeypatch.setattr(auditlog, "csv_bytes", keep)
+    # WHEN ada opens the audit log, filters it and pages through it
+    sign_in(app, "ada")
+    app.switch_page("pages/audit.py").run()
+    app.text_input(key="audit_text").input("sales_orders").run()
+    app.button(key="audit_older").click().run()
+    # THEN no CSV was made, and none is offered yet
+    assert exports == []
+    assert not [b for b in app.get("download_button")]
+    # WHEN she asks for the CSV of the filtered rows
+    app.text_input(key="audit_request").input("r-bot0007").run()
+    app.button(key="audit_csv_prepare").click().run()
+    # THEN it is made once, from SQL with her filters, and offered for download
+    assert [f.request_id for f in exports] == ["r-bot0007"]
+    assert "CSV" in app.download_button(key="audit_csv").label
+    records = list(csv.reader(io.StringIO(made[0].decode())))
+    assert [r[4] for r in records[1:]] == ["r-bot0007"]
+    # WHEN the page runs again, THEN the CSV is not made again
+    app.run()
+    assert len(exports) == 1

@@ -13,6 +13,7 @@ store holding a few requests made once.
 
 from __future__ import annotations
 
+import csv
 import io
 import itertools
 import json
@@ -41,7 +42,7 @@ from mesh.grants import LakeFormation
 from mesh.models import GrantSpec
 from mesh.services import Services, build
 from mesh.settings import DEMO_USERS, load_settings
-from mesh.store import Store
+from mesh.store import NewEvent, Store
 from mesh.workflow import Marketplace
 from tests.conftest import REGION, reset_moto
 from tests.support import Cli, Outcome, assert_one_sentence_on_stderr
@@ -819,6 +820,91 @@ def test_audit_without_json_prints_a_line_per_row(
     # THEN there is one line per row
     assert result.code == 0
     assert len(result.out.strip().splitlines()) == len(rows)
+
+
+def test_audit_filters_by_actor_and_action_keep_the_matching_rows(
+    shared_cli: Cli, shared: tuple[World, Made]
+) -> None:
+    # GIVEN the shared store's audit log
+    everything = shared_cli("audit", "--json").json()
+    # WHEN it is printed for one actor, and for two actions
+    by_policy = shared_cli("audit", "--actor", "policy", "--json").json()
+    two = ("request_submitted", "grant_succeeded")
+    by_actions = shared_cli("audit", "--action", two[0], "--action", two[1], "--json").json()
+    # THEN each holds exactly the matching rows, in write order
+    assert by_policy and by_policy == [r for r in everything if r["actor"] == "policy"]
+    assert by_actions and by_actions == [r for r in everything if r["action"] in two]
+
+
+def test_audit_date_range_counts_whole_days_and_exact_moments(
+    shared_cli: Cli, shared: tuple[World, Made]
+) -> None:
+    # GIVEN rows written today (UTC)
+    everything = shared_cli("audit", "--json").json()
+    first, last = everything[0]["at"], everything[-1]["at"]
+    today = datetime.fromisoformat(last).date()
+
+    # WHEN the range is today, a range before today, and from the last row's moment
+    def ids(*range_: str) -> list[int]:
+        return [r["id"] for r in shared_cli("audit", *range_, "--json").json()]
+
+    # THEN a day counts whole, and a moment counts itself (--until included)
+    assert ids("--since", str(today - timedelta(days=1)), "--until", str(today)) == ids()
+    before_today = [r["id"] for r in everything if r["at"][:10] < str(today)]
+    assert ids("--until", str(today - timedelta(days=1))) == before_today
+    assert ids("--since", last) == [r["id"] for r in everything if r["at"] >= last]
+    assert ids("--until", first) == [r["id"] for r in everything if r["at"] <= first]
+    assert ids("--since", f"{today}T00:00:00+00:00") == ids("--since", str(today))
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (("--since", "yesterday"), "--since"),
+        (("--until", "2026-02-30"), "--until"),
+        (("--since", "2026-01-31T25:00"), "--since"),
+        (("--since", "2026-02-01", "--until", "2026-01-31"), "ends before it starts"),
+        (("--format", "xml"), "--format"),
+        (("--format", "csv", "--json"), "not both"),
+    ],
+)
+def test_audit_refuses_bad_dates_and_formats_with_exit_2(
+    shared_cli: Cli, args: tuple[str, ...], names: str
+) -> None:
+    # GIVEN a bad date, a range that ends before it starts, or a format it does not write
+    # WHEN the audit log is asked for
+    result = shared_cli("audit", *args)
+    # THEN it is refused as invalid input, in one sentence naming what was wrong
+    assert result.code == 2
+    assert_one_sentence_on_stderr(result)
+    assert names in result.err
+
+
+def test_audit_csv_streams_every_matching_row_with_cells_a_spreadsheet_will_not_run(
+    cli: Cli, made: Made, world: World
+) -> None:
+    # GIVEN an audit row whose actor and scope look like spreadsheet formulas
+    Store(world.env["MESH_DB"]).append(
+        NewEvent(
+            at="2026-01-01T00:00:00.000Z",
+            actor="=HYPERLINK(1)",
+            action="request_submitted",
+            request_id=made.granted,
+            scope="@SUM(A1)",
+        )
+    )
+    everything = cli("audit", "--json").json()
+    # WHEN the log is written as CSV, whole and for one request
+    result = cli("audit", "--format", "csv")
+    one = cli("audit", "--format", "csv", "--request", made.granted)
+    # THEN a header, then one record per row in write order, and formulas are quoted as text
+    assert result.code == 0
+    records = list(csv.reader(io.StringIO(result.out)))
+    assert records[0] == ["id", "at", "actor", "action", "request_id", "scope", "details"]
+    assert [int(r[0]) for r in records[1:]] == [r["id"] for r in everything]
+    assert records[-1][2] == "'=HYPERLINK(1)" and records[-1][5] == "'@SUM(A1)"
+    assert json.loads(records[1][6]) == everything[0]["details"]
+    assert {r[4] for r in list(csv.reader(io.StringIO(one.out)))[1:]} == {made.granted}
 
 
 # hash-password ----------------------------------------------------------------------------------

@@ -8,13 +8,14 @@ import shutil
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mesh.models import AccessRequest, Status
-from mesh.store import NewEvent, Store
+from mesh.store import AuditFilters, NewEvent, Store, _audit_where
 
 CAROL = "444455556666"
 
@@ -390,6 +391,147 @@ def test_audit_rows_come_back_in_write_order_and_filtered(fresh_store: Store) ->
         "r-0002",
     ]
     assert [e.action for e in fresh_store.audit(actor="policy")] == ["policy_evaluated"]
+
+
+def a_log(store: Store, count: int) -> list[NewEvent]:
+    """``count`` rows, one a day from 2026-01-01: actors and actions in turn, 3 requests."""
+    events = [
+        an_event(
+            ("request_submitted", "approved", "grant_succeeded")[n % 3],
+            at=f"{date(2026, 1, 1) + timedelta(days=n)}T12:00:00.000Z",
+            actor=("carol", "sam", "policy", "ada")[n % 4],
+            request_id=f"r-{n % 3}",
+            scope=f"db{n}.t",
+        )
+        for n in range(count)
+    ]
+    store.append(*events)
+    return events
+
+
+def test_audit_page_is_newest_first_a_page_at_a_time_with_the_total(fresh_store: Store) -> None:
+    # GIVEN 250 rows
+    a_log(fresh_store, 250)
+    # WHEN they are read 100 at a time, each page after the last row of the one before
+    pages, older_than = [], None
+    for _ in range(3):
+        rows, total = fresh_store.audit_page(AuditFilters(), limit=100, older_than=older_than)
+        pages.append([e.id for e in rows])
+        older_than = (rows[-1].at, rows[-1].id)
+    # THEN the pages hold 100, 100 and 50 rows, newest first, none twice, and all 250 count
+    assert [len(p) for p in pages] == [100, 100, 50]
+    ids = [i for p in pages for i in p]
+    assert ids == sorted(ids, reverse=True) == list(range(250, 0, -1))
+    assert total == 250
+
+
+def test_audit_page_orders_by_time_then_id(fresh_store: Store) -> None:
+    # GIVEN a row written later with an earlier time (another process's clock)
+    fresh_store.append(
+        an_event(at="2026-01-02T00:00:00.000Z"), an_event(at="2026-01-01T00:00:00.000Z")
+    )
+    fresh_store.append(an_event(at="2026-01-02T00:00:00.000Z"))
+    # WHEN the first page is read
+    rows, _ = fresh_store.audit_page(AuditFilters())
+    # THEN newest comes first, and rows of one instant newest written first
+    assert [e.id for e in rows] == [3, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("filters", "keeps"),
+    [
+        # one field at a time
+        (AuditFilters(request_id="r-1"), lambda n: n % 3 == 1),
+        (AuditFilters(actors=("sam",)), lambda n: n % 4 == 1),
+        (AuditFilters(actors=("sam", "ada")), lambda n: n % 4 in (1, 3)),
+        (AuditFilters(actions=("approved",)), lambda n: n % 3 == 1),
+        (AuditFilters(since="2026-02-01T00:00:00.000Z"), lambda n: n >= 31),
+        (AuditFilters(before="2026-01-11T00:00:00.000Z"), lambda n: n < 10),
+        (AuditFilters(text="db7."), lambda n: n == 7),
+        (AuditFilters(text="CHURN"), lambda n: True),  # details, ASCII case ignored
+        # together: every field narrows
+        (
+            AuditFilters(
+                request_id="r-0",
+                actors=("carol",),
+                since="2026-01-10T00:00:00.000Z",
+                before="2026-03-01T00:00:00.000Z",
+            ),
+            lambda n: n % 3 == 0 and n % 4 == 0 and 9 <= n < 59,
+        ),
+        (AuditFilters(actors=("sam",), actions=("grant_succeeded",)), lambda n: n % 12 == 5),
+        # LIKE's wildcards are searched for, not used
+        (AuditFilters(text="%"), lambda n: False),
+        (AuditFilters(text="db_"), lambda n: False),
+    ],
+)
+def test_audit_filters_keep_exactly_the_matching_rows(
+    fresh_store: Store, filters: AuditFilters, keeps: Any
+) -> None:
+    # GIVEN 120 rows over four months
+    events = a_log(fresh_store, 120)
+    expected = [n + 1 for n in range(len(events)) if keeps(n)]
+    # WHEN they are read with the filters, a page, all of them, and streamed
+    rows, total = fresh_store.audit_page(filters, limit=1000)
+    # THEN each way gives exactly the matching rows, and the count agrees
+    assert [e.id for e in rows] == expected[::-1]
+    assert total == len(expected)
+    assert [e.id for e in fresh_store.audit(filters=filters)] == expected
+    assert [row[0] for row in fresh_store.iter_audit(filters, chunk=7)] == expected
+
+
+def test_audit_filters_use_an_index(fresh_store: Store) -> None:
+    # GIVEN each kind of filter; WHEN SQLite plans the page's query
+    # THEN it searches an index (never scans the log), the request id's when one is given
+    cases = {
+        AuditFilters(request_id="r-1", actors=("sam",)): "idx_audit_request_id",
+        AuditFilters(actors=("sam",), since="2026-01-01"): "idx_audit_actor_at",
+        AuditFilters(actions=("approved",), since="2026-01-01"): "idx_audit_action_at",
+        AuditFilters(since="2026-01-01", before="2026-02-01"): "idx_audit_at",
+    }
+    connection = sqlite3.connect(fresh_store.path)
+    for filters, index in cases.items():
+        where, params = _audit_where(filters)
+        plan = " ".join(
+            row[-1]
+            for row in connection.execute(
+                "EXPLAIN QUERY PLAN SELECT * FROM audit WHERE "
+                + " AND ".join(where)
+                + " ORDER BY at DESC, id DESC LIMIT 100",
+                params,
+            )
+        )
+        assert f"USING INDEX {index}" in plan, (filters, plan)
+    connection.close()
+
+
+def test_audit_lists_the_distinct_actors_and_actions(fresh_store: Store) -> None:
+    # GIVEN 30 rows by four actors of three actions
+    a_log(fresh_store, 30)
+    # WHEN the distinct values are read, THEN each comes once, sorted
+    assert fresh_store.audit_actions() == ["approved", "grant_succeeded", "request_submitted"]
+    assert fresh_store.audit_actors() == ["ada", "carol", "policy", "sam"]
+    assert Store(fresh_store.path).audit_actions() == fresh_store.audit_actions()
+
+
+def test_an_empty_audit_log_has_no_page_and_no_actions(fresh_store: Store) -> None:
+    assert fresh_store.audit_page(AuditFilters()) == ([], 0)
+    assert fresh_store.audit_actions() == []
+    assert list(fresh_store.iter_audit(AuditFilters())) == []
+
+
+def test_a_stream_stopped_early_leaves_the_thread_reading_the_latest_rows(
+    fresh_store: Store,
+) -> None:
+    # GIVEN an export that stopped after its first row
+    a_log(fresh_store, 20)
+    stream = fresh_store.iter_audit(AuditFilters(), chunk=5)
+    next(stream)
+    # WHEN the thread writes and reads on
+    fresh_store.append(an_event(request_id="r-new"))
+    # THEN it sees its own write (the export's read is no transaction of the thread's)
+    assert fresh_store.audit_page(AuditFilters(request_id="r-new"))[1] == 1
+    stream.close()
 
 
 @pytest.mark.parametrize(
