@@ -61,7 +61,7 @@ SETTINGS = (
     Setting(
         name="MESH_CATALOG_TTL",
         default="300",
-        help="seconds the web app caches catalog reads before reading Glue again",
+        help="unused since pages read the catalog index; still accepted, so old settings load",
     ),
     Setting(
         name="MESH_AWS_MAX_ATTEMPTS",

@@ -23,7 +23,7 @@ import streamlit as st
 import streamlit_authenticator as stauth
 
 from mesh import approval, browse, notices, policy
-from mesh.catalog import CatalogSnapshot
+from mesh.catalog_index import CatalogIndex, Query, ResultPage
 from mesh.demo import standin
 from mesh.errors import InvalidInput, MeshError
 from mesh.models import AccessRequest, Database, Role, Scope, Status, Table, User
@@ -128,6 +128,8 @@ def _embedded_standin(state_file: str, db_path: str) -> str:
 def _services(settings: Settings, endpoint: str | None) -> Services:
     svc = build(settings, endpoint=endpoint, by="web app")
     if settings.mode is Mode.DEMO:
+        if svc.index.last_sync() is None:  # a demo started without the launcher (small)
+            svc.sync.run(actor="demo")
         _start_background_job(svc)
     return svc
 
@@ -135,7 +137,8 @@ def _services(settings: Settings, endpoint: str | None) -> Services:
 def _start_background_job(svc: Services) -> threading.Event:
     """Demo mode: run the periodic job every MESH_TICK_SECONDS, so expiry can be watched.
 
-    Outside the demo, schedule `python -m mesh tick` (cron, systemd timer, EventBridge).
+    The job syncs the catalog index too, when it is older than MESH_SYNC_MINUTES. Outside
+    the demo, schedule `python -m mesh tick` (cron, systemd timer, EventBridge).
     """
     stop = threading.Event()
 
@@ -175,29 +178,80 @@ def services() -> Services:
     raise RuntimeError("unreachable: _no_pages() stops the run")
 
 
-# Cached catalog reads --------------------------------------------------------------------
-
-_snapshot_loaders: dict[int, Any] = {}
-
-
-def _read_snapshot(_services: Services, endpoint: str | None) -> CatalogSnapshot:
-    return _services.catalog.snapshot()
+# The catalog index ------------------------------------------------------------------------
+# Pages read the catalog from the index in the store, one page of it at a time; only a sync
+# (`mesh sync`, tick, the demo's background job, an admin's Sync now) reads all of Glue.
 
 
-def catalog(svc: Services) -> CatalogSnapshot:
-    """The catalog, read from Glue at most once per MESH_CATALOG_TTL seconds."""
-    ttl = svc.settings.catalog_ttl
-    if ttl not in _snapshot_loaders:
-        _snapshot_loaders[ttl] = st.cache_data(ttl=ttl, show_spinner="Reading the catalog…")(
-            _read_snapshot
+def catalog_index(svc: Services) -> CatalogIndex:
+    return svc.index
+
+
+def search(svc: Services, query: Query) -> ResultPage:
+    return svc.index.search(query)
+
+
+def owner_names(svc: Services) -> dict[str, str]:
+    """Producer names by owner account, from the index."""
+    return {account: name for account, name in svc.index.owners() if account}
+
+
+def granted_scopes(ctx: Context) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+    """The databases, and (database, table) pairs, granted to this user now."""
+    granted = ctx.services.marketplace.requests(
+        username=ctx.user.username, status=Status.GRANTED.value
+    )
+    databases = frozenset(r.database for r in granted if r.table is None)
+    tables = frozenset((r.database, r.table) for r in granted if r.table is not None)
+    return databases, tables
+
+
+def age(stamp: str | None, *, now: datetime | None = None) -> str:
+    """How long ago ``stamp`` was, in words: "just now", "3 min ago", "2 h ago", "4 days ago"."""
+    if not stamp:
+        return "never"
+    then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    seconds = max(0, int(((now or utc_now()) - then).total_seconds()))
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} days ago"
+
+
+def catalog_age(ctx: Context) -> None:
+    """Say how old the catalog index is; an admin may sync it now."""
+    svc = ctx.services
+    last = svc.index.last_sync()
+    failed = svc.index.last_sync(ok=False)
+    if last is None:
+        st.warning(
+            "The catalog has not been synced from Glue yet, so it is empty here; an admin "
+            "can sync it now, or run `mesh sync` (the periodic `mesh tick` syncs it too)."
         )
-    snapshot: CatalogSnapshot = _snapshot_loaders[ttl](svc, svc.endpoint)
-    return snapshot
-
-
-def refresh_catalog() -> None:
-    for loader in _snapshot_loaders.values():
-        loader.clear()
+    else:
+        st.caption(
+            f"Catalog synced {age(last.finished_at)} "
+            f"({last.databases:,} databases, {last.tables:,} tables); a request is always "
+            "judged on what Glue says when it is made."
+        )
+    if failed is not None and failed.error and (last is None or failed.id > last.id):
+        st.caption(f"The last sync failed: {md(failed.error)}")
+    if ctx.user.is_admin and st.button(
+        "Sync now", key="sync_catalog", help="Read the whole catalog from Glue into the index"
+    ):
+        with st.spinner("Syncing the catalog from Glue…"):
+            done = svc.sync.run(actor=ctx.user.username)
+        if done.error:
+            st.error(f"The sync failed: {md(done.error)}")
+        else:
+            st.success(
+                f"Synced {done.databases:,} databases and {done.tables:,} tables in "
+                f"{(done.duration_ms or 0) / 1000:.1f} s: {done.added} added, "
+                f"{done.changed} changed, {done.removed} removed."
+            )
 
 
 # Sign-in ---------------------------------------------------------------------------------
@@ -391,10 +445,6 @@ def sidebar(svc: Services, user: User) -> None:
         st.caption(f"Signed in as **{md(user.username)}** ({md(describe_user(user))})")
         if svc.settings.mode is Mode.DEMO:
             st.caption("Demo mesh on a local moto stand-in")
-        if st.button(
-            "Refresh catalog", key="refresh_catalog", help="Read the catalog from Glue again"
-        ):
-            refresh_catalog()
         st.button("Sign out", key="sign_out", on_click=_request_sign_out)
 
 
@@ -723,6 +773,7 @@ def request_form(
             if period == UNTIL_DATE and until is None:
                 raise InvalidInput("Pick the date until which access is needed.")
             st.session_state[Keys.LAST_ACCOUNT] = account
+            changed: list[str] = []
             request = ctx.services.marketplace.submit(
                 user.username,
                 database=database,
@@ -732,7 +783,10 @@ def request_form(
                 duration=duration,
                 until=until if period == UNTIL_DATE else None,
                 columns=columns or None,
+                on_catalog_change=changed.append,
             )
+            for note in changed:
+                st.info(md(note))
             kind, message = describe_outcome(request)
             getattr(st, kind)(message)
 

@@ -26,10 +26,9 @@ FAILURE_COLOURS = {"failures": "#d64545"}
 def owner_names(ctx: ui.Context) -> dict[str, str]:
     """Producer names from the catalog; without them the charts name owners by account id."""
     try:
-        databases = ui.catalog(ctx.services).databases
+        return ui.owner_names(ctx.services)
     except MeshError:  # the dashboard reads the store; a catalog outage costs only the names
         return {}
-    return {d.owner_account: d.owner_name for d in databases if d.owner_account}
 
 
 def pending_chart(frame: pd.DataFrame, column: str, title: str) -> alt.Chart:

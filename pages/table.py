@@ -1,14 +1,18 @@
-"""Table detail: columns and partition keys with types, comments and PII badges."""
+"""Table detail: columns and partition keys with types, comments and PII badges, read from
+the catalog index for this one table."""
 
 import streamlit as st
 
-from mesh import browse, ui
+from mesh import ui
 
 ctx = ui.context()
 
 with ui.guard():
-    snapshot = ui.catalog(ctx.services)
-    names = [d.name for d in snapshot.databases]
+    index = ui.catalog_index(ctx.services)
+    names = index.database_names()
+    if not names:
+        ui.catalog_age(ctx)
+        st.stop()
     wanted_db = st.query_params.get("db") or st.session_state.get(ui.Keys.DATABASE)
     if wanted_db and wanted_db not in names:
         st.warning(f"There is no database {ui.md(wanted_db)} in the catalog; pick one below.")
@@ -18,8 +22,7 @@ with ui.guard():
         key="table_database",
         index=names.index(wanted_db) if wanted_db in names else 0,
     )
-    tables = snapshot.tables.get(db_name, ())
-    table_names = [t.name for t in tables]
+    table_names = index.table_names(db_name)
     wanted = st.query_params.get("table") or st.session_state.get(ui.Keys.TABLE)
     if not table_names:
         st.info("This database has no tables.")
@@ -34,13 +37,13 @@ with ui.guard():
     )
     st.query_params.update({"db": db_name, "table": name})
     st.session_state[ui.Keys.DATABASE], st.session_state[ui.Keys.TABLE] = db_name, name
-    database, table = snapshot.database(db_name), snapshot.table(db_name, name)
+    database, table = index.database(db_name), index.table(db_name, name)
     if database is not None and table is not None:
         st.title(ui.md(f"{db_name}.{name}"))
         st.text(table.description)
         ui.policy_note(ctx, database=db_name, table=name)
         st.dataframe(
-            ui.badges_frame(browse.column_rows(table)),
+            ui.badges_frame(index.columns(db_name, name)),
             hide_index=True,
             key="columns_table",
             column_config={
@@ -58,3 +61,4 @@ with ui.guard():
             )
         else:
             ui.request_form(ctx, database=db_name, table=name, entry=(database, table))
+        ui.catalog_age(ctx)

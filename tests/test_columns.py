@@ -886,6 +886,8 @@ def app(
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    # Pages read the catalog index, which `mesh sync` (or tick) fills; pages never sync.
+    assert build(load_settings()).sync.run(actor="test").error is None
     return AppTest.from_file(APP, default_timeout=30)
 
 

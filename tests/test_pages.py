@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from mesh import ui
-from mesh.catalog import CatalogSnapshot, GlueCatalog
+from mesh.catalog import GlueCatalog
 from mesh.links import LinkAction
 from mesh.models import AccessRequest, Action, Role, Status, User
+from mesh.services import Services
 from mesh.settings import DEMO_USERS
 from mesh.store import Store
 from mesh.workflow import Marketplace
@@ -54,8 +56,12 @@ PAGES_BY_USER = {
 
 
 @pytest.fixture
-def web_env(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The web app's environment in aws mode: the seeded moto server plus a cookie key."""
+def web_env(
+    aws_env: dict[str, str], services: Services, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The web app's environment in aws mode: the seeded moto server plus a cookie key,
+    with the catalog index synced (as `mesh sync` or tick does; pages never sync)."""
+    assert services.sync.run(actor="test").error is None
     env = {**aws_env, "MESH_COOKIE_KEY": COOKIE_KEY}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -84,17 +90,17 @@ def app(web_env: dict[str, str], running_server: None) -> AppTest:
 
 
 @pytest.fixture
-def glue_reads(monkeypatch: pytest.MonkeyPatch) -> list[CatalogSnapshot]:
-    """Every full catalog read from Glue, in order."""
-    reads: list[CatalogSnapshot] = []
-    original = GlueCatalog.snapshot
+def glue_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every Glue read the app makes, by the adapter method that made it, in order."""
+    reads: list[str] = []
+    for name in ("databases", "tables_with_times", "database", "table"):
+        original = getattr(GlueCatalog, name)
 
-    def counted(self: GlueCatalog) -> CatalogSnapshot:
-        snapshot = original(self)
-        reads.append(snapshot)
-        return snapshot
+        def counted(self: GlueCatalog, *args: Any, _name: str = name, _f: Any = original) -> Any:
+            reads.append(_name)
+            return _f(self, *args)
 
-    monkeypatch.setattr(GlueCatalog, "snapshot", counted)
+        monkeypatch.setattr(GlueCatalog, name, counted)
     return reads
 
 
@@ -493,7 +499,7 @@ def test_audit_request_filter_shows_one_requests_rows(
 def click_through_the_catalog(at: AppTest) -> None:
     """Reruns and page switches a person makes while browsing."""
     at.run()
-    at.text_input(key="db_filter").input("sales").run()
+    at.text_input(key="catalog_search").input("sales").run()
     click_row(at, "databases_table", "name", "sales_orders")
     assert titles(at) == ["sales_orders"]
     click_row(at, "tables_table", "name", "customers")
@@ -502,29 +508,83 @@ def click_through_the_catalog(at: AppTest) -> None:
     open_page(at, "databases")
 
 
-def test_clicking_around_reads_the_catalog_from_glue_once(
-    app: AppTest, glue_reads: list[CatalogSnapshot]
-) -> None:
-    # GIVEN carol signed in
-    sign_in(app, "carol")
+def test_page_views_read_glue_zero_times(app: AppTest, glue_reads: list[str]) -> None:
+    # GIVEN mia (an owner with accounts, so the policy note is judged for each) signed in
+    sign_in(app, "mia")
     # WHEN she clicks around the catalog pages
     click_through_the_catalog(app)
-    # THEN Glue was read once, for the first page
+    # THEN every page came from the catalog index: Glue was never read
     assert not app.exception
-    assert len(glue_reads) == 1
+    assert glue_reads == []
 
 
-def test_refresh_catalog_reads_glue_again(app: AppTest, glue_reads: list[CatalogSnapshot]) -> None:
-    # GIVEN carol has browsed with a cached catalog
+def test_catalog_pages_show_the_catalog_age_and_admins_sync_now(
+    app: AppTest, glue_reads: list[str]
+) -> None:
+    # GIVEN carol on the databases page: she reads how old the catalog is, with no button
     sign_in(app, "carol")
-    open_page(app, "database")
-    before = len(glue_reads)
-    # WHEN she clicks Refresh catalog
-    app.sidebar.button(key="refresh_catalog").click().run()
-    # THEN Glue is read once more, and the page still shows
-    assert not app.exception
-    assert len(glue_reads) == before + 1
-    assert titles(app) == [TITLES["database"]]
+    assert any("Catalog synced just now" in c for c in texts(app.caption))
+    assert not [b for b in app.button if b.key == "sync_catalog"]
+    # WHEN ada, an admin, clicks Sync now
+    admin = AppTest.from_file(APP, default_timeout=30)
+    sign_in(admin, "ada")
+    admin.button(key="sync_catalog").click().run()
+    # THEN Glue is read in full, once, and the page says what the sync found
+    assert not admin.exception
+    assert glue_reads.count("databases") == 1
+    assert any("Synced 10 databases and 44 tables" in s for s in texts(admin.success))
+
+
+# The Databases page: search first, facets, pages ----------------------------------------
+
+
+def shown_names(at: AppTest) -> list[str]:
+    [table] = [d for d in at.dataframe if d.key == "databases_table"]
+    return list(table.value["name"]) if "name" in table.value else []
+
+
+def test_databases_page_search_is_first_and_ranks_the_best_match_first(app: AppTest) -> None:
+    # GIVEN carol on the databases page, whose first widget is the search box
+    sign_in(app, "carol")
+    assert next(t.key for t in app.main.text_input if t.form_id != "login") == "catalog_search"
+    # WHEN she searches for customers
+    app.text_input(key="catalog_search").input("customers").run()
+    # THEN the table named so comes first, among tables whose columns or text match
+    names = shown_names(app)
+    assert names[0] == "sales_orders.customers"
+    assert any("best first" in c for c in texts(app.caption))
+    # WHEN she clicks it
+    click_row(app, "databases_table", "name", "sales_orders.customers")
+    # THEN its table page opens, in one click
+    assert titles(app) == ["sales_orders.customers"]
+
+
+def test_databases_page_facets_narrow_the_results(app: AppTest) -> None:
+    # GIVEN carol on the databases page
+    sign_in(app, "carol")
+    # WHEN she keeps only databases that need no approval
+    app.selectbox(key="catalog_kind").set_value("Databases").run()
+    app.selectbox(key="catalog_needs_approval").set_value("no").run()
+    [table] = [d for d in app.dataframe if d.key == "databases_table"]
+    # THEN only such databases show
+    assert set(table.value["kind"]) == {"database"}
+    assert not table.value["needs_approval"].any()
+    # WHEN she keeps what she already has access to (nothing yet)
+    app.checkbox(key="catalog_mine").check().run()
+    # THEN nothing shows
+    assert shown_names(app) == []
+
+
+def test_databases_page_pages_50_at_a_time(app: AppTest) -> None:
+    # GIVEN carol on the databases page: 54 entries (10 databases, 44 tables)
+    sign_in(app, "carol")
+    first = shown_names(app)
+    assert len(first) == 50
+    # WHEN she turns to page 2
+    app.number_input(key="catalog_page").set_value(2).run()
+    # THEN the last 4 show
+    assert len(shown_names(app)) == 4
+    assert not set(shown_names(app)) & set(first)
 
 
 # Bad settings ----------------------------------------------------------------------------

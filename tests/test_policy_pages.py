@@ -31,7 +31,9 @@ def market(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Marketpl
     env = {**aws_env, "MESH_COOKIE_KEY": COOKIE_KEY, "MESH_POLICY": str(TWO_STEP)}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return build(load_settings(env, {})).marketplace
+    services = build(load_settings(env, {}))
+    assert services.sync.run(actor="test").error is None  # pages read the catalog index
+    return services.marketplace
 
 
 def app_as(username: str) -> AppTest:
@@ -133,6 +135,7 @@ def test_the_note_judges_for_the_users_own_accounts(
         "MESH_POLICY": str(policy),
     }.items():
         monkeypatch.setenv(name, value)
+    assert build(load_settings()).sync.run(actor="test").error is None  # as `mesh sync` does
     # WHEN carol, whose account is in the finance domain, opens an internal finance table
     at = open_page(app_as("carol"), "table", db="finance_ledger", table="budgets")
     # THEN she is told it is granted at once, and why

@@ -9,7 +9,7 @@ import sys
 import threading
 
 from mesh.demo import standin
-from mesh.services import activate_policy
+from mesh.services import activate_policy, build
 from mesh.settings import PROJECT_ROOT, Settings
 
 DEMO_USERS = (
@@ -37,9 +37,16 @@ def run_demo(settings: Settings, *, port: int, standin_port: int, with_app: bool
     try:
         # The demo's policy is in force before any process can act (the CLI adopts it).
         activate_policy(settings, by="demo")
+        # The catalog index is there before the first page view (pages never sync).
+        synced = build(settings, endpoint=running.endpoint, by="demo").sync.run(actor="demo")
     except Exception:
         running.stop()
         raise
+    print(
+        f"Catalog index synced: {synced.databases} databases, {synced.tables} tables in "
+        f"{(synced.duration_ms or 0) / 1000:.1f} s.",
+        flush=True,
+    )
     env = {
         **os.environ,
         "MESH_MODE": "demo",
