@@ -993,8 +993,12 @@ class Store:
                 [*page_params, limit],
             )
             events = [_event_from_row(row) for row in rows]
-            (total,) = db.execute(f"SELECT COUNT(*) FROM audit{_where(where)}", params).fetchone()
-        return events, int(total)
+            # Unfiltered, the count is the last id: rows are never deleted (triggers refuse
+            # it) and SQLite gives each new row the last id plus one, so ids run 1..N. That
+            # is one index seek instead of a pass over a million rows on every page run.
+            count = f"SELECT COUNT(*) FROM audit{_where(where)}" if where else _LAST_ID
+            (total,) = db.execute(count, params).fetchone()
+        return events, int(total or 0)
 
     def iter_audit(self, filters: AuditFilters, *, chunk: int = 5000) -> Iterator[AuditRow]:
         """Every matching row in id order, as stored (details as JSON text), for export.
@@ -1264,6 +1268,9 @@ class AuditFilters:
         if action is not None:
             changes["actions"] = (action,)
         return replace(self, **changes) if changes else self
+
+
+_LAST_ID = "SELECT MAX(id) FROM audit"
 
 
 def _where(conditions: Sequence[str]) -> str:
