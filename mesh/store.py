@@ -278,6 +278,19 @@ def _policy_from_row(row: Mapping[str, Any]) -> PolicyRecord:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class PendingRow:
+    """A waiting request with its approvals and its product's owner name (catalog index)."""
+
+    request: AccessRequest
+    approvals: list[Approval]
+    owner_account: str | None = None  # as the catalog index says, else as stored on submit
+    owner_name: str = ""
+
+
+_PAGE_EXTRAS = frozenset({"rid", "cur", "owner_now", "owner_name_now", "approvals_json", "total"})
+
+
 class AlreadyApproved(Exception):
     """This person has already approved this request (at this or an earlier step)."""
 
@@ -939,6 +952,97 @@ class Store:
         sql += " ORDER BY created_at DESC, rowid DESC"
         with self._connect() as db:
             return [_from_row(row) for row in db.query(sql, params)]
+
+    def pending_page(
+        self,
+        *,
+        viewer: str,
+        everything: bool,
+        owner_of: Sequence[str] = (),
+        groups: Sequence[str] = (),
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[PendingRow], int]:
+        """A page of the requests waiting at a step ``viewer`` may act on, oldest first.
+
+        One query over the requests, the current step of each (read from its stored plan),
+        its approvals and its product's owner in the catalog index (the one stored on the
+        request when the index does not know it), with the count of every match.
+        ``everything`` (admins) takes every waiting request but the viewer's own; otherwise
+        a request waits at a step whose approvers are the owners of an account in
+        ``owner_of`` or a group in ``groups`` (or, once escalated, whose escalation group
+        is; an "all" step takes only its named approvers), and the viewer has not
+        approved it yet. The use case still judges each row (approval.may_act).
+        """
+        reach = (
+            "1"
+            if everything
+            else (
+                "NOT EXISTS (SELECT 1 FROM approvals a WHERE a.request_id = w.id "
+                "AND a.username = :viewer) AND ("
+                "(json_extract(w.cur, '$.approvers') = 'owner' AND w.owner_now IN "
+                "(SELECT value FROM json_each(:owner_of))) "
+                "OR json_extract(w.cur, '$.approvers') IN (SELECT value FROM json_each(:groups)) "
+                "OR (w.escalated_at IS NOT NULL AND json_extract(w.cur, '$.quorum') IS NOT 'all' "
+                "AND json_extract(w.cur, '$.escalate_to') IN "
+                "(SELECT value FROM json_each(:groups))))"
+            )
+        )
+        waiting = (
+            "WITH w AS (SELECT r.*, r.rowid AS rid, json_extract(r.plan, '$[' || "
+            "max(0, min(coalesce(r.step, 0), json_array_length(r.plan) - 1)) || ']') AS cur, "
+            "coalesce(i.owner_account, r.owner_account) AS owner_now "
+            "FROM requests r LEFT JOIN catalog_databases i ON i.name = r.database "
+            "WHERE r.status = 'pending_approval' AND r.requester != :viewer) "
+        )
+        where = f"WHERE w.cur IS NOT NULL AND {reach} "
+        sql = (
+            waiting + "SELECT w.*, coalesce(d.owner_name, '') AS owner_name_now, "
+            "(SELECT json_group_array(json_array(a.step, a.username, a.acting_as, a.at, "
+            "a.comment)) FROM (SELECT * FROM approvals WHERE request_id = w.id ORDER BY id) a) "
+            "AS approvals_json, COUNT(*) OVER () AS total "
+            "FROM w LEFT JOIN catalog_databases d ON d.name = w.database "
+            + where
+            + "ORDER BY w.created_at, w.rid LIMIT :limit OFFSET :offset"
+        )
+        params = {
+            "viewer": viewer,
+            "owner_of": json.dumps(list(owner_of)),
+            "groups": json.dumps(list(groups)),
+            "limit": limit,
+            "offset": offset,
+        }
+        with self._connect() as db:
+            rows = list(db.query(sql, params))
+            if not rows and offset:
+                # past the last page: the window count came with no row
+                count = waiting + "SELECT COUNT(*) AS total FROM w " + where
+                total = next(iter(db.query(count, params)))["total"]
+            else:
+                total = rows[0]["total"] if rows else 0
+        page = []
+        for row in rows:
+            request = _from_row({k: row[k] for k in row if k not in _PAGE_EXTRAS})
+            approvals = [
+                Approval(
+                    request_id=request.id,
+                    step=step,
+                    username=username,
+                    acting_as=acting_as or "",
+                    at=at,
+                    comment=comment or "",
+                )
+                for step, username, acting_as, at, comment in json.loads(row["approvals_json"])
+            ]
+            page.append(
+                PendingRow(
+                    request=request,
+                    approvals=approvals,
+                    owner_account=row["owner_now"],
+                    owner_name=row["owner_name_now"],
+                )
+            )
+        return page, int(total)
 
     # Audit ------------------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ from mesh.store import (
     AuditFilters,
     AuditRow,
     NewEvent,
+    PendingRow,
     PolicyRecord,
     Store,
 )
@@ -1192,10 +1193,20 @@ class Marketplace:
         )
 
     def pending_for(self, username: str) -> list[PendingItem]:
-        """Pending requests ``username`` may decide now, oldest first.
+        """Every pending request ``username`` may decide now, oldest first (see pending_page)."""
+        return self.pending_page(username, limit=-1)[0]
+
+    def pending_page(
+        self, username: str, *, offset: int = 0, limit: int = 50
+    ) -> tuple[list[PendingItem], int]:
+        """A page of the pending requests ``username`` may decide now, oldest first, and
+        how many there are in all (``limit`` -1: every one).
 
         An admin gets every waiting request but their own: any admin may deny one, as a way
-        out of a stuck request, even where the policy does not let admins approve it.
+        out of a stuck request, even where the policy does not let admins approve it. One
+        store query reads the page with its approvals; no Glue call is made: the owner is
+        the catalog index's (as last synced or refreshed), else the one stored on the
+        request; a decision reads it from Glue again.
         """
         user = self._user(username)
         if not user.can_approve:
@@ -1203,36 +1214,38 @@ class Marketplace:
                 f"User {user.username} is neither an owner, an admin nor in an approver "
                 "group, so has nothing to approve."
             )
-        owners: dict[str, Database | None] = {}
-        items = []
-        for request in reversed(self.store.requests(statuses=[Status.PENDING_APPROVAL])):
-            if request.database not in owners:
-                owners[request.database] = _maybe(self.catalog.database, request.database)
-            db = owners[request.database]
-            owner = db.owner_account if db else None
-            done = self.store.approvals(request.id)
-            may_approve = approval.may_act(self.rules, user, request, owner, done)
-            if not may_approve and not (user.is_admin and user.username != request.requester):
-                continue
-            why_not = ""
-            if not may_approve:
-                why_not = (
-                    "you have already approved it; someone else must give the next approval"
-                    if any(a.username == user.username for a in done)
-                    else "the approval policy does not let admins approve this step"
-                )
-            items.append(
-                PendingItem(
-                    request=request,
-                    owner_account=owner,
-                    owner_name=db.owner_name if db else "",
-                    grants=tuple(spec.to_api() for spec in self.grant_plan(request)),
-                    progress=self.progress(request, done),
-                    may_approve=may_approve,
-                    why_not_approve=why_not,
-                )
+        rows, total = self.store.pending_page(
+            viewer=user.username,
+            everything=user.is_admin,
+            owner_of=sorted(user.owner_of) if user.is_owner else [],
+            groups=sorted(user.groups),
+            limit=limit,
+            offset=offset,
+        )
+        items = [self._pending_item(user, row) for row in rows]
+        return [item for item in items if item is not None], total
+
+    def _pending_item(self, user: User, row: PendingRow) -> PendingItem | None:
+        request, done, owner = row.request, row.approvals, row.owner_account
+        may_approve = approval.may_act(self.rules, user, request, owner, done)
+        if not may_approve and not (user.is_admin and user.username != request.requester):
+            return None
+        why_not = ""
+        if not may_approve:
+            why_not = (
+                "you have already approved it; someone else must give the next approval"
+                if any(a.username == user.username for a in done)
+                else "the approval policy does not let admins approve this step"
             )
-        return items
+        return PendingItem(
+            request=request,
+            owner_account=owner,
+            owner_name=row.owner_name,
+            grants=tuple(spec.to_api() for spec in self.grant_plan(request)),
+            progress=self.progress(request, done),
+            may_approve=may_approve,
+            why_not_approve=why_not,
+        )
 
     def failed_for(self, username: str) -> list[AccessRequest]:
         """Failed requests of products ``username`` owns (all, for admins), to retry."""
@@ -1338,13 +1351,6 @@ class Marketplace:
             raise Forbidden(
                 f"User {user.username} is not an admin; only admins read the audit log."
             )
-
-
-def _maybe(read: Callable[[str], Database], name: str) -> Database | None:
-    try:
-        return read(name)
-    except NotFound:
-        return None
 
 
 def _status(raw: str) -> Status:

@@ -186,3 +186,40 @@ def test_two_bulk_approvals_at_once_grant_each_request_once(mesh: Services, tmp_
             assert market.store.get(request_id).status is Status.GRANTED  # type: ignore[union-attr]
         granted = [s.principal for batch in recorder.batches for s in batch]
         assert sorted(granted) == sorted({s for s in granted}), f"trial {trial}"
+
+
+# The approvals queue, paged ------------------------------------------------------------------
+
+
+def test_queue_pages_fifty_oldest_first_with_the_count_of_everything_waiting(
+    market: Marketplace,
+) -> None:
+    # GIVEN 60 waiting requests for sam's product, and one that only hank may decide
+    requests = waiting(market, 60)
+    waiting(market, 1, database="hr_people", table="employees")
+    # WHEN sam reads the first and second pages, and a page past the end
+    first, total = market.pending_page("sam")
+    second, _ = market.pending_page("sam", offset=50)
+    beyond, total_beyond = market.pending_page("sam", offset=100)
+    # THEN he sees his 60, oldest first, 50 then 10, and the count on every page
+    assert total == total_beyond == 60
+    assert [i.request.id for i in first + second] == [r.id for r in requests]
+    assert (len(first), len(second), beyond) == (50, 10, [])
+    # AND an admin sees all 61 (ada's own excepted: she made them, so she sees none),
+    # while the owner of another product sees only his own
+    assert market.pending_page("hank")[1] == 1
+    assert market.pending_page("ada")[1] == 0
+
+
+def test_queue_reads_no_glue(market: Marketplace, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN waiting requests, and a catalog that fails any read
+    waiting(market, 3)
+
+    def no_glue(*_: Any) -> Any:
+        raise AssertionError("the queue read Glue")
+
+    monkeypatch.setattr(market.catalog, "database", no_glue)
+    # WHEN sam reads his queue
+    items, total = market.pending_page("sam")
+    # THEN it came from the store alone, with the owner stored on each request
+    assert total == 3 and {i.owner_account for i in items} == {"111111111111"}

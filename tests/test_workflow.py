@@ -776,12 +776,23 @@ def test_old_owner_cannot_decide_after_the_catalog_changes_owner(
         Name=database,
         DatabaseInput={"Name": database, "Parameters": {"data_owner": MARKETING}},
     )
-    # THEN the old owner can no longer decide, and no longer sees it
+    # THEN the old owner can no longer decide (a decision reads the owner from Glue)
     with pytest.raises(Forbidden):
         if decision == "approve":
             market.approve(request.id, "sam")
         else:
             market.deny(request.id, "sam", comment="no")
+    # AND once the catalog index knows the change (a sync, or a live read refreshing it),
+    # the queues follow it without reading Glue: the old owner no longer sees it
+    from mesh.catalog_index import CatalogIndex
+
+    index = CatalogIndex(market.store, rules=market.rules, fingerprint="test")
+    index.refresh_scope(
+        market.catalog.database(database),
+        [market.catalog.table(database, "people")],
+        whole=False,
+        at="2030-01-01T00:00:00.000Z",
+    )
     assert [p.request.id for p in market.pending_for("sam")] == []
     # AND the new owner can
     assert [p.request.id for p in market.pending_for("mia")] == [request.id]
