@@ -1,0 +1,341 @@
+"""Print the catalog index's figures at 10k and 100k tables (issue 9, sections 1 and 4).
+
+For each size a moto server runs in a child process, its Glue backend seeded directly (not
+through the API, which would take minutes), so that this process's peak RSS is the app's
+own. Then, in this process: one sync (time, Glue calls, peak RSS); AppTest runs of the
+Databases, Database and Table pages (p50/p95 over 20 runs); search p95 over 100 queries;
+and the Glue calls of page views by 20 users, next to the reference design's pattern on the
+same views (GetDatabases for the home list, GetDatabase + GetTables for a database view,
+GetDatabase + GetTable for a table view, each paged 100 at a time as real Glue pages).
+
+    .venv/bin/python benchmarks/catalog_scale.py [--sizes 100x100,1000x100] [--views 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PAGE_P50_MS, PAGE_P95_MS, SEARCH_P95_MS, RSS_MB = 200.0, 400.0, 100.0, 400.0
+COLUMNS = 6
+USERS = ["carol", "dan", "sam", "mia", "ada"]  # demo users; 20 sessions cycle through them
+WORDS = ["customer", "email", "orders", "revenue", "region", "events", "ledger", "sales"]
+
+
+# The moto child: seed its backend directly, then serve -------------------------------------
+
+
+def serve(databases: int, tables: int) -> None:
+    from moto.backends import get_backend
+
+    from mesh.demo import standin
+
+    server, endpoint = standin.serve()
+    glue = get_backend("glue")["123456789012"]["us-east-1"]  # type: ignore[index]
+    rng = random.Random(7)
+    owners = [f"{100000000000 + i:012d}" for i in range(20)]
+    for d in range(databases):
+        name = f"{WORDS[d % len(WORDS)]}_db_{d:05d}"
+        owner = owners[d % len(owners)]
+        params = {"data_owner": owner, "data_owner_name": f"Producer {owner[-2:]}"}
+        if d % 50 == 0:
+            params["pii_flag"] = "true"
+        glue.create_database(
+            name, {"Name": name, "Description": f"{WORDS[d % 5]} data", "Parameters": params}
+        )
+        for t in range(tables):
+            columns = [
+                {
+                    "Name": f"{WORDS[(t + c) % len(WORDS)]}_{c}",
+                    "Type": "string",
+                    "Comment": f"the {WORDS[(d + c) % len(WORDS)]} field",
+                    "Parameters": {"pii_flag": "true"} if rng.random() < 0.03 else {},
+                }
+                for c in range(COLUMNS)
+            ]
+            table = f"t_{WORDS[t % len(WORDS)]}_{t:03d}"
+            glue.create_table(
+                name,
+                table,
+                {
+                    "Name": table,
+                    "Description": f"{WORDS[(d + t) % len(WORDS)]} facts",
+                    "StorageDescriptor": {"Columns": columns},
+                },
+            )
+    print(endpoint, flush=True)
+    try:
+        sys.stdin.read()  # until the parent closes our stdin
+    finally:
+        server.stop()
+
+
+# Helpers ------------------------------------------------------------------------------------
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def ratio(value: float, target: float) -> str:
+    return f"{value / target:.2f}x target {'(met)' if value <= target else '(MISSED)'}"
+
+
+def environment(endpoint: str, db: Path) -> None:
+    from tests.support import COOKIE_KEY
+
+    os.environ.update(
+        {
+            "MESH_MODE": "aws",
+            "MESH_DB": str(db),
+            "MESH_USERS": str(ROOT / "mesh" / "demo" / "users.yaml"),
+            "MESH_COOKIE_KEY": COOKIE_KEY,
+            "MESH_NOTIFY": "off",
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+
+
+def route_pages_as_a_running_server() -> None:
+    """As tests/conftest.py's running_server: page routing after app.py's first run."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def without_page_folder(self: PagesManager, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    PagesManager.__init__ = without_page_folder  # type: ignore[method-assign]
+
+
+def count_glue_reads() -> list[str]:
+    from mesh.catalog import GlueCatalog
+
+    reads: list[str] = []
+    for name in ("databases", "tables_with_times", "database", "table"):
+        original = getattr(GlueCatalog, name)
+
+        def counted(self: Any, *args: Any, _name: str = name, _f: Any = original) -> Any:
+            reads.append(_name)
+            return _f(self, *args)
+
+        setattr(GlueCatalog, name, counted)
+    return reads
+
+
+# One size -----------------------------------------------------------------------------------
+
+
+def measure(databases: int, tables: int, views: int) -> dict[str, float]:
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve", f"{databases}x{tables}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        seeded = time.perf_counter()
+        endpoint = (child.stdout.readline() if child.stdout else "").strip()
+        print(f"\n== {databases:,} databases x {tables} tables = {databases * tables:,} tables")
+        print(f"moto backend seeded directly in {time.perf_counter() - seeded:.0f} s")
+        with tempfile.TemporaryDirectory() as tmp:
+            return _measure(endpoint, Path(tmp) / "mesh.db", databases, tables, views)
+    finally:
+        if child.stdin:
+            child.stdin.close()
+        child.wait(timeout=60)
+
+
+def _measure(endpoint: str, db: Path, databases: int, tables: int, views: int) -> dict[str, float]:
+    from mesh.services import build
+    from mesh.settings import load_settings
+    from mesh.store import Store
+
+    environment(endpoint, db)
+    Store(db).migrate(create=True)
+    before = rss_mb()
+    services = build(load_settings())
+    done = services.sync.run(actor="bench")
+    assert done.error is None, done.error
+    peak = rss_mb()
+    real_pages = math.ceil(databases / 100) + databases * math.ceil(tables / 100)
+    print(
+        f"sync: {done.duration_ms / 1000:.1f} s, {done.glue_calls:,} Glue calls on moto "
+        f"(which does not page; real Glue at 100 a page: {real_pages:,}), peak RSS "
+        f"{peak:.0f} MB (before {before:.0f} MB): {ratio(peak, RSS_MB)}"
+    )
+    again = services.sync.run(actor="bench")
+    print(
+        f"second sync, nothing changed: {again.duration_ms / 1000:.1f} s, {again.changed} changed"
+    )
+    figures = {"sync_s": done.duration_ms / 1000, "rss_mb": peak}
+    figures |= pages(services)
+    figures |= search(services)
+    figures |= glue_for_views(services, views)
+    return figures
+
+
+def pages(services: Any) -> dict[str, float]:
+    from streamlit.testing.v1 import AppTest
+
+    from tests.support import APP, sign_in
+
+    route_pages_as_a_running_server()
+    names = services.index.database_names()
+    database = names[len(names) // 2]
+    table = services.index.table_names(database)[0]
+    at = sign_in(AppTest.from_file(APP, default_timeout=120), "carol")
+    figures: dict[str, float] = {}
+    for page, query in (
+        ("databases", {}),
+        ("database", {"db": database}),
+        ("table", {"db": database, "table": table}),
+    ):
+        at.query_params = query
+        at.switch_page(f"pages/{page}.py").run()
+        runs = []
+        for _ in range(20):
+            start = time.perf_counter()
+            at.run()
+            runs.append((time.perf_counter() - start) * 1000)
+            assert not at.exception, at.exception
+        p50, p95 = statistics.median(runs), pct(runs, 95)
+        figures[f"{page}_p50"], figures[f"{page}_p95"] = p50, p95
+        print(
+            f"{page} page run: p50 {p50:.0f} ms ({ratio(p50, PAGE_P50_MS)}), "
+            f"p95 {p95:.0f} ms ({ratio(p95, PAGE_P95_MS)})"
+        )
+    return figures
+
+
+def search(services: Any) -> dict[str, float]:
+    from mesh.catalog_index import Query
+
+    rng = random.Random(11)
+    owners = [a for a, _ in services.index.owners() if a]
+    times = []
+    for n in range(100):
+        words = " ".join(rng.sample(WORDS, 1 + n % 2))
+        query = Query(
+            text=words if n % 10 else "",
+            owner=rng.choice(owners) if n % 3 == 0 else None,
+            needs_approval=True if n % 4 == 0 else None,
+            page=rng.randrange(3),
+        )
+        start = time.perf_counter()
+        services.index.search(query)
+        times.append((time.perf_counter() - start) * 1000)
+    p50, p95 = statistics.median(times), pct(times, 95)
+    print(
+        f"search over 100 queries: p50 {p50:.0f} ms, p95 {p95:.0f} ms ({ratio(p95, SEARCH_P95_MS)})"
+    )
+    return {"search_p95": p95}
+
+
+def glue_for_views(services: Any, views: int) -> dict[str, float]:
+    """Page views by 20 sessions cycling home -> database -> table, and the Glue they cost."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.support import APP, sign_in
+
+    rng = random.Random(5)
+    names = services.index.database_names()
+    sessions = [
+        sign_in(AppTest.from_file(APP, default_timeout=120), USERS[i % 5]) for i in range(20)
+    ]
+    reads = count_glue_reads()
+    reference = 0
+    start = time.perf_counter()
+    for view in range(views):
+        at = sessions[view % 20]
+        kind = (view // 20) % 3
+        database = rng.choice(names)
+        tables = len(services.index.table_names(database))
+        if kind == 0:
+            at.query_params = {}
+            at.switch_page("pages/databases.py").run()
+            reference += math.ceil(len(names) / 100)  # GetDatabases, 100 a page
+        elif kind == 1:
+            at.query_params = {"db": database}
+            at.switch_page("pages/database.py").run()
+            reference += 1 + max(1, math.ceil(tables / 100))  # GetDatabase + GetTables
+        else:
+            at.query_params = {"db": database, "table": services.index.table_names(database)[0]}
+            at.switch_page("pages/table.py").run()
+            reference += 2  # GetDatabase + GetTable
+        assert not at.exception, at.exception
+    spent = time.perf_counter() - start
+    print(
+        f"Glue calls for {views:,} page views by 20 users: {len(reads)} "
+        f"(reference design's pattern on the same views: {reference:,}; target at most a "
+        f"tenth of it, {reference // 10:,}: {'met' if len(reads) <= reference / 10 else 'MISSED'})"
+        f"; {spent / views * 1000:.0f} ms a view"
+    )
+    return {"view_glue_calls": len(reads), "reference_calls": reference}
+
+
+def main() -> int:
+    logging.disable(logging.WARNING)  # AppTest's bare-mode warnings, one per run
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", default="100x100,1000x100", help="DATABASESxTABLES,...")
+    parser.add_argument("--views", type=int, default=1000)
+    args = parser.parse_args()
+    if args.serve:
+        serve(*(int(n) for n in args.serve.split("x")))
+        return 0
+    sizes = args.sizes.split(",")
+    if len(sizes) == 1:
+        databases, tables = (int(n) for n in sizes[0].split("x"))
+        print("FIGURES " + json.dumps(measure(databases, tables, args.views)), flush=True)
+        return 0
+    found: dict[int, dict[str, float]] = {}
+    for size in sizes:  # each size in a fresh process, so its peak RSS is its own
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--sizes", size, "--views", str(args.views)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for line in child.stdout or []:
+            if line.startswith("FIGURES "):
+                databases, tables = (int(n) for n in size.split("x"))
+                found[databases * tables] = json.loads(line[len("FIGURES ") :])
+            else:
+                print(line, end="", flush=True)
+        if child.wait() != 0:
+            return 1
+    small, big = min(found), max(found)
+    if small != big:
+        print(f"\n== growth from {small:,} to {big:,} tables ({big / small:.0f}x the tables)")
+        for key in found[small]:
+            a, b = found[small][key], found[big][key]
+            print(f"{key}: {a:.1f} -> {b:.1f} ({b / a:.2f}x)" if a else f"{key}: {a} -> {b}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
