@@ -32,7 +32,7 @@ from mesh.services import (
     check_waiting,
     load_users,
 )
-from mesh.settings import Mode, Settings, load_settings
+from mesh.settings import Mode, Settings, load_settings, resolve_path
 from mesh.store import AuditFilters, Store
 from mesh.workflow import Marketplace
 
@@ -168,7 +168,11 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--database", required=True)
     explain.add_argument("--table")
     explain.add_argument("--columns", help="comma-separated columns of the table")
-    explain.add_argument("--account", required=True)
+    explain.add_argument(
+        "--account",
+        help="the consumer account; without it, no auto-approval condition that names "
+        "accounts applies",
+    )
     explain.add_argument("--json", action="store_true", help="print JSON")
     verb(
         "tick",
@@ -502,11 +506,19 @@ def _policy_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_file(name: str) -> Path:
+    """FILE as given from here, else as MESH_POLICY reads it (from the project folder)."""
+    here = Path(name).expanduser()
+    if here.is_absolute() or here.exists():
+        return here.resolve()
+    return resolve_path(name)
+
+
 def _policy_activate(settings: Settings, args: argparse.Namespace) -> int:
     """Switch the policy in force, deliberately, after the start-up checks."""
     if bool(args.file) == bool(args.built_in):
         raise InvalidInput("Name the policy FILE to activate, or give --built-in (not both).")
-    chosen = replace(settings, policy_path=Path(args.file).resolve() if args.file else None)
+    chosen = replace(settings, policy_path=_policy_file(args.file) if args.file else None)
     who = args.user or getpass.getuser()
     record = activate_policy(chosen, by=f"{who} (mesh policy activate)")
     summary = {

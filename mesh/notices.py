@@ -149,10 +149,12 @@ def decision(request: AccessRequest, *, outside_org: bool) -> Message:
         f"Request {request.id} by {request.requester} for {_scope(request)} (account "
         f"{request.account}) is {status}."
     ]
-    if request.comment:
-        lines.append(f"Comment from {request.decided_by}: {_quoted(request.comment)}")
     if request.end_comment:
-        lines.append(f"Comment from {request.ended_by}: {_quoted(request.end_comment)}")
+        ended = "revoked" if request.status.value == "revoked" else "ended"
+        lines.append(f"Why {request.ended_by} {ended} it: {_quoted(request.end_comment)}")
+    if request.comment:
+        verb = "denied" if request.status.value == "denied" else "approved"
+        lines.append(f"When {request.decided_by} {verb} it: {_quoted(request.comment)}")
     if request.expires_at:
         lines.append(f"Access expires at {request.expires_at}.")
     if outside_org and request.status.value == "granted":

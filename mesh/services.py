@@ -145,17 +145,18 @@ def activate_policy(settings: Settings, *, by: str) -> PolicyRecord:
     It runs the start-up checks first: the file is valid, every group can reach its
     quorum, and no waiting request would be stranded. The switch is audited.
     """
-    try:
-        rules = load_policy(settings)
-        users = load_users(settings.users_path, rules, source=_source(settings))
-    except approval.PolicyError as exc:
-        raise exc.as_setting() from None
+    rules = load_policy(settings)  # "The policy file X is invalid at ...: ..."
+    users = load_users(settings.users_path, rules, source=_source(settings))
     store = Store(settings.db_path)
     store.migrate(create=settings.mode is Mode.DEMO)
     try:
         check_waiting(store, rules, users.everyone(), source=_source(settings))
     except approval.PolicyError as exc:
-        raise exc.as_setting() from None
+        # The file is valid; the requests already waiting are what it cannot serve.
+        raise Conflict(
+            f"Policy {_source(settings)} cannot be activated now: {exc.what}; decide or "
+            "cancel that request first, or activate a policy that still serves it."
+        ) from None
     mine = replace(policy_record(settings, rules), activated_at=iso(utc_now()), activated_by=by)
     previous = store.policy_in_force()
     if previous is not None and previous.fingerprint == mine.fingerprint:

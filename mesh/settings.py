@@ -269,7 +269,8 @@ def _positive_int(name: str, raw: str | None, default: int) -> int:
     return int(raw)
 
 
-def _resolve(path: str) -> Path:
+def resolve_path(path: str) -> Path:
+    """A setting's path: absolute, or relative to the project folder."""
     candidate = Path(path).expanduser()
     return candidate if candidate.is_absolute() else (PROJECT_ROOT / candidate)
 
@@ -301,7 +302,7 @@ def load_settings(
             "MESH_USERS is not set, and aws mode needs a users file; "
             "set MESH_USERS to its path (see mesh/demo/users.yaml for the format)."
         )
-    users_path = _resolve(users) if users else DEMO_USERS
+    users_path = resolve_path(users) if users else DEMO_USERS
     if not users_path.is_file():
         raise SettingError(
             f"MESH_USERS points at {users_path}, which is not a file; "
@@ -328,7 +329,7 @@ def load_settings(
 
     return Settings(
         mode=mode,
-        db_path=_resolve(db),
+        db_path=resolve_path(db),
         users_path=users_path,
         cookie_key=cookie_key,
         catalog_ttl=_positive_int("MESH_CATALOG_TTL", get("MESH_CATALOG_TTL"), 300),
@@ -336,7 +337,7 @@ def load_settings(
         aws_timeout=_positive_int("MESH_AWS_TIMEOUT", get("MESH_AWS_TIMEOUT"), 10),
         stale_granting=_positive_int("MESH_STALE_GRANTING", get("MESH_STALE_GRANTING"), 300),
         demo_endpoint=get("MESH_DEMO_ENDPOINT"),
-        policy_path=_resolve(policy) if policy else None,
+        policy_path=resolve_path(policy) if policy else None,
         explicit=frozenset(s.name for s in SETTINGS if get(s.name) is not None),
         account_names=_account_names(get("MESH_ACCOUNT_NAMES"), demo=mode is Mode.DEMO),
         **_lifecycle(get, demo=mode is Mode.DEMO),

@@ -146,6 +146,8 @@ def _start_background_job(svc: Services) -> threading.Event:
         while not stop.wait(svc.settings.tick_seconds):
             try:
                 svc.lifecycle.tick()
+            except MeshError as exc:  # expected, such as another policy in force: one line
+                log.warning("background tick refused: %s", exc.message)
             except Exception:  # a failed pass is logged; the next one tries again
                 log.exception("background tick failed")
 
@@ -821,7 +823,8 @@ def _duration_choices(settings: Settings) -> dict[str, timedelta | None]:
     choices: dict[str, timedelta | None] = {"No end date": None}
     if settings.mode is Mode.DEMO:
         minutes = settings.demo_minutes
-        choices[f"{minutes} minutes (demo, to watch expiry)"] = timedelta(minutes=minutes)
+        unit = "minute" if minutes == 1 else "minutes"
+        choices[f"{minutes} {unit} (demo, to watch expiry)"] = timedelta(minutes=minutes)
     choices.update({f"{d} days": timedelta(days=d) for d in DURATION_CHOICES})
     choices[UNTIL_DATE] = None
     return choices

@@ -171,10 +171,10 @@ class Marketplace:
         since = f", activated by {in_force.activated_by} at {in_force.activated_at}"
         raise PolicyMismatch(
             f"This process runs approval policy {self.policy.source} ({self.policy.fingerprint}), "
-            f"but the policy in force is {in_force.source} ({in_force.fingerprint}{since}); "
-            "it may read but not submit, decide, retry or run the periodic job. Start it with "
-            "MESH_POLICY set to the policy in force, or switch deliberately with "
-            "`mesh policy activate` run with the new MESH_POLICY."
+            f"but the policy in force is {in_force.source} ({in_force.fingerprint}{since}), "
+            "so it may read but not submit, decide, retry or run the periodic job: start it "
+            "with MESH_POLICY set to the policy in force, or switch deliberately with "
+            "`mesh policy activate`."
         )
 
     def _notify(self, kind: str, request: AccessRequest, **options: Any) -> None:
@@ -1378,7 +1378,8 @@ def _clean_scope(
         raise InvalidInput("Give a reason for the request; the data owner reads it.")
     if len(reason) > policy.MAX_REASON:
         raise InvalidInput(
-            f"The reason has {len(reason)} characters; keep it to {policy.MAX_REASON} at most."
+            f"The reason has {len(reason):,} characters, {len(reason) - policy.MAX_REASON:,} "
+            f"more than the {policy.MAX_REASON:,} allowed; shorten it."
         )
     return database, table, account, reason
 

@@ -1,5 +1,6 @@
-"""My requests: one card per request, newest first, saying where it stands and who decided
-it, with their comment, in words; cancel a pending request, retry a failed grant.
+"""My requests: one card per request (unseen decisions first, then the latest change),
+saying where it stands and who decided it, with their comment, in words; cancel a pending
+request, retry a failed grant.
 
 Decisions the requester has not seen yet carry a "new" marker until they are marked seen.
 """
@@ -71,7 +72,9 @@ with ui.guard():
         "Show", list(SHOWN), default="All", key="my_requests_shown", label_visibility="collapsed"
     )
     statuses = SHOWN.get(shown or "All")
-    for request in mine:
+    # What changed last comes first, and what the requester has not seen before anything.
+    latest = sorted(mine, key=lambda r: r.updated_at, reverse=True)
+    for request in sorted(latest, key=lambda r: r.decision_seen):
         if statuses is not None and request.status not in statuses:
             continue
         progress = market.progress(request) if request.status is Status.PENDING_APPROVAL else ""

@@ -261,3 +261,45 @@ def test_no_running_demo_leaves_the_settings_alone(tmp_path: Path) -> None:
     state.write_text(json.dumps({"endpoint": "http://127.0.0.1:9", "policy": str(TWO_STEP)}))
     settings = load_settings({"MESH_DB": str(tmp_path / "d.db")}, {})
     assert adopt_demo_state(settings) == settings
+
+
+# Review findings ---------------------------------------------------------------------------------
+
+
+def test_policy_activate_finds_a_relative_file_as_mesh_policy_does(
+    start: Callable[[Path | None], Services],
+    cli: Callable[..., Outcome],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    start(None)
+    monkeypatch.chdir(tmp_path)  # not the project folder
+    switched = cli("policy", "activate", "examples/policies/two-step-pii.yaml", "--json")
+    assert switched.code == 0, switched.err
+    assert switched.json()["source"] == str(TWO_STEP)
+
+
+def test_policy_activate_refused_for_a_waiting_request_says_so_not_that_the_file_is_bad(
+    start: Callable[[Path | None], Services], cli: Callable[..., Outcome], tmp_path: Path
+) -> None:
+    # GIVEN a request waiting for the privacy office under the two-step policy
+    assert ask(start(TWO_STEP)) is Status.PENDING_APPROVAL
+    started = start(TWO_STEP)
+    waiting = started.marketplace.requests()[0]
+    started.marketplace.approve(waiting.id, "sam")
+    # WHEN a policy without that group is activated
+    refused = cli("policy", "activate", "--built-in")
+    # THEN it is refused for the waiting request, and the file is not called invalid
+    assert refused.code == 5, refused.err
+    assert_one_sentence_on_stderr(refused)
+    assert "cannot be activated now" in refused.err and "invalid" not in refused.err
+    assert waiting.id in refused.err
+
+
+def test_the_refusal_of_another_policy_is_one_sentence(
+    start: Callable[[Path | None], Services],
+) -> None:
+    start(TWO_STEP)
+    with pytest.raises(PolicyMismatch) as refused:
+        ask(start(None))
+    assert refused.value.message.count(". ") == 0

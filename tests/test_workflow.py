@@ -382,7 +382,9 @@ SUBMIT_REFUSALS = [
     # the reason is required and at most 1,000 characters
     pytest.param({"reason": ""}, InvalidInput, "reason", id="empty reason"),
     pytest.param({"reason": " \n\t "}, InvalidInput, "reason", id="blank reason"),
-    pytest.param({"reason": "x" * 1001}, InvalidInput, "1000", id="1001 characters"),
+    pytest.param(
+        {"reason": "x" * 1001}, InvalidInput, "1 more than the 1,000", id="1001 characters"
+    ),
 ]
 
 
