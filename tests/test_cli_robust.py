@@ -80,7 +80,16 @@ def no_secrets_file(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_reader_that_closes_the_pipe_early_ends_the_command_quietly_with_141(
     aws_env: dict[str, str], argv: list[str]
 ) -> None:
-    # GIVEN the catalog command writing into a pipe whose reader has already gone, as with
+    # GIVEN a synced catalog index (a first `catalog` would say on stderr that it syncs)
+    synced = subprocess.run(
+        [sys.executable, "-m", "mesh", "sync"],
+        env={**os.environ, **aws_env},
+        cwd=PROJECT,
+        capture_output=True,
+        timeout=120,
+    )
+    assert synced.returncode == 0, synced.stderr
+    # AND the catalog command writing into a pipe whose reader has already gone, as with
     # `mesh catalog --json | head` when head has read its lines
     process = subprocess.Popen(
         [sys.executable, "-m", "mesh", *argv],
