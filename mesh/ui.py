@@ -920,6 +920,20 @@ def ram_note(account: str) -> None:
     st.caption(md(steps.after))
 
 
+# A click on any cell of a row opens it, as does the row's own checkbox.
+ROW_CLICK: Any = ["single-row", "single-cell"]
+
+
+def picked_row(event: Any) -> int | None:
+    """The row a person picked in a table drawn with ``selection_mode=ROW_CLICK``."""
+    selection = event.selection
+    if selection.rows:
+        return int(selection.rows[0])
+    if selection.cells:
+        return int(selection.cells[0][0])
+    return None
+
+
 def badges_frame(rows: list[Any]) -> pd.DataFrame:
     return pd.DataFrame([row.__dict__ for row in rows]).fillna("")
 

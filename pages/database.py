@@ -46,7 +46,7 @@ with ui.guard():
             hide_index=True,
             key="tables_table",
             on_select="rerun",
-            selection_mode="single-row",
+            selection_mode=ui.ROW_CLICK,
             column_order=COLUMNS,
             column_config={
                 "name": "Table",
@@ -59,8 +59,9 @@ with ui.guard():
                 "reason": "Why",
             },
         )
-        if picked.selection.rows:
-            table = tables[picked.selection.rows[0]].table
+        chosen = ui.picked_row(picked)
+        if chosen is not None and chosen < len(tables):
+            table = tables[chosen].table
             st.session_state[ui.Keys.TABLE] = table
             st.switch_page("pages/table.py", query_params={"db": name, "table": table})
         if not row.no_owner:

@@ -67,7 +67,7 @@ with ui.guard():
         hide_index=True,
         key="databases_table",
         on_select="rerun",
-        selection_mode="single-row",
+        selection_mode=ui.ROW_CLICK,
         column_order=COLUMNS,
         column_config={
             "name": "Name",
@@ -94,9 +94,9 @@ with ui.guard():
             st.session_state["catalog_page"] = found.pages
         st.number_input("Page", min_value=1, max_value=found.pages, step=1, key="catalog_page")
     ui.catalog_age(ctx)
-    chosen = picked.selection.rows
-    if chosen and chosen[0] < len(found.entries):
-        entry = found.entries[chosen[0]]
+    chosen = ui.picked_row(picked)
+    if chosen is not None and chosen < len(found.entries):
+        entry = found.entries[chosen]
         st.session_state[ui.Keys.DATABASE] = entry.database
         if entry.table is None:
             st.switch_page("pages/database.py", query_params={"db": entry.database})

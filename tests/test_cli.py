@@ -1226,3 +1226,25 @@ def test_python_dash_m_mesh_refuses_bad_input_without_a_traceback(
     assert done.returncode == code
     assert_one_sentence_on_stderr(Outcome(code=done.returncode, out=done.stdout, err=done.stderr))
     assert done.stdout == ""
+
+
+def test_a_second_demo_on_the_same_database_is_refused_and_the_first_keeps_its_requests(
+    running_demo: standin.StandIn, demo_db: Path, capsys: Any
+) -> None:
+    # GIVEN a demo running on demo_db, with a request in its store
+    main(
+        [
+            "request", "--as", "carol", "--database", "sales_orders", "--table", "orders",
+            "--account", "444455556666", "--reason", "weekly sales report",
+        ]
+    )  # fmt: skip
+    capsys.readouterr()
+    # WHEN a second demo is started on the same database
+    code = main(["demo", "--no-app"])
+    # THEN it is refused with one sentence, and the first demo's request is still there
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert_one_sentence_on_stderr(Outcome(code=code, out=out, err=err))
+    assert "already running" in err and running_demo.endpoint in err
+    assert main(["requests", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1

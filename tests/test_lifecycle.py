@@ -1837,3 +1837,19 @@ def test_cli_reconcile_reports_a_missing_grant_and_fix_reapplies_it(
     assert [(f["request_id"], f["fixed"]) for f in fixed.json()["fixed"]] == [(granted.id, True)]
     assert (clean.json()["missing"], clean.json()["unexplained"]) == ([], [])
     assert holds(spec)
+
+
+def test_revoke_notice_says_which_comment_is_the_revokes_and_which_the_approvals(
+    rig: Rig,
+) -> None:
+    from mesh import notices
+
+    # GIVEN carol's PII request approved by sam with a comment, then revoked with another
+    request = rig.submit(database="sales_orders", table="customers")
+    rig.market.approve(request.id, "sam", comment="OK for churn work")
+    revoked = rig.lifecycle.revoke(request.id, "sam", comment="Project finished early")
+    # WHEN the requester's notice is written
+    body = notices.decision(revoked, outside_org=False).body
+    # THEN each comment says whose and why
+    assert "Why sam revoked it: Project finished early" in body
+    assert "When sam approved it: OK for churn work" in body

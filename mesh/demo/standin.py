@@ -109,8 +109,16 @@ def start(
     """Start, patch and seed a moto server on 127.0.0.1, and record where it listens.
 
     The state file also records the demo's approval policy and web address, which a CLI
-    started without them takes, so that every process of the demo runs one policy.
+    started without them takes, so that every process of the demo runs one policy. A demo
+    still running on the same database is never reset under it: the start is refused.
     """
+    running = read_state(state_file)
+    if running:
+        raise SettingError(
+            f"A demo is already running on {db_path} (stand-in {running['endpoint']}, "
+            f"process {running.get('pid', '?')}); stop it first, or start this one with "
+            "MESH_DB pointing into another folder."
+        )
     reset_database(db_path)
     server, endpoint = serve(port)
     factory = ClientFactory(demo_endpoint=endpoint)
