@@ -1260,19 +1260,28 @@ class Marketplace:
                 mine.append(request)
         return mine
 
-    def revocable_for(self, username: str) -> list[AccessRequest]:
-        """Granted access to products ``username`` owns (all, for admins)."""
+    def revocable_for(
+        self, username: str, *, search: str = "", offset: int = 0, limit: int = -1
+    ) -> list[AccessRequest]:
+        """Granted access to products ``username`` owns (all, for admins), newest first."""
+        return self.revocable_page(username, search=search, offset=offset, limit=limit)[0]
+
+    def revocable_page(
+        self, username: str, *, search: str = "", offset: int = 0, limit: int = 50
+    ) -> tuple[list[AccessRequest], int]:
+        """A page of the granted access ``username`` may revoke, and how many match in all.
+
+        ``search`` narrows to requester, account or database/table text. One store query,
+        no Glue call: the owner is the catalog index's, else the one stored on the request;
+        revoke reads it from Glue again.
+        """
         user = self._user(username)
-        if not user.can_approve:
-            return []
-        owners: dict[str, str | None] = {}
-        mine = []
-        for request in self.store.requests(statuses=[Status.GRANTED, Status.REVOKE_FAILED]):
-            if request.database not in owners:
-                owners[request.database] = self._owner_now(request)
-            if user.is_admin or policy.owns(user, owners[request.database]):
-                mine.append(request)
-        return mine
+        owner_of = sorted(user.owner_of) if user.is_owner else []
+        if not (user.is_admin or owner_of):
+            return [], 0
+        return self.store.granted_page(
+            everything=user.is_admin, owner_of=owner_of, text=search, limit=limit, offset=offset
+        )
 
     def request_for(self, request_id: str, username: str) -> AccessRequest:
         """One request, for its requester, an owner of its product or an admin."""

@@ -2,21 +2,33 @@
 grants to retry and granted access to revoke. A decision link from a notification opens here
 and must be confirmed. Actions run in widget callbacks, so a click on a request that someone
 else decided a moment before is answered with the conflict, never dropped; a refusal shows
-in the card whose button was pressed.
+in the card (or bar, or form) whose button was pressed.
+
+The queue is read one page at a time (50, oldest first) with the count of all; requests
+ticked on the page are approved or denied together with one comment, each reported on its
+own. Granted access is paged and searchable, with one revoke form for the grant picked.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import streamlit as st
 
 from mesh import ui
 from mesh.models import AccessRequest, Status
+from mesh.workflow import DecisionOutcome
 
 ctx = ui.context()
 market = ctx.services.marketplace
 st.title("Pending approvals")
+PAGE_SIZE = 50
 LINK_BOX = "link-confirm"
+BULK_BOX = "bulk"  # the bar that decides the ticked requests
+REVOKE_BOX = "revoke"  # the one revoke form
+# This page's own session-state keys (widget keys are named where the widget is drawn).
+PENDING_OFFSET = "approvals_pending_offset"
+GRANTED_OFFSET = "approvals_granted_offset"
+BULK_RESULTS = "approvals_bulk_results"
 
 
 def _decided(outcome: AccessRequest) -> tuple[str, str]:
@@ -44,6 +56,88 @@ def _decide(request_id: str, verb: str) -> None:
     )
 
 
+# Bulk decisions ----------------------------------------------------------------------------
+
+
+def _outcome_line(outcome: DecisionOutcome) -> tuple[str, str]:
+    """One request's part of a bulk decision, as (kind, sentence)."""
+    request, rid = outcome.request, ui.md(outcome.request_id)
+    if request is None:
+        return "error", f"**{rid}** refused: {ui.md(outcome.error or 'refused')}"
+    if request.status is Status.FAILED:
+        return "error", f"**{rid}** approved, but the grant failed: {ui.md(request.error)}"
+    if outcome.error:
+        return "error", f"**{rid}**: {ui.md(outcome.error)}"
+    scope = f"{ui.md(ui.scope_text(request.scope))} for {ui.md(ui.account_label(request.account))}"
+    if request.status is Status.GRANTED:
+        return "success", f"**{rid}** granted: {scope}."
+    if request.status is Status.PENDING_APPROVAL:
+        return "info", (
+            f"**{rid}** approval recorded, waiting for the next step: "
+            f"{ui.md(market.progress(request))}."
+        )
+    return "info", f"**{rid}** {ui.md(ui.status_text(request.status))}: {scope}."
+
+
+def _decide_and_keep(ids: list[str], verb: str, comment: str) -> None:
+    outcomes = market.decide_many(ids, ctx.user.username, verb=verb, comment=comment)
+    st.session_state[BULK_RESULTS] = [_outcome_line(o) for o in outcomes]
+    st.session_state["bulk-comment"] = ""
+
+
+def _decide_selected(verb: str, shown: Sequence[str]) -> None:
+    ids = [i for i in shown if st.session_state.get(f"select-{i}")]
+    if not ids:
+        ui.flash("Tick one or more requests first.", "error", at=BULK_BOX)
+        return
+    comment = st.session_state.get("bulk-comment", "")
+    ui.act(_decide_and_keep, ids, verb, comment, at=BULK_BOX)
+
+
+def _select_all(shown: Sequence[str], value: bool) -> None:
+    for request_id in shown:
+        st.session_state[f"select-{request_id}"] = value
+
+
+def _bulk_results() -> None:
+    lines: list[tuple[str, str]] = st.session_state.pop(BULK_RESULTS, [])
+    if not lines:
+        return
+    kinds = [k for k, _ in lines]
+    st.markdown(
+        f"**Decided {len(lines)}:** {kinds.count('success')} granted, "
+        f"{kinds.count('info')} recorded or waiting for the next step, "
+        f"{kinds.count('error')} refused or failed."
+    )
+    for kind, line in lines:
+        getattr(st, kind)(line)
+
+
+def _bulk_bar(shown: Sequence[str]) -> None:
+    picked = sum(bool(st.session_state.get(f"select-{i}")) for i in shown)
+    st.markdown(f"**Decide the ticked requests together** · {picked} ticked on this page")
+    row = st.columns(2)
+    row[0].button("Tick all on this page", key="bulk-all", on_click=_select_all, args=(shown, True))
+    row[1].button("Clear ticks", key="bulk-none", on_click=_select_all, args=(shown, False))
+    with st.form(key="bulk-form"):
+        st.text_input("Comment for all of them (required to deny)", key="bulk-comment")
+        buttons = st.columns(2)
+        buttons[0].form_submit_button(
+            "Approve selected",
+            type="primary",
+            on_click=_decide_selected,
+            args=("approve", shown),
+        )
+        buttons[1].form_submit_button(
+            "Deny selected", on_click=_decide_selected, args=("deny", shown)
+        )
+    ui.show_flash(at=BULK_BOX)
+    _bulk_results()
+
+
+# Decision links ----------------------------------------------------------------------------
+
+
 def _by_link(token: str, verb: str) -> None:
     decided = ui.act(
         market.decide_by_link,
@@ -56,23 +150,6 @@ def _by_link(token: str, verb: str) -> None:
     )
     if decided:  # a refusal keeps the link open, with the reason in its box
         st.query_params.pop("link", None)
-
-
-def _ended(request: AccessRequest) -> tuple[str, str]:
-    kind = "success" if request.status is Status.REVOKED else "error"
-    return f"Request {ui.md(request.id)} is {ui.md(ui.status_text(request.status))}.", kind
-
-
-def _revoke(request_id: str) -> None:
-    comment = st.session_state.get(f"revoke-c-{request_id}", "")
-    ui.act(
-        ctx.services.lifecycle.revoke,
-        request_id,
-        ctx.user.username,
-        comment=comment,
-        done=_ended,
-        at=f"granted-{request_id}",
-    )
 
 
 def _summary(request: AccessRequest) -> str:
@@ -115,6 +192,9 @@ def _confirm_link(token: str) -> None:
         )
 
 
+# Cards -----------------------------------------------------------------------------------
+
+
 def _facts(item: Any) -> str:
     request = item.request
     asks = ""
@@ -142,8 +222,9 @@ def _read(read: Callable[[str], list[Any]]) -> list[Any]:
     return []
 
 
-def _pending_card(item: Any) -> None:
+def _pending_card(item: Any, not_notified: dict[str, str]) -> None:
     request = item.request
+    st.checkbox("Select", key=f"select-{request.id}")
     st.subheader(ui.md(ui.scope_text(request.scope)))
     st.markdown(f"**Level** {ui.md(request.level or 'pii')} · **Progress** {ui.md(item.progress)}")
     if request.id in not_notified:
@@ -206,22 +287,108 @@ def _granted_card(request: AccessRequest) -> None:
         st.error(ui.md(request.error or request.error_code or "revoke failed"))
     if ctx.services.outbox.org.contains(request.account) is False:
         ui.ram_note(request.account)
-    with st.form(key=f"revoke-{request.id}"):
-        st.text_input("Why revoke (required)", key=f"revoke-c-{request.id}")
-        st.form_submit_button("Revoke access", on_click=_revoke, args=(request.id,))
-    ui.show_flash(at=f"granted-{request.id}")
 
+
+# Paging and revoking ---------------------------------------------------------------------
+
+
+def _move(key: str, by: int) -> None:
+    st.session_state[key] = max(0, st.session_state.get(key, 0) + by)
+
+
+def _paged(read: Callable[[int], tuple[list[Any], int]], key: str) -> tuple[list[Any], int, int]:
+    """A page from ``read(offset)``, the count of all and the offset; past the end (its
+    last rows were decided meanwhile), the last page."""
+    offset = st.session_state.get(key, 0)
+    rows, total = read(offset)
+    if not rows and offset and total:
+        offset = (total - 1) // PAGE_SIZE * PAGE_SIZE
+        rows, total = read(offset)
+    st.session_state[key] = offset
+    return rows, total, offset
+
+
+def _nav(key: str, *, offset: int, shown: int, total: int, back: str, on: str) -> None:
+    nav = st.columns(2)
+    nav[0].button(
+        back, key=f"{key}-back", on_click=_move, args=(key, -PAGE_SIZE), disabled=offset == 0
+    )
+    nav[1].button(
+        on, key=f"{key}-on", on_click=_move, args=(key, PAGE_SIZE), disabled=offset + shown >= total
+    )
+
+
+def _revoke(choices: dict[str, str]) -> None:
+    request_id = st.session_state.get("revoke-pick")
+    if request_id not in choices:
+        ui.flash("Choose the grant to revoke first.", "error", at=REVOKE_BOX)
+        return
+    ui.act(
+        ctx.services.lifecycle.revoke,
+        request_id,
+        ctx.user.username,
+        comment=st.session_state.get("revoke-comment", ""),
+        done=_ended,
+        at=REVOKE_BOX,
+    )
+
+
+def _ended(request: AccessRequest) -> tuple[str, str]:
+    kind = "success" if request.status is Status.REVOKED else "error"
+    return f"Request {ui.md(request.id)} is {ui.md(ui.status_text(request.status))}.", kind
+
+
+def _revoke_form(granted: list[AccessRequest]) -> None:
+    choices = {
+        r.id: f"{r.id} · {ui.scope_text(r.scope)} for {ui.account_label(r.account)} · {r.requester}"
+        for r in granted
+    }
+    with st.form(key="revoke-form"):
+        st.selectbox(
+            "Grant to revoke",
+            list(choices),
+            index=None,
+            format_func=choices.__getitem__,
+            placeholder="Choose one of the grants on this page",
+            key="revoke-pick",
+        )
+        st.text_input("Why revoke (required)", key="revoke-comment")
+        st.form_submit_button("Revoke access", on_click=_revoke, args=(choices,))
+    ui.show_flash(at=REVOKE_BOX)
+
+
+def _reset_granted_page() -> None:
+    st.session_state[GRANTED_OFFSET] = 0
+
+
+# The page --------------------------------------------------------------------------------
 
 link = st.query_params.get("link")
-items = _read(market.pending_for)
+items: list[Any] = []
+waiting = pending_at = 0
+with ui.guard():
+    items, waiting, pending_at = _paged(
+        lambda at: market.pending_page(ctx.user.username, offset=at, limit=PAGE_SIZE),
+        PENDING_OFFSET,
+    )
 failed = _read(market.failed_for)
-granted = _read(market.revocable_for)
+search = st.session_state.get("granted-search", "")
+granted: list[AccessRequest] = []
+granted_total = granted_at = 0
+with ui.guard():
+    granted, granted_total, granted_at = _paged(
+        lambda at: market.revocable_page(
+            ctx.user.username, search=search, offset=at, limit=PAGE_SIZE
+        ),
+        GRANTED_OFFSET,
+    )
 ui.show_flash(
     places=[
         *([LINK_BOX] if link else []),
+        *([BULK_BOX] if items or BULK_RESULTS in st.session_state else []),
         *(f"pending-{i.request.id}" for i in items),
         *(f"failed-{r.id}" for r in failed),
-        *(f"granted-{r.id}" for r in granted),
+        *([REVOKE_BOX] if granted else []),
     ]
 )
 
@@ -230,12 +397,33 @@ if link:
         _confirm_link(link)
 
 with ui.guard():
-    not_notified = ctx.services.outbox.owner_not_notified([i.request.id for i in items])
+    shown = [i.request.id for i in items]
+    if waiting:
+        st.caption(
+            f"**{waiting:,} waiting** · {pending_at + 1}–{pending_at + len(items)} shown, "
+            "oldest first"
+        )
+    if items or BULK_RESULTS in st.session_state:
+        with st.container(border=True, key=BULK_BOX):
+            if items:
+                _bulk_bar(shown)
+            else:  # the last of the queue was just decided: say how
+                _bulk_results()
+    not_notified = ctx.services.outbox.owner_not_notified(shown)
     if not items:
         st.info("Nothing is waiting for your decision.")
     for item in items:
         with st.container(border=True, key=f"pending-{item.request.id}"):
-            _pending_card(item)
+            _pending_card(item, not_notified)
+    if waiting > PAGE_SIZE:
+        _nav(
+            PENDING_OFFSET,
+            offset=pending_at,
+            shown=len(items),
+            total=waiting,
+            back="← Older",
+            on="Newer →",
+        )
 
 if failed:
     st.header("Failed grants")
@@ -248,12 +436,37 @@ if failed:
         with st.container(border=True, key=f"failed-{request.id}"), ui.guard():
             _failed_card(request)
 
-if granted:
+if granted or search:
     st.header("Granted access")
     st.caption(
         "Revoking removes exactly what the request granted; access that another "
         "granted request still justifies stays."
     )
+    st.text_input(
+        "Search granted access",
+        key="granted-search",
+        placeholder="requester, account, database or database.table",
+        on_change=_reset_granted_page,
+    )
+    if granted:
+        st.caption(
+            f"**{granted_total:,} granted** · {granted_at + 1}–{granted_at + len(granted)} "
+            "shown, newest first"
+        )
+    else:
+        st.info("No granted access matches the search.")
     for request in granted:
         with st.container(border=True, key=f"granted-{request.id}"), ui.guard():
             _granted_card(request)
+    if granted_total > PAGE_SIZE:
+        _nav(
+            GRANTED_OFFSET,
+            offset=granted_at,
+            shown=len(granted),
+            total=granted_total,
+            back="← Newer",
+            on="Older →",
+        )
+    if granted:
+        with st.container(border=True, key=REVOKE_BOX), ui.guard():
+            _revoke_form(granted)

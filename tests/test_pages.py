@@ -765,7 +765,7 @@ def test_granted_access_for_an_outside_account_shows_ram_commands_as_code(
 # Feedback where the button was pressed -----------------------------------------------------
 
 
-def test_revoke_without_a_comment_is_refused_inside_its_card(
+def test_revoke_without_a_comment_is_refused_inside_the_revoke_form(
     app: AppTest, market: Marketplace
 ) -> None:
     # GIVEN carol's granted request, on sam's Approvals page
@@ -774,12 +774,12 @@ def test_revoke_without_a_comment_is_refused_inside_its_card(
     )
     sign_in(app, "sam")
     open_page(app, "approvals")
-    # WHEN he clicks Revoke access without saying why
-    box = app.container(key=f"granted-{granted.id}")
-    labelled(box.button, "Revoke access").click().run()
-    # THEN the refusal shows in that card, and only there, and the access stays
+    # WHEN he picks it in the revoke form and clicks Revoke access without saying why
+    app.selectbox(key="revoke-pick").select(granted.id)
+    labelled(app.container(key="revoke").button, "Revoke access").click().run()
+    # THEN the refusal shows in that form, and only there, and the access stays
     assert not app.exception
-    [error] = texts(app.container(key=f"granted-{granted.id}").error)
+    [error] = texts(app.container(key="revoke").error)
     assert "comment" in error.lower() or "why" in error.lower()
     assert len(app.error) == 1
     [stored] = store_requests(market, "carol")

@@ -1,0 +1,317 @@
+"""The Approvals page at size, through AppTest: decisions in bulk, the paged queue, and
+granted access paged and searched with one revoke form.
+
+In aws mode against the seeded moto server, signed in through the real login form (see
+tests/test_pages.py, whose fixtures these are).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from mesh.models import AccessRequest, Status
+from mesh.services import build
+from mesh.settings import load_settings
+from mesh.workflow import Marketplace
+from tests.conftest import lake_formation_entries
+from tests.support import APP, COOKIE_KEY, labelled, sign_in, texts
+from tests.test_pages import CAROLS_ACCOUNT, app, open_page, web_env
+from tests.test_policy_pages import TWO_STEP
+from tests.test_workflow import fresh_account
+
+__all__ = ["app", "web_env"]  # the fixtures this module borrows
+
+
+def waiting(market: Marketplace, count: int) -> list[AccessRequest]:
+    """``count`` requests by ada for sales_orders.customers (PII: sam decides), each for a
+    fresh account, oldest first."""
+    return [
+        market.submit(
+            "ada",
+            database="sales_orders",
+            table="customers",
+            account=fresh_account(),
+            reason="quarterly churn review",
+        )
+        for _ in range(count)
+    ]
+
+
+def tick(at: AppTest, requests: list[AccessRequest]) -> AppTest:
+    for request in requests:
+        at.checkbox(key=f"select-{request.id}").check()
+    return at.run()
+
+
+def pending_cards(at: AppTest) -> list[str]:
+    return [c.key.removeprefix("pending-") for c in containers(at, "pending-")]
+
+
+def containers(at: AppTest, prefix: str) -> list[Any]:
+    """Every container whose key starts with ``prefix``, in page order."""
+    return [c for c in at.container if isinstance(c.key, str) and c.key.startswith(prefix)]
+
+
+# Decisions in bulk ---------------------------------------------------------------------------
+
+
+def test_bulk_approval_of_three_requests_reports_each_and_grants_them(
+    app: AppTest, market: Marketplace, aws: str
+) -> None:
+    # GIVEN three requests waiting for sam, ticked on his Approvals page
+    requests = waiting(market, 3)
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    tick(app, requests)
+    bar = app.container(key="bulk")
+    assert any("3 ticked on this page" in m for m in texts(bar.markdown))
+    # WHEN he approves the ticked requests with one comment
+    app.text_input(key="bulk-comment").input("quarterly review")
+    labelled(bar.button, "Approve selected").click().run()
+    # THEN the bar reports one outcome per request, each granted
+    assert not app.exception
+    outcomes = texts(app.container(key="bulk").success)
+    assert len(outcomes) == 3
+    for request in requests:
+        [line] = [o for o in outcomes if request.id in o]
+        assert "granted" in line
+    # AND each is granted in the store, by sam with his comment, and in Lake Formation
+    for request in requests:
+        stored = market.store.get(request.id)
+        assert stored is not None and stored.status is Status.GRANTED
+        assert (stored.decided_by, stored.comment) == ("sam", "quarterly review")
+        assert lake_formation_entries(aws, request.account)
+    # AND the queue is empty
+    assert "Nothing is waiting for your decision." in texts(app.info)
+    assert pending_cards(app) == []
+
+
+def test_bulk_approval_reports_a_request_decided_meanwhile_and_grants_the_others(
+    app: AppTest, market: Marketplace
+) -> None:
+    # GIVEN two requests ticked on sam's page, carol's and ada's; ada denies carol's before
+    # he clicks
+    first = market.submit(
+        "carol",
+        database="sales_orders",
+        table="customers",
+        account=CAROLS_ACCOUNT,
+        reason="churn model",
+    )
+    [second] = waiting(market, 1)
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    tick(app, [first, second])
+    market.deny(first.id, "ada", comment="duplicate of another request")
+    # WHEN he approves the ticked requests
+    labelled(app.container(key="bulk").button, "Approve selected").click().run()
+    # THEN the one decided meanwhile is reported refused, with why, and the other is granted
+    assert not app.exception
+    bar = app.container(key="bulk")
+    [refused] = texts(bar.error)
+    assert first.id in refused and "refused" in refused
+    [granted] = texts(bar.success)
+    assert second.id in granted
+    assert market.store.get(second.id).status is Status.GRANTED  # type: ignore[union-attr]
+
+
+def test_bulk_denial_needs_a_comment_shown_in_the_bar(app: AppTest, market: Marketplace) -> None:
+    # GIVEN two requests ticked on sam's page
+    requests = waiting(market, 2)
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    tick(app, requests)
+    # WHEN he denies them without a comment
+    labelled(app.container(key="bulk").button, "Deny selected").click().run()
+    # THEN the bar, and only the bar, asks for a comment, and both still wait
+    assert not app.exception
+    [error] = texts(app.container(key="bulk").error)
+    assert "comment" in error
+    assert len(app.error) == 1
+    assert {market.store.get(r.id).status for r in requests} == {Status.PENDING_APPROVAL}  # type: ignore[union-attr]
+    # WHEN he gives one and denies again
+    app.text_input(key="bulk-comment").input("use the aggregated table instead")
+    labelled(app.container(key="bulk").button, "Deny selected").click().run()
+    # THEN both are denied with it, each reported
+    assert not app.exception
+    assert len(texts(app.container(key="bulk").info)) == 2
+    for request in requests:
+        stored = market.store.get(request.id)
+        assert stored is not None and stored.status is Status.DENIED
+        assert stored.comment == "use the aggregated table instead"
+
+
+def test_bulk_decision_with_nothing_ticked_says_so_in_the_bar(
+    app: AppTest, market: Marketplace
+) -> None:
+    waiting(market, 1)
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    labelled(app.container(key="bulk").button, "Approve selected").click().run()
+    assert texts(app.container(key="bulk").error) == ["Tick one or more requests first."]
+
+
+# The queue, paged ----------------------------------------------------------------------------
+
+
+def test_queue_shows_fifty_oldest_first_then_the_rest_with_the_count(
+    app: AppTest, market: Marketplace
+) -> None:
+    # GIVEN 55 requests waiting for sam
+    requests = waiting(market, 55)
+    sign_in(app, "sam")
+    # WHEN he opens Approvals
+    open_page(app, "approvals")
+    # THEN he sees the count of all and the oldest 50
+    assert not app.exception
+    assert any(c.startswith("**55 waiting** · 1–50 shown") for c in texts(app.caption))
+    assert pending_cards(app) == [r.id for r in requests[:50]]
+    assert labelled(app.button, "← Older").disabled
+    # WHEN he moves to the next page
+    labelled(app.button, "Newer →").click().run()
+    # THEN he sees the other 5, and can go back
+    assert any(c.startswith("**55 waiting** · 51–55 shown") for c in texts(app.caption))
+    assert pending_cards(app) == [r.id for r in requests[50:]]
+    assert labelled(app.button, "Newer →").disabled
+    labelled(app.button, "← Older").click().run()
+    assert pending_cards(app) == [r.id for r in requests[:50]]
+
+
+# Granted access, searched, one revoke form -----------------------------------------------------
+
+
+@pytest.fixture
+def grants(market: Marketplace) -> dict[str, AccessRequest]:
+    """Three grants of sam's products made at once (no PII): two to carol, one to ada."""
+    made = {
+        "orders": market.submit(
+            "carol",
+            database="sales_orders",
+            table="orders",
+            account=CAROLS_ACCOUNT,
+            reason="kpis",
+        ),
+        "order_lines": market.submit(
+            "carol",
+            database="sales_orders",
+            table="order_lines",
+            account=CAROLS_ACCOUNT,
+            reason="basket sizes",
+        ),
+        "stores": market.submit(
+            "ada",
+            database="sales_orders",
+            table="stores",
+            account=fresh_account(),
+            reason="store map",
+        ),
+    }
+    assert {r.status for r in made.values()} == {Status.GRANTED}
+    return made
+
+
+def granted_cards(at: AppTest) -> list[str]:
+    return [c.key.removeprefix("granted-") for c in containers(at, "granted-")]
+
+
+def test_granted_search_narrows_the_list_and_the_picked_grant_is_revoked(
+    app: AppTest, market: Marketplace, grants: dict[str, AccessRequest], aws: str
+) -> None:
+    # GIVEN sam on Approvals, with three grants of his products, newest first
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    assert granted_cards(app) == [r.id for r in reversed(grants.values())]
+    assert len([b for b in app.button if b.label == "Revoke access"]) == 1
+    # WHEN he searches for a table
+    app.text_input(key="granted-search").input("order_lines").run()
+    # THEN only that grant shows; WHEN he searches for a requester, THEN only hers
+    target = grants["order_lines"]
+    assert granted_cards(app) == [target.id]
+    app.text_input(key="granted-search").input("carol").run()
+    assert set(granted_cards(app)) == {grants["orders"].id, target.id}
+    # WHEN he picks one of them in the revoke form and revokes it, saying why
+    app.selectbox(key="revoke-pick").select(target.id)
+    app.text_input(key="revoke-comment").input("project ended")
+    labelled(app.container(key="revoke").button, "Revoke access").click().run()
+    # THEN it is revoked, and only it; Lake Formation no longer holds its table for carol
+    assert not app.exception
+    assert [m for m in texts(app.success) if target.id in m and "revoked" in m]
+    stored = market.store.get(target.id)
+    assert stored is not None and stored.status is Status.REVOKED
+    assert stored.end_comment == "project ended"
+    assert market.store.get(grants["orders"].id).status is Status.GRANTED  # type: ignore[union-attr]
+    held = {e["Resource"]["Table"]["Name"] for e in lake_formation_entries(aws, CAROLS_ACCOUNT)}  # type: ignore[index]
+    assert "order_lines" not in held and "orders" in held
+    assert granted_cards(app) == [grants["orders"].id]
+
+
+def test_revoke_with_no_grant_picked_says_so_in_the_form(
+    app: AppTest, grants: dict[str, AccessRequest]
+) -> None:
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    app.text_input(key="revoke-comment").input("project ended")
+    labelled(app.container(key="revoke").button, "Revoke access").click().run()
+    assert texts(app.container(key="revoke").error) == ["Choose the grant to revoke first."]
+
+
+def test_granted_search_matching_nothing_says_so(
+    app: AppTest, grants: dict[str, AccessRequest]
+) -> None:
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    app.text_input(key="granted-search").input("no such thing").run()
+    assert granted_cards(app) == []
+    assert "No granted access matches the search." in texts(app.info)
+
+
+def test_granted_access_is_read_without_glue(
+    market: Marketplace, grants: dict[str, AccessRequest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a catalog that fails any read
+    def no_glue(*_: Any) -> Any:
+        raise AssertionError("the granted list read Glue")
+
+    monkeypatch.setattr(market.catalog, "database", no_glue)
+    # WHEN sam (Sales), hank (People) and ada (admin) read what they may revoke
+    mine, total = market.revocable_page("sam", search="CAROL")
+    # THEN the owner comes from the store, and the search ignores case
+    assert total == 2 and {r.id for r in mine} == {grants["orders"].id, grants["order_lines"].id}
+    assert market.revocable_for("hank") == []
+    assert market.revocable_page("ada")[1] == 3
+    assert market.revocable_page("carol") == ([], 0)
+
+
+def test_admin_bulk_approval_reports_the_step_admins_may_not_approve(
+    aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, running_server: None
+) -> None:
+    # GIVEN the two-step policy, whose first step admins may not approve, and carol's
+    # request at that step, ticked on ada's Approvals page (admins see it, with Deny)
+    env = {**aws_env, "MESH_COOKIE_KEY": COOKIE_KEY, "MESH_POLICY": str(TWO_STEP)}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    services = build(load_settings(env, {}))
+    assert services.sync.run(actor="test").error is None
+    request = services.marketplace.submit(
+        "carol",
+        database="sales_orders",
+        table="customers",
+        account=CAROLS_ACCOUNT,
+        reason="churn model for the retention team",
+        duration=timedelta(days=30),
+    )
+    ada = sign_in(AppTest.from_file(APP, default_timeout=30), "ada")
+    open_page(ada, "approvals")
+    tick(ada, [request])
+    # WHEN she approves the ticked requests
+    labelled(ada.container(key="bulk").button, "Approve selected").click().run()
+    # THEN the bar reports that request as refused, with why, and it still waits
+    assert not ada.exception
+    [refused] = texts(ada.container(key="bulk").error)
+    assert request.id in refused and "refused" in refused
+    stored = services.marketplace.store.get(request.id)
+    assert stored is not None and stored.status is Status.PENDING_APPROVAL
