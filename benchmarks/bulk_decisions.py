@@ -198,6 +198,7 @@ def queue_runs(endpoint: str, workdir: Path, size: int) -> dict[str, Any]:
         items, total = market.pending_page("sam")
         reads.append((time.perf_counter() - start) * 1000)
     mesh.ui.services = lambda: services  # type: ignore[assignment]  # the frame's part, done
+    mesh.ui.settle_heap()  # as the app does once its services are built
     calls = Calls(services)
     at = AppTest.from_file(str(ROOT / "pages" / "approvals.py"), default_timeout=60)
     at.session_state["username"] = "sam"

@@ -8,6 +8,7 @@ case, render the result or the error.
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import re
 import secrets
@@ -131,7 +132,24 @@ def _services(settings: Settings, endpoint: str | None) -> Services:
         if svc.index.last_sync() is None:  # a demo started without the launcher (small)
             svc.sync.run(actor="demo")
         _start_background_job(svc)
+    settle_heap()
     return svc
+
+
+def settle_heap() -> None:
+    """Move what start-up made (modules, botocore's service models, the services) out of
+    the garbage collector's reach: a full collection then scans only what page runs make,
+    instead of pausing a page run for hundreds of milliseconds over objects that live as
+    long as the server does. Once per process: what start-up made is there by then.
+    """
+    if _heap_settled.is_set():
+        return
+    _heap_settled.set()
+    gc.collect()
+    gc.freeze()
+
+
+_heap_settled = threading.Event()
 
 
 def _start_background_job(svc: Services) -> threading.Event:
