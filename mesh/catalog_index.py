@@ -937,10 +937,13 @@ class CatalogIndex:
             )
             head = [match]
         order = "rank, database, table_name" if match else "database, table_name"
+        # The count needs the matches, not their ranks: bm25 for every match is most of the
+        # cost of a broad search, so the count's CTE leaves it out.
+        counting = prefix.replace(f"bm25(catalog_fts, {_WEIGHTS})", "0.0")
         with self.store._connect() as db:
-            total = db.execute(f"{prefix}SELECT COUNT(*) FROM ({body})", head + params).fetchone()[
-                0
-            ]
+            total = db.execute(
+                f"{counting}SELECT COUNT(*) FROM ({body})", head + params
+            ).fetchone()[0]
             pages = max(1, -(-total // query.page_size))
             page = min(max(query.page, 0), pages - 1)
             rows = list(
