@@ -459,21 +459,8 @@ class CatalogIndex:
             "hash": digest + self.fingerprint,
             "synced_at": at,
         }
-        if old is None:
-            cursor = db.execute(
-                f"INSERT INTO catalog_databases ({', '.join(values)}) "
-                f"VALUES ({', '.join('?' for _ in values)})",
-                list(values.values()),
-            )
-            db_id = int(cursor.lastrowid or 0)
-        else:
-            db_id = int(old[0])
-            db.execute(
-                f"UPDATE catalog_databases SET {', '.join(f'{k} = ?' for k in values)} "
-                "WHERE id = ?",
-                [*values.values(), db_id],
-            )
-            db.execute("DELETE FROM catalog_fts WHERE rowid = ?", [-db_id])
+        db_id = _put(db, "catalog_databases", values, None if old is None else int(old[0]))
+        db.execute("DELETE FROM catalog_fts WHERE rowid = ?", [-db_id])
         db.execute(
             "INSERT INTO catalog_fts (rowid, name, description, columns, owner, domain) "
             "VALUES (?, ?, ?, '', ?, ?)",
@@ -529,20 +516,8 @@ class CatalogIndex:
             "SELECT id FROM catalog_tables WHERE database = ? AND name = ?",
             [database.name, table.name],
         ).fetchone()
-        if row is None:
-            cursor = db.execute(
-                f"INSERT INTO catalog_tables ({', '.join(values)}) "
-                f"VALUES ({', '.join('?' for _ in values)})",
-                list(values.values()),
-            )
-            table_id = int(cursor.lastrowid or 0)
-        else:
-            table_id = int(row[0])
-            db.execute(
-                f"UPDATE catalog_tables SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
-                [*values.values(), table_id],
-            )
-            db.execute("DELETE FROM catalog_fts WHERE rowid = ?", [table_id])
+        table_id = _put(db, "catalog_tables", values, None if row is None else int(row[0]))
+        db.execute("DELETE FROM catalog_fts WHERE rowid = ?", [table_id])
         db.execute(
             "DELETE FROM catalog_columns WHERE database = ? AND table_name = ?",
             [database.name, table.name],
@@ -955,6 +930,21 @@ class CatalogIndex:
         return ResultPage(
             entries=[_entry(r) for r in rows], total=total, page=page, page_size=query.page_size
         )
+
+
+def _put(db: sqlite_utils.Database, table: str, values: dict[str, Any], row_id: int | None) -> int:
+    """Insert ``values`` as a new row of ``table``, or update row ``row_id``; its id."""
+    if row_id is None:
+        cursor = db.execute(
+            f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
+            list(values.values()),
+        )
+        return int(cursor.lastrowid or 0)
+    db.execute(
+        f"UPDATE {table} SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
+        [*values.values(), row_id],
+    )
+    return row_id
 
 
 def _facets(query: Query, alias: str, kind: str) -> tuple[str, list[Any]]:
