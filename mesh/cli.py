@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mesh import approval, auditlog, browse
+from mesh import approval, auditlog, browse, logs
 from mesh.approval import Verdict
 from mesh.catalog_index import Query
 from mesh.errors import AwsFailure, InvalidInput, MeshError, SettingError
@@ -683,10 +683,7 @@ def _reader_gone() -> int:
 
 
 def _run_command(argv: Sequence[str]) -> int:
-    level = os.environ.get("MESH_LOG", "error").upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.WARNING), format="%(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(os.environ)
     try:
         args = _parser().parse_args(_utf8_only(argv))
         if args.verb == "hash-password":
@@ -723,7 +720,7 @@ def _run_command(argv: Sequence[str]) -> int:
         print(
             "error: an unexpected failure stopped the command "
             f"({type(exc).__name__}: {_escaped(str(exc))}); "
-            "run with MESH_LOG=debug for details.",
+            "run with MESH_LOG=debug for details (secrets are masked in its output).",
             file=sys.stderr,
         )
         return 1

@@ -1,0 +1,105 @@
+"""Logging for the CLI and the web app: levels from MESH_LOG, secrets masked in every line.
+
+Debug output ends up in tickets (every unexpected failure says to rerun with MESH_LOG=debug),
+so nothing a log line carries may be used to act as someone: a filter on the root logger's
+handlers masks AWS keys and session tokens, signatures, bearer and JWT-like tokens, decision
+link tokens and passwords in the message, its arguments and its traceback. botocore's wire
+logs (each request and response in full) stay off unless MESH_LOG_AWS_WIRE asks for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+
+MASK = "[redacted]"
+WIRE_SETTING = "MESH_LOG_AWS_WIRE"
+# The libraries whose DEBUG lines print whole requests and responses, credentials included.
+WIRE_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer")
+
+_KEYWORDS = (
+    r"secret[_-]?access[_-]?key|aws[_-]?secret[_-]?access[_-]?key|session[_-]?token"
+    r"|security[_-]?token|x-amz-security-token|access[_-]?key[_-]?id|signature|password"
+    r"|passwd|secret|token|credential|cookie|authorization|api[_-]?key|link"
+)
+# A value after a secret-looking name: `name=value`, `name: value`, `"name": "value"`,
+# `<Name>value</Name>`, `'Name': b'value'`, and the same URL-encoded (`link%3Dvalue`).
+_NAMED = re.compile(
+    rf"(?i)((?:{_KEYWORDS})(?:[\"']?\s*(?::|=|%3D)\s*b?[\"']?|>))([^\s\"'<>&,;)}}\]\\]+)"
+)
+_PATTERNS = (
+    # AWS access key ids (long-term AKIA, temporary ASIA, and the other principal prefixes).
+    re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|APKA)[A-Z0-9]{16}\b"),
+    # JWTs (the login cookie) and other header.payload.signature tokens.
+    re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
+    # itsdangerous tokens (decision links): payload.timestamp.signature.
+    re.compile(r"\b[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{4,8}\.[A-Za-z0-9_-]{20,}"),
+    # A secret access key's shape: 40 characters of base64 standing alone.
+    re.compile(r"(?<![A-Za-z0-9/+=_-])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=_-])"),
+    # Session tokens and other long opaque blobs.
+    re.compile(r"[A-Za-z0-9/+_-]{100,}={0,2}"),
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+
+
+def redact(text: str) -> str:
+    """``text`` with everything that looks like a credential, token or password masked."""
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    text = _NAMED.sub(lambda m: m.group(1) + MASK, text)
+    for pattern in _PATTERNS:
+        text = pattern.sub(MASK, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Mask secrets in a record's message and traceback before any handler writes it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+_FILTER = RedactingFilter()
+
+
+def protect(logger: logging.Logger | None = None) -> None:
+    """Put the redacting filter on every handler of ``logger`` (the root logger by default)."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if _FILTER not in handler.filters:
+            handler.addFilter(_FILTER)
+
+
+def _on(raw: str | None) -> bool:
+    return (raw or "").strip().lower() in {"1", "on", "true", "yes"}
+
+
+def configure(env: Mapping[str, str]) -> int:
+    """Set up logging from MESH_LOG (default ``error``) and MESH_LOG_AWS_WIRE; return the level.
+
+    botocore and urllib3 log below WARNING only when MESH_LOG_AWS_WIRE is on, and then a
+    warning says that their lines hold what the redaction may miss.
+    """
+    name = (env.get("MESH_LOG") or "error").strip().upper()
+    level = logging.getLevelName(name)
+    if not isinstance(level, int):
+        level = logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    protect()
+    wire = _on(env.get(WIRE_SETTING))
+    for library in WIRE_LOGGERS:
+        logging.getLogger(library).setLevel(level if wire else max(level, logging.WARNING))
+    if wire and level <= logging.DEBUG:
+        logging.getLogger("mesh").warning(
+            "%s is on: every AWS request and response is logged; the known secrets in them "
+            "are masked, but treat this output as secret and share none of it.",
+            WIRE_SETTING,
+        )
+    return level
