@@ -28,6 +28,7 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from mesh import auditchain
 from mesh.errors import InvalidInput, SettingError, StorageError
 from mesh.models import OWNER_STEP, AccessRequest, AuditEvent, Status, Step
 
@@ -240,6 +241,29 @@ def _catalog_index(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+AUDIT_CHAIN = "0013_audit_chain"
+
+
+@migrations(name=AUDIT_CHAIN)
+def _audit_chain(db: sqlite_utils.Database) -> None:
+    # Each row's MAC over its content and the previous row's (mesh/auditchain.py); rows
+    # written before this migration are chained by Store.migrate in the same transaction,
+    # which holds the key (the migration itself only sees the database).
+    db["audit"].add_column("chain", str)  # type: ignore[union-attr]
+    # The heads verified so far: start-up and tick verify only the rows after the last.
+    db["audit_checkpoints"].create(  # type: ignore[union-attr]
+        {"id": int, "at": str, "row_id": int, "chain": str, "rows": int, "mac": str},
+        pk="id",
+        not_null={"at", "row_id", "chain", "mac"},
+    )
+    for table in ("reconcile_reports", "audit_checkpoints"):
+        for verb in ("UPDATE", "DELETE"):
+            db.execute(
+                f"CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{table} are append-only'); END"
+            )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Approval:
     """One person's approval of one step of a request."""
@@ -418,10 +442,31 @@ def _event_from_row(row: Mapping[str, Any]) -> AuditEvent:
 class Store:
     """Requests, audit log and sessions in one SQLite file."""
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout: float = BUSY_TIMEOUT,
+        audit_key: str | None = None,
+    ) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._local = threading.local()  # this thread's _Held connection to this store
+        self._audit_key = auditchain.key_bytes(audit_key) if audit_key else None
+
+    @property
+    def audit_key(self) -> bytes:
+        """The key of the audit chain: MESH_AUDIT_KEY, else the file beside the database.
+
+        The file (``audit-key``, made on first use, mode 0600) is the demo's; aws mode
+        requires MESH_AUDIT_KEY, kept away from the database, and passes it in.
+        """
+        if self._audit_key is None:
+            from mesh.links import load_or_create_secret
+
+            secret = load_or_create_secret(self.path.parent / "audit-key")
+            self._audit_key = auditchain.key_bytes(secret)
+        return self._audit_key
 
     def close(self) -> None:
         """Close this thread's connection; the next operation opens a new one."""
@@ -450,6 +495,8 @@ class Store:
                     self._check_is_mesh_store(db, create=create)
                     pending = [migration.name for migration in migrations.pending(db)]
                     migrations.apply(db)
+                    if AUDIT_CHAIN in pending:
+                        self._chain_existing(db)
                 except BaseException:
                     _rollback(db)
                     raise
@@ -462,6 +509,26 @@ class Store:
                 ) from exc
             raise
         return pending
+
+    def _chain_existing(self, db: sqlite_utils.Database) -> None:
+        """Chain the rows written before the chain existed, once, as migration 0013 runs.
+
+        The update trigger is lifted for this one statement of the migration's transaction
+        and put back before it commits; later, a row without a chain is a break.
+        """
+        rows = db.execute(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit ORDER BY id").fetchall()
+        if not rows:
+            return
+        key, prev, chains = self.audit_key, auditchain.GENESIS, []
+        for row in rows:
+            prev = auditchain.row_mac(key, prev, row)
+            chains.append((prev, row[0]))
+        db.execute("DROP TRIGGER audit_no_update")
+        db.conn.executemany("UPDATE audit SET chain = ? WHERE id = ?", chains)
+        db.execute(
+            "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
+            f"BEGIN SELECT RAISE(ABORT, '{_AUDIT_IS_APPEND_ONLY}'); END"
+        )
 
     def _check_path(self, *, create: bool) -> None:
         if self.path.is_dir():
@@ -1109,10 +1176,28 @@ class Store:
 
     # Audit ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _append(db: sqlite_utils.Database, events: Sequence[NewEvent]) -> None:
-        if events:
-            db["audit"].insert_all([e.row() for e in events])  # type: ignore[union-attr]
+    def _append(self, db: sqlite_utils.Database, events: Sequence[NewEvent]) -> None:
+        """Append rows to the chain: each MAC covers the row and the one before it.
+
+        Called inside a write transaction (BEGIN IMMEDIATE), so appends are serialised and
+        the chain never forks; only the last row is read, so an append costs the same at
+        any size of the log.
+        """
+        if not events:
+            return
+        last = db.execute("SELECT id, chain FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        prev_id, prev = (last[0], last[1] or "") if last else (0, auditchain.GENESIS)
+        key, rows = self.audit_key, []
+        for offset, event in enumerate(events, start=1):
+            row = {"id": prev_id + offset, **event.row()}
+            prev = auditchain.row_mac(key, prev, [row[c] for c in AUDIT_COLUMNS])
+            rows.append({**row, "chain": prev})
+        insert = (
+            f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}, chain) "
+            f"VALUES ({', '.join('?' for _ in range(len(AUDIT_COLUMNS) + 1))})"
+        )
+        for row in rows:
+            db.execute(insert, [row[c] for c in (*AUDIT_COLUMNS, "chain")])
 
     def append(self, *events: NewEvent) -> None:
         """Append audit rows on their own, such as the intent recorded before an AWS call."""
@@ -1180,6 +1265,84 @@ class Store:
             cursor = db.execute(f"SELECT {columns} FROM audit{_where(where)} ORDER BY id", params)
             while rows := cursor.fetchmany(chunk):
                 yield from rows
+
+    # The audit chain --------------------------------------------------------------------
+
+    def audit_head(self) -> tuple[int, str]:
+        """The last row's id and chain: (0, GENESIS) for an empty log."""
+        with self._connect() as db:
+            row = db.execute("SELECT id, chain FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+        return (int(row[0]), row[1] or "") if row else (0, auditchain.GENESIS)
+
+    def audit_chain_at(self, row_id: int) -> str | None:
+        with self._connect() as db:
+            row = db.execute("SELECT chain FROM audit WHERE id = ?", [row_id]).fetchone()
+        return row[0] if row else None
+
+    def iter_chain(self, *, after: int = 0, chunk: int = 10000) -> Iterator[auditchain.ChainedRow]:
+        """Every row after id ``after``, with its chain, in id order (streamed, own connection)."""
+        with self._connect(cached=False) as db:
+            cursor = db.execute(
+                f"SELECT {', '.join(AUDIT_COLUMNS)}, chain FROM audit WHERE id > ? ORDER BY id",
+                [after],
+            )
+            while rows := cursor.fetchmany(chunk):
+                yield from rows
+
+    def missing_triggers(self) -> tuple[str, ...]:
+        """The append-only triggers that are not in the file (dropped by hand)."""
+        with self._connect() as db:
+            present = {
+                name
+                for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+            }
+        return tuple(name for name in auditchain.TRIGGERS if name not in present)
+
+    def last_checkpoint(self) -> tuple[int, str] | None:
+        """The newest checkpoint whose MAC holds: the head verified last, or None."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT row_id, chain, at, mac FROM audit_checkpoints ORDER BY id DESC LIMIT 20"
+            ).fetchall()
+        for row_id, chain, at, mac in rows:
+            if mac == auditchain.checkpoint_mac(self.audit_key, row_id=row_id, chain=chain, at=at):
+                return int(row_id), chain
+        return None
+
+    def add_checkpoint(self, *, row_id: int, chain: str, rows: int, at: str) -> None:
+        mac = auditchain.checkpoint_mac(self.audit_key, row_id=row_id, chain=chain, at=at)
+        with self._write() as db:
+            db["audit_checkpoints"].insert(  # type: ignore[union-attr]
+                {"at": at, "row_id": row_id, "chain": chain, "rows": rows, "mac": mac}
+            )
+
+    def verified_rows(self, request_id: str) -> list[tuple[AuditEvent, bool]]:
+        """A request's audit rows in order, each with whether its MAC holds.
+
+        A row is checked against the chain of the row stored before it, so one request's
+        evidence costs its own rows, not a pass over the log.
+        """
+        key = self.audit_key
+        columns = ", ".join(AUDIT_COLUMNS)
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT {columns}, chain FROM audit WHERE request_id = ? ORDER BY id",
+                [request_id],
+            ).fetchall()
+            found = []
+            for row in rows:
+                before = db.execute(
+                    "SELECT chain FROM audit WHERE id < ? ORDER BY id DESC LIMIT 1", [row[0]]
+                ).fetchone()
+                prev = before[0] if before else auditchain.GENESIS
+                ok = (
+                    row[7] is not None
+                    and prev is not None
+                    and (before is not None or row[0] == 1)
+                    and auditchain.row_mac(key, prev, row[:7]) == row[7]
+                )
+                found.append((_event_from_row(dict(zip(AUDIT_COLUMNS, row[:7], strict=True))), ok))
+        return found
 
     def audit_actions(self) -> list[str]:
         """The distinct actions in the log, sorted, read from the action index."""
