@@ -6,8 +6,10 @@ setting raises ``SettingError`` with one sentence: which setting, what is wrong,
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -21,7 +23,11 @@ from mesh.policy import is_valid_account
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECRETS_FILE = PROJECT_ROOT / ".streamlit" / "secrets.toml"
 DEMO_USERS = PROJECT_ROOT / "mesh" / "demo" / "users.yaml"
-MIN_COOKIE_KEY = 32
+# A secret key (cookie key, link secret, audit key) needs at least this many characters and
+# this many bits by the estimate in ``secret_bits``.
+MIN_SECRET_LENGTH = 32
+MIN_SECRET_BITS = 128
+MAKE_A_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
 class Mode(StrEnum):
@@ -56,7 +62,8 @@ SETTINGS = (
     Setting(
         name="MESH_COOKIE_KEY",
         default="random per start in demo mode; required in aws",
-        help="secret (32+ characters) that signs the login cookie; the CLI ignores it",
+        help="secret that signs the login cookie (32+ random characters, 128+ bits: see "
+        "Security); the CLI ignores it",
     ),
     Setting(
         name="MESH_CATALOG_TTL",
@@ -86,7 +93,14 @@ SETTINGS = (
     Setting(
         name="MESH_LOG",
         default="error",
-        help="CLI log level: `warning` adds the AWS error behind a message, `debug` all",
+        help="log level: `warning` adds the AWS error behind a message, `debug` all; "
+        "secrets are masked",
+    ),
+    Setting(
+        name="MESH_LOG_AWS_WIRE",
+        default="off",
+        help="`on` adds botocore's and urllib3's debug lines (every AWS request and response), "
+        "with a warning: their secrets are masked as far as known, share none of it",
     ),
     Setting(
         name="MESH_NOTIFY",
@@ -121,7 +135,8 @@ SETTINGS = (
     Setting(
         name="MESH_LINK_SECRET",
         default="random, kept in link-secret beside MESH_DB",
-        help="secret that signs decision links; every process on the server must share it",
+        help="secret that signs decision links (as strong as the cookie key); every process "
+        "on the server must share it",
     ),
     Setting(name="MESH_LINK_TTL_HOURS", default="72", help="hours a decision link stays valid"),
     Setting(
@@ -319,13 +334,13 @@ def load_settings(
         )
 
     cookie_key = get("MESH_COOKIE_KEY")
-    if web and mode is Mode.AWS and (cookie_key is None or len(cookie_key) < MIN_COOKIE_KEY):
-        state = "is not set" if cookie_key is None else f"has only {len(cookie_key)} characters"
+    if web and mode is Mode.AWS and cookie_key is None:
         raise SettingError(
-            f"MESH_COOKIE_KEY {state}, and the web app in aws mode needs a "
-            f"secret of at least {MIN_COOKIE_KEY} characters; generate one with "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`."
+            "MESH_COOKIE_KEY is not set, and the web app in aws mode needs a secret of at "
+            f"least {MIN_SECRET_LENGTH} random characters; make one with `{MAKE_A_SECRET}`."
         )
+    if web and cookie_key is not None:
+        check_secret("MESH_COOKIE_KEY", cookie_key)
 
     return Settings(
         mode=mode,
@@ -341,6 +356,42 @@ def load_settings(
         explicit=frozenset(s.name for s in SETTINGS if get(s.name) is not None),
         account_names=_account_names(get("MESH_ACCOUNT_NAMES"), demo=mode is Mode.DEMO),
         **_lifecycle(get, demo=mode is Mode.DEMO),
+    )
+
+
+def secret_bits(value: str) -> float:
+    """Estimate the entropy of ``value`` in bits: its length times the Shannon entropy of its
+    own characters' frequencies.
+
+    A repeated or mostly repeated string scores low (``"a" * 32`` scores 0); 32 random
+    URL-safe characters score about 140. The estimate cannot see patterns such as
+    ``abcdef...``, so it is a floor against careless keys, not a proof of a good one.
+    """
+    if not value:
+        return 0.0
+    counts = Counter(value)
+    n = len(value)
+    return -n * sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def check_secret(name: str, value: str) -> str:
+    """Return ``value`` if it is strong enough to sign with, else raise SettingError.
+
+    The rule: at least MIN_SECRET_LENGTH (32) characters, not one shorter string repeated,
+    and at least MIN_SECRET_BITS (128) bits by ``secret_bits``. ``secrets.token_urlsafe(32)``
+    (43 characters) passes; 32 hex digits (4 bits a character at most) do not, 64 do.
+    """
+    if len(value) < MIN_SECRET_LENGTH:
+        problem = f"has only {len(value)} characters"
+    elif value in (value + value)[1:-1]:
+        problem = "repeats a shorter string"
+    elif secret_bits(value) < MIN_SECRET_BITS:
+        problem = f"is too predictable (about {secret_bits(value):.0f} bits by its characters)"
+    else:
+        return value
+    raise SettingError(
+        f"{name} {problem}; a secret needs at least {MIN_SECRET_LENGTH} characters and "
+        f"{MIN_SECRET_BITS} bits of randomness: make one with `{MAKE_A_SECRET}`."
     )
 
 
@@ -422,6 +473,10 @@ _DEMO_TOPICS = {
 _DEMO_ORG = "123456789012,111111111111,222222222222,333333333333,444455556666,555555555555"
 
 
+def _checked_secret(name: str, raw: str | None) -> str | None:
+    return None if raw is None else check_secret(name, raw)
+
+
 def _lifecycle(get: Any, *, demo: bool) -> dict[str, Any]:
     """The access-lifecycle settings: notifications, links, expiry, reminders."""
     base_url = get("MESH_BASE_URL") or "http://localhost:8501"
@@ -438,7 +493,7 @@ def _lifecycle(get: Any, *, demo: bool) -> dict[str, Any]:
         "producer_topic": get("MESH_PRODUCER_TOPIC") or "DataLakeSharingApproval",
         "decision_topic_arn": _topic_setting("MESH_DECISION_TOPIC_ARN", get, demo),
         "admin_topic_arn": _topic_setting("MESH_ADMIN_TOPIC_ARN", get, demo),
-        "link_secret": get("MESH_LINK_SECRET"),
+        "link_secret": _checked_secret("MESH_LINK_SECRET", get("MESH_LINK_SECRET")),
         "link_ttl_hours": _positive_int("MESH_LINK_TTL_HOURS", get("MESH_LINK_TTL_HOURS"), 72),
         # The demo's partner account (777788889999) is outside its Organization.
         "org_accounts": _org(get("MESH_ORG_ACCOUNTS") or (_DEMO_ORG if demo else None)),

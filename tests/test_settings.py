@@ -17,11 +17,14 @@ from mesh.settings import (
     PROJECT_ROOT,
     SETTINGS,
     Mode,
+    check_secret,
     load_settings,
     read_secrets,
+    secret_bits,
 )
 
-GOOD_KEY = "k" * 32
+# 43 characters of secrets.token_urlsafe(32), fixed so that a failure can be reproduced.
+GOOD_KEY = "Xq3vP9_kT2mLr8ZcYw4NbHs7EaUf1GdJ0oKiQe5RtVx"
 INT_SETTINGS = {
     "MESH_CATALOG_TTL": "catalog_ttl",
     "MESH_AWS_MAX_ATTEMPTS": "aws_max_attempts",
@@ -267,7 +270,7 @@ def test_users_path_that_is_a_directory_is_a_setting_error(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     "secrets",
-    [{}, {"MESH_COOKIE_KEY": ""}, {"MESH_COOKIE_KEY": "k" * 31}],
+    [{}, {"MESH_COOKIE_KEY": ""}, {"MESH_COOKIE_KEY": GOOD_KEY[:31]}],
     ids=["missing", "empty", "31 characters"],
 )
 def test_web_app_in_aws_mode_refuses_a_missing_or_short_cookie_key(
@@ -277,21 +280,20 @@ def test_web_app_in_aws_mode_refuses_a_missing_or_short_cookie_key(
     # WHEN the web app loads its settings
     with pytest.raises(SettingError) as refused:
         load_settings(aws_env, secrets, web=True)
-    # THEN it is refused, naming the setting and the minimum length
+    # THEN it is refused, naming the setting, the minimum length and how to make a good one
     assert "MESH_COOKIE_KEY" in str(refused.value)
     assert "32" in str(refused.value)
+    assert "secrets.token_urlsafe(32)" in str(refused.value)
 
 
-@pytest.mark.parametrize("length", [32, 64])
-def test_web_app_in_aws_mode_accepts_a_cookie_key_of_32_characters_or_more(
-    aws_env: dict[str, str], length: int
+def test_web_app_in_aws_mode_accepts_a_random_cookie_key_of_32_characters_or_more(
+    aws_env: dict[str, str],
 ) -> None:
-    # GIVEN aws mode with a long enough cookie key
-    key = "k" * length
+    # GIVEN aws mode with a random cookie key of 43 characters
     # WHEN the web app loads its settings
-    settings = load_settings(aws_env | {"MESH_COOKIE_KEY": key}, {}, web=True)
+    settings = load_settings(aws_env | {"MESH_COOKIE_KEY": GOOD_KEY}, {}, web=True)
     # THEN the key is kept
-    assert settings.cookie_key == key
+    assert settings.cookie_key == GOOD_KEY
 
 
 def test_cli_in_aws_mode_needs_no_cookie_key(aws_env: dict[str, str]) -> None:
@@ -302,14 +304,80 @@ def test_cli_in_aws_mode_needs_no_cookie_key(aws_env: dict[str, str]) -> None:
     assert settings.mode is Mode.AWS
 
 
-@pytest.mark.parametrize("key", [None, "short"], ids=["missing", "short"])
-def test_web_app_in_demo_mode_needs_no_cookie_key(key: str | None) -> None:
-    # GIVEN demo mode with no cookie key, or a short one
-    env = {} if key is None else {"MESH_COOKIE_KEY": key}
+def test_web_app_in_demo_mode_needs_no_cookie_key() -> None:
+    # GIVEN demo mode with no cookie key
     # WHEN the web app loads its settings
-    settings = load_settings(env, {}, web=True)
+    settings = load_settings({}, {}, web=True)
     # THEN it starts (the demo makes a random key per start)
     assert settings.mode is Mode.DEMO
+
+
+# Weak secrets --------------------------------------------------------------------------------
+
+WEAK = [
+    "a",  # one character
+    "short",
+    "a" * 32,  # the cookie key: long, one character repeated
+    "ab" * 32,
+    "0123456789abcdef0123456789abcdef",  # 128 bits by its characters, but a repetition
+    "0123456789abcdef",  # 16 distinct characters, too short
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab",  # long, nearly all one character
+    "password" * 4,
+]
+
+
+@pytest.mark.parametrize("weak", WEAK)
+@pytest.mark.parametrize("mode", ["aws", "demo"])
+def test_web_app_refuses_a_weak_cookie_key_in_any_mode(
+    aws_env: dict[str, str], weak: str, mode: str
+) -> None:
+    # GIVEN a cookie key that is short or repeats itself
+    env = aws_env | {"MESH_MODE": mode, "MESH_COOKIE_KEY": weak}
+    # WHEN the web app loads its settings
+    with pytest.raises(SettingError) as refused:
+        load_settings(env, {}, web=True)
+    # THEN it is refused, naming the setting and how to make a good one
+    assert "MESH_COOKIE_KEY" in str(refused.value)
+    assert "secrets.token_urlsafe(32)" in str(refused.value)
+
+
+@pytest.mark.parametrize("weak", WEAK)
+def test_a_weak_link_secret_is_refused(aws_env: dict[str, str], weak: str) -> None:
+    # GIVEN MESH_LINK_SECRET set to a short or repetitive value
+    # WHEN any process (CLI or web app) loads its settings
+    with pytest.raises(SettingError) as refused:
+        load_settings(aws_env | {"MESH_LINK_SECRET": weak}, {})
+    # THEN it is refused, naming the setting and how to make a good one
+    assert "MESH_LINK_SECRET" in str(refused.value)
+    assert "secrets.token_urlsafe(32)" in str(refused.value)
+
+
+def test_a_random_link_secret_is_kept(aws_env: dict[str, str]) -> None:
+    # GIVEN a random MESH_LINK_SECRET
+    # WHEN the settings are loaded
+    settings = load_settings(aws_env | {"MESH_LINK_SECRET": GOOD_KEY}, {})
+    # THEN it is used
+    assert settings.link_secret == GOOD_KEY
+
+
+@pytest.mark.parametrize("trial", range(200))
+def test_every_key_the_advice_makes_is_accepted(trial: int) -> None:
+    import secrets
+
+    # GIVEN a key made as the refusal advises
+    key = secrets.token_urlsafe(32)
+    # WHEN it is checked
+    # THEN it passes
+    assert check_secret("MESH_COOKIE_KEY", key) == key
+
+
+def test_entropy_estimate_counts_repetition_not_length() -> None:
+    # GIVEN strings of the same length, from one repeated character to all different
+    # WHEN their entropy is estimated
+    # THEN repetition scores nothing and variety scores up to log2(distinct) per character
+    assert secret_bits("a" * 64) == 0
+    assert secret_bits("ab" * 16) == pytest.approx(32)
+    assert secret_bits("abcdefghijklmnopqrstuvwxyzABCDEF") == pytest.approx(160)
 
 
 # Numbers -------------------------------------------------------------------------------------
