@@ -71,6 +71,12 @@ class Action(StrEnum):
     GRANT_FOUND = "grant_found"
     POLICY_ACTIVATED = "policy_activated"
     NOTICE_RECOVERED = "notice_recovered"
+    SIGNED_IN = "signed_in"
+    SIGN_IN_FAILED = "sign_in_failed"
+    SIGN_IN_LOCKED = "sign_in_locked"
+    SIGNED_OUT = "signed_out"
+    SESSION_REFUSED = "session_refused"  # a cookie or session that no longer signs in
+    ACTION_REFUSED = "action_refused"  # someone asked for what their roles do not allow
 
 
 class Permission(StrEnum):

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -241,6 +241,22 @@ def _catalog_index(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+@migrations(name="0012_sign_in_security")
+def _sign_in_security(db: sqlite_utils.Database) -> None:
+    # Sessions get a random id (the store keeps its SHA-256 in token_id), an absolute expiry,
+    # the last time they were used (idle timeout), the user's password-hash fingerprint and
+    # why they ended. Rows from before have no expiry, so they count as ended.
+    sessions = db["sessions"]
+    for column in ("expires_at", "last_seen_at", "password_fp", "client", "ended_why"):
+        sessions.add_column(column, str)  # type: ignore[union-attr]
+    # Failed sign-ins in a row, per subject ("user:NAME" or "address:IP"), and the lockout.
+    db["sign_in_failures"].create(  # type: ignore[union-attr]
+        {"subject": str, "failures": int, "last_failed_at": str, "locked_until": str},
+        pk="subject",
+        not_null={"failures", "last_failed_at"},
+    )
+
+
 AUDIT_CHAIN = "0013_audit_chain"
 
 
@@ -310,6 +326,20 @@ class PendingRow:
     approvals: list[Approval]
     owner_account: str | None = None  # as the catalog index says, else as stored on submit
     owner_name: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionRow:
+    """A sign-in session as stored: ``token_id`` is the SHA-256 of the cookie's session id."""
+
+    token_id: str
+    username: str
+    created_at: str
+    expires_at: str
+    last_seen_at: str
+    password_fp: str
+    revoked_at: str
+    ended_why: str
 
 
 _PAGE_EXTRAS = frozenset({"rid", "cur", "owner_now", "owner_name_now", "approvals_json", "total"})
@@ -1524,12 +1554,50 @@ class Store:
 
     # Sign-in sessions -------------------------------------------------------------------
 
-    def open_session(self, token_id: str, username: str, *, at: str) -> None:
+    def open_session(
+        self,
+        token_id: str,
+        username: str,
+        *,
+        at: str,
+        expires_at: str | None = None,
+        password_fp: str | None = None,
+        client: str | None = None,
+        events: Sequence[NewEvent] = (),
+    ) -> None:
+        """Record a session opened by a password sign-in, with its audit row."""
         with self._write() as db:
             db["sessions"].insert(  # type: ignore[union-attr]
-                {"token_id": token_id, "username": username, "created_at": at, "revoked_at": None},
+                {
+                    "token_id": token_id,
+                    "username": username,
+                    "created_at": at,
+                    "revoked_at": None,
+                    "expires_at": expires_at,
+                    "last_seen_at": at,
+                    "password_fp": password_fp,
+                    "client": client,
+                },
                 replace=True,
             )
+            self._append(db, events)
+
+    def session(self, token_id: str) -> SessionRow | None:
+        with self._connect() as db:
+            rows = list(db.query("SELECT * FROM sessions WHERE token_id = ?", [token_id]))
+        if not rows:
+            return None
+        row = rows[0]
+        return SessionRow(
+            token_id=row["token_id"],
+            username=row["username"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"] or "",
+            last_seen_at=row["last_seen_at"] or row["created_at"],
+            password_fp=row["password_fp"] or "",
+            revoked_at=row["revoked_at"] or "",
+            ended_why=row["ended_why"] or "",
+        )
 
     def session_is_open(self, token_id: str, username: str) -> bool:
         with self._connect() as db:
@@ -1542,9 +1610,87 @@ class Store:
             )
         return bool(rows)
 
-    def revoke_session(self, token_id: str, *, at: str) -> None:
+    def touch_session(self, token_id: str, *, at: str) -> None:
         with self._write() as db:
-            db.execute("UPDATE sessions SET revoked_at = ? WHERE token_id = ?", [at, token_id])
+            db.execute(
+                "UPDATE sessions SET last_seen_at = ? WHERE token_id = ? AND revoked_at IS NULL",
+                [at, token_id],
+            )
+
+    def end_session(
+        self, token_id: str, *, at: str, why: str, events: Sequence[NewEvent] = ()
+    ) -> None:
+        """End a session (sign-out, expiry, a changed password), with its audit rows."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE sessions SET revoked_at = ?, ended_why = ? "
+                "WHERE token_id = ? AND revoked_at IS NULL",
+                [at, why, token_id],
+            )
+            self._append(db, events)
+
+    def revoke_session(self, token_id: str, *, at: str) -> None:
+        self.end_session(token_id, at=at, why="signed out")
+
+    # Sign-in throttling -----------------------------------------------------------------
+
+    def sign_in_locks(self, subjects: Sequence[str], *, at: str) -> dict[str, str]:
+        """The subjects locked out at ``at``, with the end of each lockout."""
+        marks = ", ".join("?" for _ in subjects)
+        with self._connect() as db:
+            rows = db.query(
+                f"SELECT subject, locked_until FROM sign_in_failures WHERE subject IN ({marks}) "
+                "AND locked_until > ?",
+                [*subjects, at],
+            )
+            return {row["subject"]: row["locked_until"] for row in rows}
+
+    def count_sign_in_failure(
+        self,
+        limits: Mapping[str, int],
+        *,
+        at: str,
+        forget_before: str,
+        locked_until: str,
+        events: Sequence[NewEvent] = (),
+        lock_event: Callable[[str], NewEvent] | None = None,
+    ) -> dict[str, int]:
+        """Count one failed sign-in for each subject, in one transaction with its audit rows.
+
+        A count older than ``forget_before`` (or from an ended lockout) starts again; a
+        subject that reaches its limit is locked until ``locked_until``. The counts after
+        this failure are returned.
+        """
+        counts: dict[str, int] = {}
+        with self._write() as db:
+            for subject, limit in limits.items():
+                rows = list(db.query("SELECT * FROM sign_in_failures WHERE subject = ?", [subject]))
+                old = rows[0] if rows else None
+                stale = (
+                    old is None
+                    or old["last_failed_at"] < forget_before
+                    or (old["locked_until"] is not None and old["locked_until"] <= at)
+                )
+                failures = 1 if stale or old is None else int(old["failures"]) + 1
+                lock = locked_until if failures >= limit else None
+                db["sign_in_failures"].insert(  # type: ignore[union-attr]
+                    {
+                        "subject": subject,
+                        "failures": failures,
+                        "last_failed_at": at,
+                        "locked_until": lock,
+                    },
+                    replace=True,
+                )
+                counts[subject] = failures
+                if lock is not None and lock_event is not None:
+                    events = [*events, lock_event(subject)]
+            self._append(db, events)
+        return counts
+
+    def clear_sign_in_failures(self, subject: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM sign_in_failures WHERE subject = ?", [subject])
 
 
 @dataclass(frozen=True, kw_only=True)
