@@ -1,0 +1,281 @@
+"""Reads that the pages and the CLI need: queues, histories, the audit log, explain.
+
+No read here calls Glue: the catalog index answers, else what the request stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mesh import approval, policy
+from mesh.approval import Verdict
+from mesh.errors import (
+    Forbidden,
+    InvalidInput,
+)
+from mesh.models import (
+    AccessRequest,
+    AuditEvent,
+    Scope,
+    Status,
+    User,
+)
+from mesh.store import (
+    AuditFilters,
+    AuditRow,
+    PendingRow,
+)
+from mesh.usecase import UseCase, _status
+
+if TYPE_CHECKING:
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingItem:
+    """A request awaiting a decision, with what an approver needs to see."""
+
+    request: AccessRequest
+    owner_account: str | None
+    owner_name: str
+    grants: tuple[dict[str, Any], ...]
+    progress: str = ""
+    # Admins may always deny; approving is open to them only where the step lets them.
+    may_approve: bool = True
+    why_not_approve: str = ""
+
+
+class Reads(UseCase):
+    """The approvals queue, failed and granted access, one request, the audit log, and
+    what the policy says about a scope."""
+
+    def explain(
+        self,
+        *,
+        database: str,
+        table: str | None,
+        account: str | None,
+        columns: Sequence[str] | None = None,
+    ) -> Verdict:
+        """What the policy says about a request for this scope, without creating anything.
+
+        ``account`` None judges it as if for an account no auto-approval condition names.
+        """
+        database = (database or "").strip()
+        table = (table or "").strip() or None
+        if not database:
+            raise InvalidInput("Name the database to explain.")
+        if account is not None and not policy.is_valid_account(account.strip()):
+            raise InvalidInput(
+                f"The account {account!r} is not an AWS account id: it must be exactly 12 digits."
+            )
+        if columns is not None and table is None:
+            raise InvalidInput("A whole-database request cannot name columns; request a table.")
+        catalog = self._catalog_view()
+        db = catalog.database(database)
+        tables = [catalog.table(database, table)] if table else catalog.tables(database)
+        subset = policy.check_columns(tables[0], columns) if columns is not None else None
+        if db.owner_account is None:
+            raise InvalidInput(
+                "This data product has no owner, so it cannot be requested; ask a catalog "
+                "admin to set data_owner."
+            )
+        scope = Scope(database=db.name, table=tables[0].name if table else None, columns=subset)
+        return approval.evaluate(
+            self.rules, scope, db, tables, account=account.strip() if account else None
+        )
+
+    def never_approvable(self, username: str, database: str, verdict: Verdict) -> str | None:
+        """Why a request by ``username`` with this verdict could never be approved, if so."""
+        if not verdict.needs_approval:
+            return None
+        return approval.unfillable(
+            verdict.steps,
+            requester=self._user(username).username,
+            users=self.users.everyone(),
+            owner=self._catalog_view().database(database).owner_account,
+        )
+
+    # Reads ----------------------------------------------------------------------------
+
+    def requests(
+        self, *, username: str | None = None, status: str | None = None
+    ) -> list[AccessRequest]:
+        """All requests, or those ``username`` made, optionally in one status."""
+        if username is not None:
+            self._user(username)
+        statuses = [_status(status)] if status else None
+        return self.store.requests(
+            requester=username and username.strip().lower(), statuses=statuses
+        )
+
+    def pending_for(self, username: str) -> list[PendingItem]:
+        """Every pending request ``username`` may decide now, oldest first (see pending_page)."""
+        return self.pending_page(username, limit=-1)[0]
+
+    def pending_page(
+        self, username: str, *, offset: int = 0, limit: int = 50
+    ) -> tuple[list[PendingItem], int]:
+        """A page of the pending requests ``username`` may decide now, oldest first, and
+        how many there are in all (``limit`` -1: every one).
+
+        An admin gets every waiting request but their own: any admin may deny one, as a way
+        out of a stuck request, even where the policy does not let admins approve it. One
+        store query reads the page with its approvals; no Glue call is made: the owner is
+        the catalog index's (as last synced or refreshed), else the one stored on the
+        request; a decision reads it from Glue again.
+        """
+        user = self._user(username)
+        if not user.can_approve:
+            raise Forbidden(
+                f"User {user.username} is neither an owner, an admin nor in an approver "
+                "group, so has nothing to approve."
+            )
+        rows, total = self.store.pending_page(
+            viewer=user.username,
+            everything=user.is_admin,
+            owner_of=sorted(user.owner_of) if user.is_owner else [],
+            groups=sorted(user.groups),
+            limit=limit,
+            offset=offset,
+        )
+        items = [self._pending_item(user, row) for row in rows]
+        return [item for item in items if item is not None], total
+
+    def _pending_item(self, user: User, row: PendingRow) -> PendingItem | None:
+        request, done, owner = row.request, row.approvals, row.owner_account
+        may_approve = approval.may_act(self.rules, user, request, owner, done)
+        if not may_approve and not (user.is_admin and user.username != request.requester):
+            return None
+        why_not = ""
+        if not may_approve:
+            why_not = (
+                "you have already approved it; someone else must give the next approval"
+                if any(a.username == user.username for a in done)
+                else "the approval policy does not let admins approve this step"
+            )
+        return PendingItem(
+            request=request,
+            owner_account=owner,
+            owner_name=row.owner_name,
+            grants=tuple(spec.to_api() for spec in self.grant_plan(request)),
+            progress=self.progress(request, done),
+            may_approve=may_approve,
+            why_not_approve=why_not,
+        )
+
+    def failed_for(self, username: str) -> list[AccessRequest]:
+        """Failed requests of products ``username`` owns (all, for admins), to retry."""
+        user = self._user(username)
+        failed = self.store.requests(statuses=[Status.FAILED])
+        owners: dict[str, str | None] = {}
+        mine = []
+        for request in failed:
+            if request.database not in owners:
+                owners[request.database] = self._owner_now(request)
+            if user.is_admin or policy.owns(user, owners[request.database]):
+                mine.append(request)
+        return mine
+
+    def revocable_for(
+        self, username: str, *, search: str = "", offset: int = 0, limit: int = -1
+    ) -> list[AccessRequest]:
+        """Granted access to products ``username`` owns (all, for admins), newest first."""
+        return self.revocable_page(username, search=search, offset=offset, limit=limit)[0]
+
+    def revocable_page(
+        self, username: str, *, search: str = "", offset: int = 0, limit: int = 50
+    ) -> tuple[list[AccessRequest], int]:
+        """A page of the granted access ``username`` may revoke, and how many match in all.
+
+        ``search`` narrows to requester, account or database/table text. One store query,
+        no Glue call: the owner is the catalog index's, else the one stored on the request;
+        revoke reads it from Glue again.
+        """
+        user = self._user(username)
+        owner_of = sorted(user.owner_of) if user.is_owner else []
+        if not (user.is_admin or owner_of):
+            return [], 0
+        return self.store.granted_page(
+            everything=user.is_admin, owner_of=owner_of, text=search, limit=limit, offset=offset
+        )
+
+    def request_for(self, request_id: str, username: str) -> AccessRequest:
+        """One request, for its requester, an owner of its product or an admin."""
+        user = self._user(username)
+        request = self._request(request_id)
+        if not policy.may_retry(user, request, self._owner_now(request)):
+            raise Forbidden(f"User {user.username} may not see request {request.id}.")
+        return request
+
+    def lake_formation_view(self, request_id: str, username: str) -> list[dict[str, Any]]:
+        """What Lake Formation holds now for a request's account on its resources."""
+        request = self.request_for(request_id, username)
+        wanted = {policy.resource_key(spec.resource) for spec in self.grant_plan(request)}
+        # Listing everything and filtering here also covers column grants, which cannot be
+        # used as a list_permissions filter.
+        return [
+            entry
+            for entry in self.grants.list_permissions()
+            if entry.get("Principal", {}).get("DataLakePrincipalIdentifier") == request.account
+            and policy.resource_key(entry.get("Resource", {})) in wanted
+        ]
+
+    def audit_for(self, username: str, **filters: Any) -> list[AuditEvent]:
+        """The audit log, for admins only (the CLI, which needs server access, uses audit)."""
+        self._auditor(username)
+        return self.audit(**filters)
+
+    def audit(
+        self,
+        *,
+        request_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        filters: AuditFilters | None = None,
+    ) -> list[AuditEvent]:
+        """Matching audit rows in the order they were written."""
+        filters = (filters or AuditFilters()).narrowed(
+            request_id=request_id, actor=actor, action=action
+        )
+        if filters.request_id is not None:
+            # an unknown request is "not found", not an empty log
+            self._request(filters.request_id)
+        return self.store.audit(filters=filters)
+
+    def audit_page_for(
+        self,
+        username: str,
+        filters: AuditFilters,
+        *,
+        limit: int = 100,
+        older_than: tuple[str, int] | None = None,
+    ) -> tuple[list[AuditEvent], int]:
+        """One page of the audit log for an admin, newest first, and the matching total."""
+        self._auditor(username)
+        return self.store.audit_page(filters, limit=limit, older_than=older_than)
+
+    def audit_choices_for(self, username: str) -> tuple[list[str], list[str]]:
+        """The actors and the actions the audit log holds, for an admin's filters."""
+        self._auditor(username)
+        return self.store.audit_actors(), self.store.audit_actions()
+
+    def audit_export_for(self, username: str, filters: AuditFilters) -> Iterator[AuditRow]:
+        """Every matching row in write order, streamed, for an admin's CSV."""
+        self._auditor(username)
+        return self.store.iter_audit(filters)
+
+    def audit_export(self, filters: AuditFilters) -> Iterator[AuditRow]:
+        """Every matching row in write order, streamed (the CLI: server access suffices)."""
+        if filters.request_id is not None:
+            self._request(filters.request_id)
+        return self.store.iter_audit(filters)
+
+    def _auditor(self, username: str) -> None:
+        user = self._user(username)
+        if not user.is_admin:
+            raise Forbidden(
+                f"User {user.username} is not an admin; only admins read the audit log."
+            )
