@@ -140,6 +140,18 @@ SETTINGS = (
     ),
     Setting(name="MESH_LINK_TTL_HOURS", default="72", help="hours a decision link stays valid"),
     Setting(
+        name="MESH_AUDIT_KEY",
+        default="random, kept in audit-key beside MESH_DB (aws mode warns: set it)",
+        help="secret (as strong as the cookie key) that keys the audit log's hash chain; keep "
+        "it out of the database's folder and backups, and share it with every process",
+    ),
+    Setting(
+        name="MESH_AUDIT_ANCHOR",
+        default="file:audit-anchor.json beside MESH_DB",
+        help="where tick publishes the audit chain's head: file:PATH, sns (to "
+        "MESH_ADMIN_TOPIC_ARN) or off",
+    ),
+    Setting(
         name="MESH_ORG_ACCOUNTS",
         default="(unknown)",
         help="comma-separated account ids of the AWS Organization, or `aws` to read them "
@@ -224,6 +236,8 @@ class Settings:
     admin_topic_arn: str | None = None
     link_secret: str | None = None
     link_ttl_hours: int = 72
+    audit_key: str | None = None
+    audit_anchor: str = "off"  # off, sns, or file:PATH (absolute)
     org_accounts: str | None = None
     max_sensitive_days: int | None = None
     require_expiry_sensitive: bool = False
@@ -246,6 +260,11 @@ class Settings:
     @property
     def link_secret_file(self) -> Path:
         return self.db_path.parent / "link-secret"
+
+    @property
+    def audit_key_file(self) -> Path:
+        """The demo's audit key, when MESH_AUDIT_KEY is not set (aws mode requires it)."""
+        return self.db_path.parent / "audit-key"
 
     @property
     def demo_state_file(self) -> Path:
@@ -342,9 +361,15 @@ def load_settings(
     if web and cookie_key is not None:
         check_secret("MESH_COOKIE_KEY", cookie_key)
 
+    # aws mode should set MESH_AUDIT_KEY (services.build warns when it is not): the key file
+    # beside MESH_DB is readable by whoever can write the database.
+    audit_key = _checked_secret("MESH_AUDIT_KEY", get("MESH_AUDIT_KEY"))
+
     return Settings(
         mode=mode,
         db_path=resolve_path(db),
+        audit_key=audit_key,
+        audit_anchor=_anchor(get("MESH_AUDIT_ANCHOR"), db_path=resolve_path(db)),
         users_path=users_path,
         cookie_key=cookie_key,
         catalog_ttl=_positive_int("MESH_CATALOG_TTL", get("MESH_CATALOG_TTL"), 300),
@@ -471,6 +496,21 @@ _DEMO_TOPICS = {
 
 
 _DEMO_ORG = "123456789012,111111111111,222222222222,333333333333,444455556666,555555555555"
+
+
+def _anchor(raw: str | None, *, db_path: Path) -> str:
+    """MESH_AUDIT_ANCHOR as off, sns, or file: with an absolute path."""
+    if raw is None:
+        return f"file:{db_path.parent / 'audit-anchor.json'}"
+    value = raw.strip()
+    if value.lower() in ("off", "sns"):
+        return value.lower()
+    if value.startswith("file:") and value[5:].strip():
+        return f"file:{resolve_path(value[5:].strip())}"
+    raise SettingError(
+        f"MESH_AUDIT_ANCHOR is {raw!r}, which is not a place to publish the audit log's "
+        "head; set it to file:PATH (best on another disk or host), sns or off."
+    )
 
 
 def _checked_secret(name: str, raw: str | None) -> str | None:
