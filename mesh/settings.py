@@ -214,6 +214,36 @@ SETTINGS = (
         default="3",
         help="demo mode: the short access duration offered so that expiry can be watched",
     ),
+    Setting(
+        name="MESH_SIGNIN_MAX_FAILURES",
+        default="5",
+        help="failed sign-ins in a row for one user name before it is locked out",
+    ),
+    Setting(
+        name="MESH_SIGNIN_ADDRESS_MAX_FAILURES",
+        default="20",
+        help="failed sign-ins in a row from one client address before it is locked out",
+    ),
+    Setting(
+        name="MESH_SIGNIN_LOCKOUT_MINUTES",
+        default="15",
+        help="minutes a locked-out user name or address must wait; failures older are forgotten",
+    ),
+    Setting(
+        name="MESH_SIGNIN_DELAY_MS",
+        default="500",
+        help="wait before answering a failed sign-in, doubled for each failure in a row (8 s cap)",
+    ),
+    Setting(
+        name="MESH_SESSION_HOURS",
+        default="12",
+        help="a sign-in session ends this many hours after the sign-in, whatever happens",
+    ),
+    Setting(
+        name="MESH_SESSION_IDLE_MINUTES",
+        default="30",
+        help="a sign-in session ends after this many minutes without a page run",
+    ),
 )
 
 
@@ -248,6 +278,12 @@ class Settings:
     tick_seconds: int = 60
     sync_minutes: int = 15
     demo_minutes: int = 3
+    signin_max_failures: int = 5
+    signin_address_max_failures: int = 20
+    signin_lockout_minutes: int = 15
+    signin_delay_ms: int = 500
+    session_hours: int = 12
+    session_idle_minutes: int = 30
     policy_path: Path | None = None
     # The names set in the environment or secrets.toml (not left to their defaults).
     explicit: frozenset[str] = frozenset()
@@ -558,4 +594,20 @@ def _lifecycle(get: Any, *, demo: bool) -> dict[str, Any]:
         "demo_minutes": _positive_int(
             "MESH_DEMO_DURATION_MINUTES", get("MESH_DEMO_DURATION_MINUTES"), 3
         ),
+        **_sign_in(get),
+    }
+
+
+def _sign_in(get: Any) -> dict[str, Any]:
+    """The sign-in settings: throttling and the lifetime of a session."""
+    numbers = {
+        "signin_max_failures": ("MESH_SIGNIN_MAX_FAILURES", 5),
+        "signin_address_max_failures": ("MESH_SIGNIN_ADDRESS_MAX_FAILURES", 20),
+        "signin_lockout_minutes": ("MESH_SIGNIN_LOCKOUT_MINUTES", 15),
+        "signin_delay_ms": ("MESH_SIGNIN_DELAY_MS", 500),
+        "session_hours": ("MESH_SESSION_HOURS", 12),
+        "session_idle_minutes": ("MESH_SESSION_IDLE_MINUTES", 30),
+    }
+    return {
+        field: _positive_int(name, get(name), default) for field, (name, default) in numbers.items()
     }
