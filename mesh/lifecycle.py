@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from mesh import aws, policy
+from mesh.catalog_index import SyncRecord
 from mesh.errors import (
     AwsFailure,
     Conflict,
@@ -439,6 +440,22 @@ class Lifecycle:
             if synced:
                 report = replace(report, catalog_synced=synced[0])
         return report
+
+    def sync_catalog(self, username: str) -> SyncRecord:
+        """Sync the catalog index from Glue now, for an admin (the pages' Sync now).
+
+        A whole sync reads every database and table of the catalog, so only admins may
+        start one; the periodic job syncs on its own when the index is older than
+        MESH_SYNC_MINUTES.
+        """
+        user = self.market._user(username)
+        if not user.is_admin:
+            raise Forbidden(
+                f"User {user.username} is not an admin; only admins sync the catalog now."
+            )
+        if self.sync is None:
+            raise InvalidInput("This process has no catalog sync configured.")
+        return self.sync.run(actor=user.username)
 
     def _sync_if_due(self, report: TickReport, synced: list[dict[str, Any]]) -> None:
         """Sync the catalog index when its last sync is older than MESH_SYNC_MINUTES."""
