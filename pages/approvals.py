@@ -6,7 +6,10 @@ in the card (or bar, or form) whose button was pressed.
 
 The queue is read one page at a time (50, oldest first) with the count of all; requests
 ticked on the page are approved or denied together with one comment, each reported on its
-own. Granted access is paged and searchable, with one revoke form for the grant picked.
+own. One card is open with everything an approver needs and its own comment, Approve and
+Deny: the one picked with Review and decide, else the oldest shown; the others are one text
+and a button, so a run draws about 290 elements instead of about 1,000. Granted access is
+paged and searchable, with one revoke form for the grant picked.
 """
 
 from collections.abc import Callable, Sequence
@@ -29,6 +32,7 @@ REVOKE_BOX = "revoke"  # the one revoke form
 PENDING_OFFSET = "approvals_pending_offset"
 GRANTED_OFFSET = "approvals_granted_offset"
 BULK_RESULTS = "approvals_bulk_results"
+PICKED = "approvals_picked"  # the request whose card is open for a decision
 
 
 def _decided(outcome: AccessRequest) -> tuple[str, str]:
@@ -222,16 +226,50 @@ def _read(read: Callable[[str], list[Any]]) -> list[Any]:
     return []
 
 
-def _pending_card(item: Any, not_notified: dict[str, str]) -> None:
+def _pending_card(item: Any, not_notified: dict[str, str], *, picked: bool) -> None:
     request = item.request
     st.checkbox("Select", key=f"select-{request.id}")
+    unsent = ""
+    if request.id in not_notified:
+        unsent = (
+            f"Approvers not notified: {ui.md(not_notified[request.id])}. The periodic job "
+            "will try again."
+        )
+    if picked:
+        _decision_card(item, unsent)
+    else:
+        _brief_card(item, unsent)
+
+
+def _brief_card(item: Any, unsent: str) -> None:
+    """A card not picked: what it is and who asks, in one text, and a button to decide it.
+
+    One text and one button instead of the whole card and a form per card: a page run
+    draws 50 cards, and each element (a form and its comment box most of all) costs every
+    run, with the garbage it leaves behind.
+    """
+    request = item.request
+    st.markdown(
+        f"**{ui.md(ui.scope_text(request.scope))}** · **Level** {ui.md(request.level or 'pii')}"
+        f" · **Progress** {ui.md(item.progress)}  \n"
+        f"**{ui.md(request.id)}** · requested by {ui.md(request.requester)} for "
+        f"{ui.md(ui.account_label(request.account))} · {ui.md(ui.when(request.created_at))}  \n"
+        f"**Reason** {ui.md(request.reason)}" + (f"  \n:orange[{unsent}]" if unsent else "")
+    )
+    st.button("Review and decide", key=f"pick-{request.id}", on_click=_pick, args=(request.id,))
+
+
+def _pick(request_id: str) -> None:
+    st.session_state[PICKED] = request_id
+
+
+def _decision_card(item: Any, unsent: str) -> None:
+    """The card picked: everything an approver needs to see, and its decision form."""
+    request = item.request
     st.subheader(ui.md(ui.scope_text(request.scope)))
     st.markdown(f"**Level** {ui.md(request.level or 'pii')} · **Progress** {ui.md(item.progress)}")
-    if request.id in not_notified:
-        st.warning(
-            f"Approvers not notified: {ui.md(not_notified[request.id])}. The "
-            "periodic job will try again."
-        )
+    if unsent:
+        st.warning(unsent)
     left, right = st.columns(2)
     left.markdown(_facts(item))
     right.markdown("**Reason**")
@@ -260,6 +298,14 @@ def _pending_card(item: Any, not_notified: dict[str, str]) -> None:
             )
         st.form_submit_button("Deny", on_click=_decide, args=(request.id, "deny"))
     ui.show_flash(at=f"pending-{request.id}")
+
+
+def _picked(items: Sequence[Any]) -> str | None:
+    """The request whose card is open for a decision: the one picked, while it is on this
+    page, else the oldest shown (after a decision, the next in line)."""
+    ids = [i.request.id for i in items]
+    picked = st.session_state.get(PICKED)
+    return picked if picked in ids else (ids[0] if ids else None)
 
 
 def _failed_card(request: AccessRequest) -> None:
@@ -382,11 +428,12 @@ with ui.guard():
         ),
         GRANTED_OFFSET,
     )
+picked = _picked(items)
 ui.show_flash(
     places=[
         *([LINK_BOX] if link else []),
         *([BULK_BOX] if items or BULK_RESULTS in st.session_state else []),
-        *(f"pending-{i.request.id}" for i in items),
+        *([f"pending-{picked}"] if picked else []),
         *(f"failed-{r.id}" for r in failed),
         *([REVOKE_BOX] if granted else []),
     ]
@@ -401,7 +448,9 @@ with ui.guard():
     if waiting:
         st.caption(
             f"**{waiting:,} waiting** · {pending_at + 1}–{pending_at + len(items)} shown, "
-            "oldest first"
+            "oldest first. One card at a time is open with its comment, Approve and Deny "
+            "(the oldest, or the one you open with **Review and decide**); tick several to "
+            "decide them together in the bar."
         )
     if items or BULK_RESULTS in st.session_state:
         with st.container(border=True, key=BULK_BOX):
@@ -414,7 +463,7 @@ with ui.guard():
         st.info("Nothing is waiting for your decision.")
     for item in items:
         with st.container(border=True, key=f"pending-{item.request.id}"):
-            _pending_card(item, not_notified)
+            _pending_card(item, not_notified, picked=item.request.id == picked)
     if waiting > PAGE_SIZE:
         _nav(
             PENDING_OFFSET,

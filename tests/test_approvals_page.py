@@ -133,6 +133,9 @@ def test_bulk_denial_needs_a_comment_shown_in_the_bar(app: AppTest, market: Mark
     assert "comment" in error
     assert len(app.error) == 1
     assert {market.store.get(r.id).status for r in requests} == {Status.PENDING_APPROVAL}  # type: ignore[union-attr]
+    # AND nothing he did is lost: both are still ticked
+    assert all(app.checkbox(key=f"select-{r.id}").value for r in requests)
+    assert any("2 ticked on this page" in m for m in texts(app.container(key="bulk").markdown))
     # WHEN he gives one and denies again
     app.text_input(key="bulk-comment").input("use the aggregated table instead")
     labelled(app.container(key="bulk").button, "Deny selected").click().run()
@@ -179,6 +182,118 @@ def test_queue_shows_fifty_oldest_first_then_the_rest_with_the_count(
     assert labelled(app.button, "Newer →").disabled
     labelled(app.button, "← Older").click().run()
     assert pending_cards(app) == [r.id for r in requests[:50]]
+
+
+def comment_boxes(at: AppTest) -> list[str]:
+    return [t.key for t in at.text_input if str(t.key).startswith("comment-")]
+
+
+def test_one_card_is_open_for_a_decision_the_others_are_brief(
+    app: AppTest, market: Marketplace
+) -> None:
+    # GIVEN four requests waiting for sam
+    requests = waiting(market, 4)
+    sign_in(app, "sam")
+    # WHEN he opens Approvals
+    open_page(app, "approvals")
+    # THEN only the oldest card is open, with the one comment box and Approve and Deny of
+    # the queue; each other card says what it is, who asks and why, with a button to open it
+    assert not app.exception
+    oldest = requests[0]
+    assert comment_boxes(app) == [f"comment-{oldest.id}"]
+    assert [b.label for b in app.container(key=f"pending-{oldest.id}").button] == [
+        "Approve",
+        "Deny",
+    ]
+    assert len([b for b in app.button if b.label in ("Approve", "Deny")]) == 2
+    brief = app.container(key=f"pending-{requests[1].id}")
+    [text] = texts(brief.markdown)
+    for shown in (requests[1].id, "ada", "quarterly churn review", "sales_orders.customers"):
+        assert shown in text
+    assert [b.label for b in brief.button] == ["Review and decide"]
+    # AND every card has its Select box
+    assert [c.key for c in app.checkbox] == [f"select-{r.id}" for r in requests]
+
+
+def test_review_and_decide_opens_a_card_whose_denial_is_recorded_then_the_oldest_is_open(
+    app: AppTest, market: Marketplace
+) -> None:
+    # GIVEN three requests waiting for sam
+    requests = waiting(market, 3)
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    third = requests[2]
+    # WHEN he opens the newest with Review and decide
+    labelled(app.container(key=f"pending-{third.id}").button, "Review and decide").click().run()
+    # THEN it is the open card, with the reason, the policy's reason and the grant preview
+    assert not app.exception
+    assert comment_boxes(app) == [f"comment-{third.id}"]
+    box = app.container(key=f"pending-{third.id}")
+    assert third.reason in [t.value for t in box.text]
+    assert box.json
+    # WHEN he denies it without a comment
+    labelled(box.button, "Deny").click().run()
+    # THEN the open card says a comment is needed, it stays open, and nothing is decided
+    [error] = texts(app.container(key=f"pending-{third.id}").error)
+    assert "comment" in error
+    assert comment_boxes(app) == [f"comment-{third.id}"]
+    assert market.store.get(third.id).status is Status.PENDING_APPROVAL  # type: ignore[union-attr]
+    # WHEN he writes one and denies it
+    app.text_input(key=f"comment-{third.id}").input("use the aggregated table instead")
+    labelled(app.container(key=f"pending-{third.id}").button, "Deny").click().run()
+    # THEN the page says so in words, only that request is denied, and the oldest is open
+    assert not app.exception
+    assert f"Request {third.id} is denied." in texts(app.info)
+    stored = market.store.get(third.id)
+    assert stored is not None and stored.status is Status.DENIED
+    assert stored.comment == "use the aggregated table instead"
+    assert pending_cards(app) == [r.id for r in requests[:2]]
+    assert comment_boxes(app) == [f"comment-{requests[0].id}"]
+
+
+def test_approving_the_open_card_opens_the_next_in_line(app: AppTest, market: Marketplace) -> None:
+    # GIVEN two requests waiting for sam, the oldest open
+    first, second = waiting(market, 2)
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    # WHEN he approves it with a comment
+    app.text_input(key=f"comment-{first.id}").input("fine for the review")
+    labelled(app.container(key=f"pending-{first.id}").button, "Approve").click().run()
+    # THEN the page says it is granted, and the next request is the open card
+    assert not app.exception
+    assert [m for m in texts(app.success) if first.id in m and "granted" in m]
+    stored = market.store.get(first.id)
+    assert stored is not None and (stored.status, stored.comment) == (
+        Status.GRANTED,
+        "fine for the review",
+    )
+    assert pending_cards(app) == [second.id]
+    assert comment_boxes(app) == [f"comment-{second.id}"]
+
+
+def test_tick_all_then_the_bar_decides_only_the_ticked_requests_of_the_page_shown(
+    app: AppTest, market: Marketplace
+) -> None:
+    # GIVEN 53 requests waiting for sam, all 50 of the first page ticked
+    requests = waiting(market, 53)
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    labelled(app.button, "Tick all on this page").click().run()
+    assert any("50 ticked on this page" in m for m in texts(app.container(key="bulk").markdown))
+    # WHEN he moves to the next page, ticks all three there and approves them
+    labelled(app.button, "Newer →").click().run()
+    assert pending_cards(app) == [r.id for r in requests[50:]]
+    labelled(app.button, "Tick all on this page").click().run()
+    assert any("3 ticked on this page" in m for m in texts(app.container(key="bulk").markdown))
+    app.text_input(key="bulk-comment").input("batch of three")
+    labelled(app.container(key="bulk").button, "Approve selected").click().run()
+    # THEN those three are granted, each reported, and the 50 of the first page still wait
+    assert not app.exception
+    assert len(texts(app.container(key="bulk").success)) == 3
+    statuses = [market.store.get(r.id).status for r in requests]  # type: ignore[union-attr]
+    assert statuses == [Status.PENDING_APPROVAL] * 50 + [Status.GRANTED] * 3
+    # AND the page, past the end of a queue now 50 long, shows its last page
+    assert any(c.startswith("**50 waiting** · 1–50 shown") for c in texts(app.caption))
 
 
 # Granted access, searched, one revoke form -----------------------------------------------------
@@ -247,6 +362,39 @@ def test_granted_search_narrows_the_list_and_the_picked_grant_is_revoked(
     held = {e["Resource"]["Table"]["Name"] for e in lake_formation_entries(aws, CAROLS_ACCOUNT)}  # type: ignore[index]
     assert "order_lines" not in held and "orders" in held
     assert granted_cards(app) == [grants["orders"].id]
+
+
+def test_granted_access_pages_fifty_newest_first_with_the_count(
+    app: AppTest, market: Marketplace
+) -> None:
+    # GIVEN 52 grants of sam's products (no PII: granted at once), each for its own account
+    made = [
+        market.submit(
+            "ada",
+            database="sales_orders",
+            table="stores",
+            account=fresh_account(),
+            reason="store map",
+        )
+        for _ in range(52)
+    ]
+    assert {r.status for r in made} == {Status.GRANTED}
+    newest_first = [r.id for r in reversed(made)]
+    sign_in(app, "sam")
+    # WHEN he opens Approvals
+    open_page(app, "approvals")
+    # THEN Granted access shows the count and the newest 50, with one revoke form
+    assert not app.exception
+    assert any(c.startswith("**52 granted** · 1–50 shown") for c in texts(app.caption))
+    assert granted_cards(app) == newest_first[:50]
+    assert len([b for b in app.button if b.label == "Revoke access"]) == 1
+    # WHEN he moves to the older ones
+    labelled(app.button, "Older →").click().run()
+    # THEN he sees the last two, and the revoke form offers those two
+    assert any(c.startswith("**52 granted** · 51–52 shown") for c in texts(app.caption))
+    assert granted_cards(app) == newest_first[50:]
+    offered = [o.split(" · ")[0] for o in app.selectbox(key="revoke-pick").options]
+    assert offered == newest_first[50:]
 
 
 def test_revoke_with_no_grant_picked_says_so_in_the_form(
