@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -121,8 +122,9 @@ def call(service: str, operation: str, fn: Callable[[], T], *, missing: str | No
     ``missing``: the message for a not-found error when not-found means the caller asked for
     something that does not exist (a NotFound), rather than a failure of the call.
     """
+    started = time.monotonic()
     try:
-        return fn()
+        result = fn()
     except ClientError as exc:
         code = error_code(exc)
         message = str(exc.response.get("Error", {}).get("Message", "")) or code
@@ -152,6 +154,9 @@ def call(service: str, operation: str, fn: Callable[[], T], *, missing: str | No
             "endpoint and network, then try again.",
             code=type(exc).__name__,
         ) from exc
+    # Names and timing only: a response may hold credentials (AssumeRole) or links (Publish).
+    log.debug("%s %s took %.0f ms", service, operation, (time.monotonic() - started) * 1000)
+    return result
 
 
 def central_account(sts: Any) -> str:

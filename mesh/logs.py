@@ -10,8 +10,11 @@ logs (each request and response in full) stay off unless MESH_LOG_AWS_WIRE asks 
 from __future__ import annotations
 
 import logging
+import math
 import re
+from collections import Counter
 from collections.abc import Mapping
+from typing import TextIO
 
 MASK = "[redacted]"
 WIRE_SETTING = "MESH_LOG_AWS_WIRE"
@@ -41,6 +44,18 @@ _PATTERNS = (
     re.compile(r"[A-Za-z0-9/+_-]{100,}={0,2}"),
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+# Any other long run of mixed-case letters and digits that looks random (a generated key such
+# as secrets.token_urlsafe(32)); words, paths, UUIDs and hex digests are left alone.
+_CANDIDATE = re.compile(r"[A-Za-z0-9_+/=-]{32,}")
+_RANDOM_BITS = 128
+
+
+def _looks_random(word: str) -> bool:
+    if not (re.search("[a-z]", word) and re.search("[A-Z]", word) and re.search("[0-9]", word)):
+        return False
+    counts = Counter(word)
+    n = len(word)
+    return -n * sum(c / n * math.log2(c / n) for c in counts.values()) >= _RANDOM_BITS
 
 
 def redact(text: str) -> str:
@@ -49,7 +64,7 @@ def redact(text: str) -> str:
     text = _NAMED.sub(lambda m: m.group(1) + MASK, text)
     for pattern in _PATTERNS:
         text = pattern.sub(MASK, text)
-    return text
+    return _CANDIDATE.sub(lambda m: MASK if _looks_random(m.group(0)) else m.group(0), text)
 
 
 class RedactingFilter(logging.Filter):
@@ -81,17 +96,24 @@ def _on(raw: str | None) -> bool:
     return (raw or "").strip().lower() in {"1", "on", "true", "yes"}
 
 
-def configure(env: Mapping[str, str]) -> int:
+def configure(env: Mapping[str, str], *, stream: TextIO | None = None) -> int:
     """Set up logging from MESH_LOG (default ``error``) and MESH_LOG_AWS_WIRE; return the level.
 
-    botocore and urllib3 log below WARNING only when MESH_LOG_AWS_WIRE is on, and then a
-    warning says that their lines hold what the redaction may miss.
+    Lines go to ``stream`` (standard error by default; a handler is added only if the root
+    logger has none, or a stream is given), and every root handler gets the redacting
+    filter. botocore and urllib3 log below WARNING only when MESH_LOG_AWS_WIRE is on, and
+    then a warning says that their lines hold what the redaction may miss.
     """
     name = (env.get("MESH_LOG") or "error").strip().upper()
     level = logging.getLevelName(name)
     if not isinstance(level, int):
         level = logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    if stream is not None or not root.handlers:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(level)
     protect()
     wire = _on(env.get(WIRE_SETTING))
     for library in WIRE_LOGGERS:

@@ -15,6 +15,7 @@ from mesh.aws import ClientFactory, central_account
 from mesh.catalog import GlueCatalog
 from mesh.catalog_index import CatalogIndex
 from mesh.errors import Conflict, SettingError
+from mesh.files import private_dir, tighten
 from mesh.grants import LakeFormation
 from mesh.lifecycle import Lifecycle
 from mesh.links import LinkSigner, load_or_create_secret
@@ -22,7 +23,7 @@ from mesh.models import Action, Status, User
 from mesh.notify import SnsNotifier
 from mesh.org import AwsOrganization, Organization, StaticOrganization, UnknownOrganization
 from mesh.outbox import Outbox
-from mesh.settings import Mode, Settings
+from mesh.settings import Mode, Settings, check_secret
 from mesh.store import NewEvent, PolicyRecord, Store
 from mesh.sync import CatalogSync
 from mesh.users import UserFile
@@ -75,7 +76,12 @@ def _organization(settings: Settings, factory: ClientFactory) -> Organization:
 
 
 def _links(settings: Settings) -> LinkSigner:
-    secret = settings.link_secret or load_or_create_secret(settings.link_secret_file)
+    secret = settings.link_secret
+    if secret is None:
+        private_dir(settings.link_secret_file.parent)
+        secret = load_or_create_secret(settings.link_secret_file)
+        tighten(settings.link_secret_file)
+        check_secret(f"The link secret in {settings.link_secret_file}", secret)
     return LinkSigner(secret, max_age_seconds=settings.link_ttl_hours * 3600, clock=utc_now)
 
 

@@ -14,7 +14,6 @@ import os
 import random
 import re
 import sqlite3
-import stat
 import tempfile
 import threading
 import time
@@ -28,7 +27,7 @@ from typing import Any
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from mesh import auditchain
+from mesh import auditchain, files
 from mesh.errors import InvalidInput, SettingError, StorageError
 from mesh.models import OWNER_STEP, AccessRequest, AuditEvent, Status, Step
 
@@ -531,6 +530,7 @@ class Store:
                     _rollback(db)
                     raise
                 db.execute("COMMIT")
+            files.tighten_database(self.path)  # -wal and -shm made before 0600 was the rule
         except StorageError as exc:
             if _error_code(exc.__cause__) in _NOT_A_FILE_CODES:
                 raise SettingError(
@@ -574,7 +574,9 @@ class Store:
             )
         if create:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # 0700 and 0600 whatever the umask: sessions, reasons and live links live here
+                files.private_dir(self.path.parent)
+                files.private_file(self.path)
             except OSError as exc:
                 raise SettingError(
                     f"MESH_DB points at {self.path}, whose folder cannot be created "
@@ -623,9 +625,8 @@ class Store:
             raise StorageError(
                 f"The backup {target} could not be written ({exc.strerror})."
             ) from exc
-        os.close(fd)
+        os.close(fd)  # mkstemp made it 0600, whatever the umask: a backup is as secret as MESH_DB
         try:
-            os.chmod(partial, stat.S_IMODE(self.path.stat().st_mode))  # as private as MESH_DB
             counts = self._backup_into(Path(partial), target=target)
             os.replace(partial, target)
         finally:
