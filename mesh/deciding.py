@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -14,6 +14,7 @@ from mesh.errors import (
     MeshError,
 )
 from mesh.granting import Granting
+from mesh.live import LiveScopes, Owners
 from mesh.models import (
     OWNER_STEP,
     AccessRequest,
@@ -44,15 +45,22 @@ class DecisionOutcome:
     exit_code: int = 0
 
 
+DECIDED = "this decision was made"
+
+
 class Deciding(Granting):
     """Approve or deny one request or several, directly or through a signed link."""
 
     # Decisions ------------------------------------------------------------------------
 
     def _authorise_decision(
-        self, user: User, request_id: str, *, verb: str = "approve"
+        self, user: User, request_id: str, *, verb: str = "approve", owners: Owners
     ) -> tuple[AccessRequest, str | None]:
-        """The pending request ``user`` may decide now, and its owner as the catalog says."""
+        """The pending request ``user`` may decide now, and its owner as ``owners`` says.
+
+        A decision passes ``LiveScopes`` (Glue, now); only ``may_decide``, which decides
+        nothing, passes the index's owners.
+        """
         self.check_policy()
         request = self._request(request_id)
         if user.username == request.requester:
@@ -63,7 +71,7 @@ class Deciding(Granting):
             request, status=Status.PENDING_APPROVAL, plan=request.plan or (OWNER_STEP,)
         )
         # Any deny ends a request: an admin may always deny, as a way out of a stuck one.
-        owner = self._owner_now(request)
+        owner = owners.owner(request)
         allowed = approval.in_step(self.rules, user, waiting, owner) or (
             verb == "deny" and user.is_admin
         )
@@ -85,27 +93,46 @@ class Deciding(Granting):
             )
         return request, owner
 
-    def approve(self, request_id: str, username: str, *, comment: str = "") -> AccessRequest:
+    def approve(
+        self,
+        request_id: str,
+        username: str,
+        *,
+        comment: str = "",
+        on_catalog_change: Callable[[str], None] | None = None,
+    ) -> AccessRequest:
         """Add an approval to the current step; the last one needed grants the request.
 
         The approval, the count and the move to the next step (or to granting) happen in one
-        transaction, so of two approvers at once exactly one completes the step.
+        transaction, so of two approvers at once exactly one completes the step. Glue is
+        read live for the request's scope and refreshes the index; ``on_catalog_change``
+        hears how the index had differed.
         """
         user = self._user(username)
-        updated, ready = self._record_approval(user, request_id, _clean_comment(comment))
+        comment = _clean_comment(comment)
+        live = self._live()
+        try:
+            return self._approve(user, request_id, comment, live)
+        finally:
+            live.tell(on_catalog_change, what=DECIDED)
+
+    def _approve(
+        self, user: User, request_id: str, comment: str, live: LiveScopes
+    ) -> AccessRequest:
+        updated, ready = self._record_approval(user, request_id, comment, live)
         if ready:
             return self._grant(updated, actor=user.username)
         return updated
 
     def _record_approval(
-        self, user: User, request_id: str, comment: str
+        self, user: User, request_id: str, comment: str, owners: Owners
     ) -> tuple[AccessRequest, bool]:
         """Record one approval; True when it completed the last step (the request is granting).
 
         The approval, the count and the move to the next step (or to granting) happen in one
         transaction, so of two approvers at once exactly one completes the step.
         """
-        request, owner = self._authorise_decision(user, request_id)
+        request, owner = self._authorise_decision(user, request_id, owners=owners)
         step = request.current_step
         if step is None:  # _authorise_decision saw it pending; a legacy row without a plan
             raise self._moved_on(request.id, "approved")
@@ -179,12 +206,27 @@ class Deciding(Granting):
             self._notify("approval_request", updated)
         return updated, completed and last
 
-    def deny(self, request_id: str, username: str, *, comment: str) -> AccessRequest:
+    def deny(
+        self,
+        request_id: str,
+        username: str,
+        *,
+        comment: str,
+        on_catalog_change: Callable[[str], None] | None = None,
+    ) -> AccessRequest:
+        """Deny a waiting request with a comment for the requester (Glue read as in approve)."""
         user = self._user(username)
         comment = _clean_comment(comment)
         if not comment:
             raise InvalidInput("A denial needs a comment that tells the requester why.")
-        request, _ = self._authorise_decision(user, request_id, verb="deny")
+        live = self._live()
+        try:
+            return self._deny(user, request_id, comment, live)
+        finally:
+            live.tell(on_catalog_change, what=DECIDED)
+
+    def _deny(self, user: User, request_id: str, comment: str, owners: Owners) -> AccessRequest:
+        request, _ = self._authorise_decision(user, request_id, verb="deny", owners=owners)
         now = self._now()
         decided = self.store.transition(
             request.id,
@@ -205,14 +247,22 @@ class Deciding(Granting):
         return decided
 
     def decide_many(
-        self, request_ids: Sequence[str], username: str, *, verb: str, comment: str = ""
+        self,
+        request_ids: Sequence[str],
+        username: str,
+        *,
+        verb: str,
+        comment: str = "",
+        on_catalog_change: Callable[[str], None] | None = None,
     ) -> list[DecisionOutcome]:
         """Approve or deny several requests with one comment; one outcome per request, in order.
 
         Each decision is its own exactly-once transaction, as in approve and deny, and a
         refusal of one never stops the others. The requests whose last step these approvals
         complete are granted together (see ``_grant_many``): n approvals make about n/20
-        Lake Formation calls instead of n.
+        Lake Formation calls instead of n. Glue is read live once per distinct database
+        (with the tables asked for, see ``LiveScopes``), not once per request, and
+        ``on_catalog_change`` hears once how the index had differed.
         """
         if verb not in ("approve", "deny"):
             raise InvalidInput(f"{verb!r} is not a decision; use approve or deny.")
@@ -223,14 +273,23 @@ class Deciding(Granting):
         ids = list(dict.fromkeys((i or "").strip() for i in request_ids))
         if not ids:
             raise InvalidInput("Name at least one request (its id, such as r-1a2b3c4d).")
+        live = self._live(r for r in map(self.store.get, filter(None, ids)) if r is not None)
+        try:
+            return self._decide_each(ids, user, verb=verb, comment=comment, live=live)
+        finally:
+            live.tell(on_catalog_change, what=DECIDED)
+
+    def _decide_each(
+        self, ids: Sequence[str], user: User, *, verb: str, comment: str, live: LiveScopes
+    ) -> list[DecisionOutcome]:
         results: dict[str, DecisionOutcome] = {}
         granting: list[AccessRequest] = []
         for request_id in ids:
             try:
                 if verb == "deny":
-                    decided = self.deny(request_id, user.username, comment=comment)
+                    decided = self._deny(user, request_id, comment, live)
                 else:
-                    decided, ready = self._record_approval(user, request_id, comment)
+                    decided, ready = self._record_approval(user, request_id, comment, live)
                     if ready:
                         granting.append(decided)
             except MeshError as exc:
@@ -289,18 +348,25 @@ class Deciding(Granting):
     def may_decide(self, username: str, request_id: str, *, verb: str = "approve") -> str | None:
         """Why ``username`` may not ``verb`` the request now, or None when they may.
 
-        Reads only: a page asks before it offers to confirm a decision link, so the wrong
-        person is told at once instead of after the click.
+        Reads only, and no Glue call (the owner is the index's): a page asks before it offers
+        to confirm a decision link, so the wrong person is told at once instead of after the
+        click; the decision itself reads the owner from Glue.
         """
         user = self._user(username)
         try:
-            self._authorise_decision(user, request_id, verb=verb)
+            self._authorise_decision(user, request_id, verb=verb, owners=self._known_owners())
         except (Forbidden, Conflict) as exc:
             return exc.message
         return None
 
     def decide_by_link(
-        self, token: str, username: str, *, action: str, comment: str = ""
+        self,
+        token: str,
+        username: str,
+        *,
+        action: str,
+        comment: str = "",
+        on_catalog_change: Callable[[str], None] | None = None,
     ) -> AccessRequest:
         """Confirm the decision a link proposes: same checks as any decision, once per link."""
         from mesh.links import InvalidLink
@@ -314,14 +380,22 @@ class Deciding(Granting):
             )
         if action == "deny" and not comment:
             raise InvalidInput("A denial needs a comment that tells the requester why.")
-        self._authorise_decision(user, request.id, verb=action)
-        if not self.store.use_link(
-            claim.nonce, request_id=request.id, action=action, used_by=user.username, at=self._now()
-        ):
-            raise InvalidLink("This decision link was already used; nothing was changed.")
-        if action == "approve":
-            return self.approve(request.id, user.username, comment=comment)
-        return self.deny(request.id, user.username, comment=comment)
+        live = self._live([request])
+        try:
+            self._authorise_decision(user, request.id, verb=action, owners=live)
+            if not self.store.use_link(
+                claim.nonce,
+                request_id=request.id,
+                action=action,
+                used_by=user.username,
+                at=self._now(),
+            ):
+                raise InvalidLink("This decision link was already used; nothing was changed.")
+            if action == "approve":
+                return self._approve(user, request.id, comment, live)
+            return self._deny(user, request.id, comment, live)
+        finally:
+            live.tell(on_catalog_change, what=DECIDED)
 
     def mark_seen(self, username: str, request_ids: Sequence[str]) -> int:
         """Clear the "new" marker of decisions the requester has now seen."""

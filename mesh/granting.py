@@ -21,6 +21,7 @@ from mesh.errors import (
     failure_of,
     in_flight,
 )
+from mesh.live import LiveScopes
 from mesh.models import (
     AccessRequest,
     Action,
@@ -100,6 +101,7 @@ class Granting(UseCase):
         actor: str,
         recheck: bool = False,
         verify: bool = False,
+        live: LiveScopes | None = None,
     ) -> AccessRequest:
         """Make the grants not yet done, recording intent before each call and outcome after.
 
@@ -111,7 +113,9 @@ class Granting(UseCase):
         job's takeover; it is raised as ``InFlight``, never as a bare failure.
         """
         try:
-            return self._grant_steps(request, actor=actor, recheck=recheck, verify=verify)
+            return self._grant_steps(
+                request, actor=actor, recheck=recheck, verify=verify, live=live
+            )
         except InFlight:
             raise
         except Exception as exc:
@@ -124,7 +128,13 @@ class Granting(UseCase):
             ) from exc
 
     def _grant_steps(
-        self, request: AccessRequest, *, actor: str, recheck: bool, verify: bool
+        self,
+        request: AccessRequest,
+        *,
+        actor: str,
+        recheck: bool,
+        verify: bool,
+        live: LiveScopes | None = None,
     ) -> AccessRequest:
         done = list(request.grants_done)
         if verify:
@@ -132,7 +142,7 @@ class Granting(UseCase):
             if failed is not None:
                 return failed
         if recheck and not request.needs_approval and not done:
-            rechecked = self._recheck_policy(request, actor=actor)
+            rechecked = self._recheck_policy(request, actor=actor, live=live)
             if rechecked is not None:
                 return rechecked
         made: list[dict[str, Any]] = []
@@ -277,24 +287,20 @@ class Granting(UseCase):
             then="it reads Lake Formation first, and you can also retry it then",
         )
 
-    def _recheck_policy(self, request: AccessRequest, *, actor: str) -> AccessRequest | None:
+    def _recheck_policy(
+        self, request: AccessRequest, *, actor: str, live: LiveScopes | None = None
+    ) -> AccessRequest | None:
         """Before re-running a grant nobody approved, ask the policy again.
 
         The catalog may have changed since the policy granted it at once (a column flagged as
         PII since); such a request now waits for an owner instead of being shared.
         """
         try:
-            db = self.catalog.database(request.database)
-            tables = (
-                [self.catalog.table(request.database, request.table)]
-                if request.table
-                else self.catalog.tables(request.database)
-            )
+            db, tables = (live or self._live([request])).read(request.database, request.table)
         except NotFound:
             return None  # the grant itself will fail and say what is missing
         except MeshError as exc:  # Glue could not be read: fail with the cause, retry later
             return self._fail(request, actor=actor, exc=exc, done=[], made=[], call={})
-        self._refresh_index(db, tables, whole=request.table is None)
         verdict = approval.evaluate(self.rules, request.scope, db, tables, account=request.account)
         if not verdict.needs_approval:
             return None

@@ -167,17 +167,17 @@ class Reads(UseCase):
         )
 
     def failed_for(self, username: str) -> list[AccessRequest]:
-        """Failed requests of products ``username`` owns (all, for admins), to retry."""
+        """Failed requests of products ``username`` owns (all, for admins), to retry.
+
+        No Glue call: the owner is the catalog index's, else the one stored on the request
+        (as in the approvals queue); retry reads it from Glue again.
+        """
         user = self._user(username)
         failed = self.store.requests(statuses=[Status.FAILED])
-        owners: dict[str, str | None] = {}
-        mine = []
-        for request in failed:
-            if request.database not in owners:
-                owners[request.database] = self._owner_now(request)
-            if user.is_admin or policy.owns(user, owners[request.database]):
-                mine.append(request)
-        return mine
+        if user.is_admin:
+            return failed
+        owners = self._known_owners()
+        return [r for r in failed if policy.owns(user, owners.owner(r))]
 
     def revocable_for(
         self, username: str, *, search: str = "", offset: int = 0, limit: int = -1
@@ -203,10 +203,13 @@ class Reads(UseCase):
         )
 
     def request_for(self, request_id: str, username: str) -> AccessRequest:
-        """One request, for its requester, an owner of its product or an admin."""
+        """One request, for its requester, an owner of its product or an admin.
+
+        No Glue call: the owner is the catalog index's, else the one stored on the request.
+        """
         user = self._user(username)
         request = self._request(request_id)
-        if not policy.may_retry(user, request, self._owner_now(request)):
+        if not policy.may_retry(user, request, self._known_owners().owner(request)):
             raise Forbidden(f"User {user.username} may not see request {request.id}.")
         return request
 

@@ -69,14 +69,9 @@ class Requesting(Granting):
             )
         if columns is not None and table is None:
             raise InvalidInput("A whole-database request cannot name columns; request a table.")
-        db = self.catalog.database(database)
-        tables = [self.catalog.table(database, table)] if table else self.catalog.tables(database)
-        changed = self._refresh_index(db, tables, whole=table is None)
-        if changed and on_catalog_change is not None:
-            on_catalog_change(
-                "The catalog had changed since it was last synced, and this request was "
-                "judged on what Glue says now: " + "; ".join(changed) + "."
-            )
+        live = self._live()
+        db, tables = live.read(database, table)
+        live.tell(on_catalog_change, what="this request was judged")
         subset = policy.check_columns(tables[0], columns) if columns is not None else None
         if db.owner_account is None:
             raise InvalidInput(NO_OWNER[0].upper() + NO_OWNER[1:] + ".")
@@ -174,12 +169,24 @@ class Requesting(Granting):
             raise self._moved_on(request.id, "cancelled")
         return cancelled
 
-    def retry(self, request_id: str, username: str) -> AccessRequest:
-        """Re-run an approved request's remaining grants; it never asks for approval again."""
+    def retry(
+        self,
+        request_id: str,
+        username: str,
+        *,
+        on_catalog_change: Callable[[str], None] | None = None,
+    ) -> AccessRequest:
+        """Re-run an approved request's remaining grants; it never asks for approval again.
+
+        Glue is read live for the scope, once (the owner, and the policy's second look at a
+        request nobody approved), and refreshes the index; ``on_catalog_change`` hears how
+        the index had differed.
+        """
         user = self._user(username)
         self.check_policy()
         request = self._request(request_id)
-        if not policy.may_retry(user, request, self._owner_now(request)):
+        live = self._live([request])
+        if not policy.may_retry(user, request, live.owner(request)):
             raise Forbidden(
                 f"User {user.username} may not retry request {request.id}: the "
                 "requester, an owner of the product or an admin can."
@@ -215,4 +222,7 @@ class Requesting(Granting):
         )
         if resumed is None:
             raise Conflict(f"Request {request.id} changed while retrying; look at it again.")
-        return self._grant(resumed, actor=user.username, recheck=True, verify=True)
+        try:
+            return self._grant(resumed, actor=user.username, recheck=True, verify=True, live=live)
+        finally:
+            live.tell(on_catalog_change, what="this retry was judged")

@@ -8,9 +8,9 @@ missing, unowned database, not allowed, wrong state or duplicate.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from mesh import approval, policy
 from mesh.approval import ApprovalPolicy, Verdict
@@ -22,18 +22,17 @@ from mesh.errors import (
     NotFound,
     PolicyMismatch,
 )
+from mesh.live import KnownOwners, LiveScopes
 from mesh.models import (
     AccessRequest,
     Action,
-    Database,
-    EntryOutcome,
     GrantSpec,
     Status,
     Step,
-    Table,
     User,
 )
 from mesh.moments import iso, utc_now
+from mesh.ports import Catalog, Grants, Users
 from mesh.store import (
     Approval,
     NewEvent,
@@ -49,30 +48,6 @@ log = logging.getLogger(__name__)
 
 POLICY_ACTOR = "policy"
 NO_OWNER = "this data product has no owner; ask a catalog admin to set data_owner"
-
-
-class Catalog(Protocol):
-    catalog_id: str
-
-    def database(self, name: str) -> Database: ...
-    def table(self, database: str, name: str) -> Table: ...
-    def tables(self, database: str) -> list[Table]: ...
-
-
-class Grants(Protocol):
-    def grant(self, spec: GrantSpec) -> dict[str, Any]: ...
-    def batch_grant(self, specs: Sequence[GrantSpec]) -> list[EntryOutcome]: ...
-    def batch_revoke(self, specs: Sequence[GrantSpec]) -> list[EntryOutcome]: ...
-    def holds(self, spec: GrantSpec) -> bool: ...
-    def revoke(self, spec: GrantSpec) -> dict[str, Any]: ...
-    def list_permissions(
-        self, *, principal: str | None = None, resource: dict[str, Any] | None = None
-    ) -> list[dict[str, Any]]: ...
-
-
-class Users(Protocol):
-    def get(self, username: str | None) -> User | None: ...
-    def everyone(self) -> list[User]: ...
 
 
 class UseCase:
@@ -166,32 +141,22 @@ class UseCase:
         return request
 
     def _owner_now(self, request: AccessRequest) -> str | None:
-        """The product's owner as the catalog says now (decisions never trust a cache)."""
-        try:
-            return self.catalog.database(request.database).owner_account
-        except NotFound:
-            return None
+        """The product's owner as Glue says now (decisions never trust the index)."""
+        return self._live([request]).owner(request)
+
+    def _live(self, requests: Iterable[AccessRequest] = ()) -> LiveScopes:
+        """Glue read live for one action's scopes, each database once, refreshing the index."""
+        return LiveScopes(self.catalog, self.index, now=self._now, requests=requests)
+
+    def _known_owners(self) -> KnownOwners:
+        """Owners for reads: the index's, else the request's; no Glue call."""
+        return KnownOwners(self.index)
 
     def _catalog_view(self) -> Catalog:
         """Where explain reads the catalog: the index once synced, else Glue itself."""
         if self.index is None or self.index.judged_with() is None:
             return self.catalog
         return IndexedCatalog(self.index, catalog_id=self.catalog.catalog_id)
-
-    def _refresh_index(
-        self, database: Database, tables: Sequence[Table], *, whole: bool
-    ) -> list[str]:
-        """Put a live read of one scope into the index; what it changed there, if anything.
-
-        The live read has decided already; a failure to write the index is only logged.
-        """
-        if self.index is None or self.index.judged_with() is None:
-            return []
-        try:
-            return self.index.refresh_scope(database, tables, whole=whole, at=self._now())
-        except Exception:  # the index catches up at the next sync
-            log.exception("could not refresh the catalog index for %s", database.name)
-            return []
 
     def _moved_on(self, request_id: str, verb: str) -> Conflict:
         current = self.store.get(request_id)

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from mesh.catalog_index import CatalogIndex
+from mesh.demo.data import col, pii
 from mesh.errors import AwsFailure
 from mesh.models import AccessRequest, EntryOutcome, GrantSpec, Status
 from mesh.services import Services
@@ -23,6 +25,7 @@ from tests.test_workflow import fresh_account, marketplace, race, rows, submit
 
 # The workflow tests' fixtures: the demo mesh seeded once per module, a fresh store per test.
 module_env, seeded, mesh, market = wf.module_env, wf.seeded, wf.mesh, wf.market
+glue, new_product = wf.glue, wf.new_product
 
 
 class BatchRecorder:
@@ -223,3 +226,92 @@ def test_queue_reads_no_glue(market: Marketplace, monkeypatch: pytest.MonkeyPatc
     items, total = market.pending_page("sam")
     # THEN it came from the store alone, with the owner stored on each request
     assert total == 3 and {i.owner_account for i in items} == {"111111111111"}
+
+
+# Glue read live, each scope once per action ---------------------------------------------------
+
+
+class GlueCalls:
+    """Count the Glue API calls made on a client, by operation (botocore's before-call event)."""
+
+    def __init__(self, glue: Any) -> None:
+        self.glue = glue
+        self.made: list[str] = []
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.made.append(model.name)
+
+    def __enter__(self) -> GlueCalls:
+        self.glue.meta.events.register("before-call.glue", self._count, unique_id=id(self))
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.glue.meta.events.unregister("before-call.glue", unique_id=id(self))
+
+    def by_operation(self) -> dict[str, int]:
+        return {name: self.made.count(name) for name in sorted(set(self.made))}
+
+
+def indexed(mesh: Services, path: Path) -> Marketplace:
+    """A marketplace with a catalog index (judged, as after a sync), filled as submits read."""
+    market = marketplace(mesh, path)
+    market.index = CatalogIndex(market.store, rules=market.rules, fingerprint="test")
+    market.index.set_fingerprint()
+    return market
+
+
+@pytest.mark.parametrize("count", [1, 20, 100])
+def test_bulk_approval_on_one_table_reads_its_scope_from_glue_once(
+    mesh: Services, tmp_path: Path, count: int
+) -> None:
+    # GIVEN `count` waiting requests for sales_orders.customers, with a catalog index
+    market = indexed(mesh, tmp_path / "mesh.db")
+    ids = [r.id for r in waiting(market, count)]
+    # WHEN sam approves them all at once
+    with GlueCalls(market.catalog.client) as glue:  # type: ignore[attr-defined]
+        outcomes = market.decide_many(ids, "sam", verb="approve")
+    # THEN all are granted, and Glue was read once for the database and once for the table
+    assert all(o.request and o.request.status is Status.GRANTED for o in outcomes)
+    assert glue.by_operation() == {"GetDatabase": 1, "GetTable": 1}
+
+
+def test_bulk_decision_over_several_databases_reads_each_once(
+    mesh: Services, tmp_path: Path
+) -> None:
+    # GIVEN ten waiting table requests on sales_orders and ten whole-database requests on
+    # sales_crm, both Sales products, interleaved
+    market = indexed(mesh, tmp_path / "mesh.db")
+    tables = waiting(market, 10)
+    wholes = waiting(market, 10, database="sales_crm", table=None)
+    ids = [r.id for pair in zip(tables, wholes, strict=True) for r in pair]
+    # WHEN sam denies them all at once
+    with GlueCalls(market.catalog.client) as glue:  # type: ignore[attr-defined]
+        outcomes = market.decide_many(ids, "sam", verb="deny", comment="not this quarter")
+    # THEN all are denied, and each database was read once, with its tables once
+    assert all(o.request and o.request.status is Status.DENIED for o in outcomes)
+    assert glue.by_operation() == {"GetDatabase": 2, "GetTable": 1, "GetTables": 1}
+
+
+def test_bulk_decision_takes_the_owner_from_glue_and_refreshes_the_index(
+    mesh: Services, tmp_path: Path, glue: Any, new_product: Any
+) -> None:
+    # GIVEN three waiting requests on a Sales product, the index agreeing with Glue
+    market = indexed(mesh, tmp_path / "mesh.db")
+    database = new_product({"people": ([col("id", "int"), pii("email")], [])}, owner=wf.SALES)
+    ids = [r.id for r in waiting(market, 3, database=database, table="people")]
+    assert [p.request.id for p in market.pending_for("sam")] == ids
+    # WHEN the catalog hands the product to Marketing, and sam approves them all at once
+    glue.update_database(
+        Name=database,
+        DatabaseInput={"Name": database, "Parameters": {"data_owner": wf.MARKETING}},
+    )
+    notes: list[str] = []
+    outcomes = market.decide_many(ids, "sam", verb="approve", on_catalog_change=notes.append)
+    # THEN the live read wins: each is refused, and the note says the catalog had changed
+    assert all(o.request is None and "may not decide" in (o.error or "") for o in outcomes)
+    assert len(notes) == 1 and "catalog had changed" in notes[0] and database in notes[0]
+    # AND the index now names the new owner, so the queues follow it without Glue
+    entry = market.index.database(database)  # type: ignore[union-attr]
+    assert entry is not None and entry.owner_account == wf.MARKETING
+    assert market.pending_for("sam") == []
+    assert [p.request.id for p in market.pending_for("mia")] == ids

@@ -804,6 +804,39 @@ def test_old_owner_cannot_decide_after_the_catalog_changes_owner(
         assert market.deny(request.id, "mia", comment="no").status is Status.DENIED
 
 
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_a_decision_refreshes_the_index_from_glue_and_says_the_catalog_changed(
+    market: Marketplace, new_product: Callable[..., str], glue: Any, decision: str
+) -> None:
+    # GIVEN a synced catalog index, and carol's request on a Sales product waiting for sam
+    from mesh.catalog_index import CatalogIndex
+
+    market.index = CatalogIndex(market.store, rules=market.rules, fingerprint="test")
+    market.index.set_fingerprint()
+    database = new_product({"people": ([col("id", "int"), pii("email")], [])}, owner=SALES)
+    request = submit(market, database=database, table="people")
+    # WHEN Glue hands the product to Marketing before any sync, and sam decides
+    glue.update_database(
+        Name=database,
+        DatabaseInput={"Name": database, "Parameters": {"data_owner": MARKETING}},
+    )
+    notes: list[str] = []
+    with pytest.raises(Forbidden):
+        if decision == "approve":
+            market.approve(request.id, "sam", on_catalog_change=notes.append)
+        else:
+            market.deny(request.id, "sam", comment="no", on_catalog_change=notes.append)
+    # THEN the live read won, the caller heard that the catalog had changed, and the index
+    # now names the new owner, so the queues follow it without reading Glue
+    assert len(notes) == 1 and f"{database}.people changed" in notes[0]
+    assert market.index.database(database).owner_account == MARKETING  # type: ignore[union-attr]
+    assert [p.request.id for p in market.pending_for("mia")] == [request.id]
+    # AND a decision that finds the index up to date says nothing
+    quiet: list[str] = []
+    market.deny(request.id, "mia", comment="no", on_catalog_change=quiet.append)
+    assert quiet == []
+
+
 def test_old_owner_cannot_retry_after_the_catalog_changes_owner(
     market_with: Callable[[Any], Marketplace],
     mesh: Services,
