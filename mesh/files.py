@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 FILE_MODE = 0o600
@@ -71,3 +72,16 @@ def tighten_database(db: Path) -> None:
     database file's mode when it creates them, so a private database stays private)."""
     for path in sqlite_files(db):
         tighten(path)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` as a 0600 file, whole or not at all (a temporary file beside
+    it, renamed into place), in a folder made 0700 if missing."""
+    private_dir(path.parent)
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(partial, path)
+    finally:
+        Path(partial).unlink(missing_ok=True)

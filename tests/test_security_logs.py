@@ -31,7 +31,7 @@ import pytest
 from moto.sts import models as sts_models
 from streamlit.testing.v1 import AppTest
 
-from mesh import logs
+from mesh import files, logs
 from mesh.aws import ClientFactory
 from mesh.demo import data
 from mesh.errors import SettingError
@@ -402,3 +402,17 @@ def test_a_weak_link_secret_in_its_file_is_refused(marked_moto: str, tmp_path: P
     # THEN it is refused, saying how to make a good one
     assert "link secret" in str(refused.value)
     assert "secrets.token_urlsafe(32)" in str(refused.value)
+
+
+def test_write_private_makes_a_0600_file_in_a_0700_folder_under_umask_022(
+    tmp_path: Path, umask_022: None
+) -> None:
+    # GIVEN umask 022 and a file path in folders that do not exist yet
+    target = tmp_path / "state" / "demo-standin.json"
+    # WHEN a secret file is written with write_private, then written again
+    files.write_private(target, '{"endpoint": "first"}')
+    files.write_private(target, '{"endpoint": "second"}')
+    # THEN it holds the last text, 0600, in a 0700 folder, with nothing left beside it
+    assert target.read_text() == '{"endpoint": "second"}'
+    assert (oct(mode(target)), oct(mode(target.parent))) == ("0o600", "0o700")
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
