@@ -29,7 +29,7 @@ _KEYWORDS = (
 # A value after a secret-looking name: `name=value`, `name: value`, `"name": "value"`,
 # `<Name>value</Name>`, `'Name': b'value'`, and the same URL-encoded (`link%3Dvalue`).
 _NAMED = re.compile(
-    rf"(?i)((?:{_KEYWORDS})(?:[\"']?\s*(?::|=|%3D)\s*b?[\"']?|>))([^\s\"'<>&,;)}}\]\\]+)"
+    rf"(?i)((?:{_KEYWORDS})(?:[\"']?\s*(?::|=|%3D)\s*b?[\"']?|>))([^\s\"'<>&,;)}}\[\]\\]+)"
 )
 _PATTERNS = (
     # AWS access key ids (long-term AKIA, temporary ASIA, and the other principal prefixes).
@@ -71,6 +71,9 @@ class RedactingFilter(logging.Filter):
     """Mask secrets in a record's message and traceback before any handler writes it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "mesh_redacted", False):  # one record passes every root handler
+            return True
+        record.mesh_redacted = True
         record.msg = redact(record.getMessage())
         record.args = None
         if record.exc_info and not record.exc_text:
@@ -125,3 +128,21 @@ def configure(env: Mapping[str, str], *, stream: TextIO | None = None) -> int:
             WIRE_SETTING,
         )
     return level
+
+
+_configured = False
+
+
+def configure_once(env: Mapping[str, str]) -> None:
+    """Set logging up for a server process (the web app) on its first call; later calls do
+    nothing. When something else already gave the root logger a handler (Streamlit's test
+    runner, a host embedding the app), its levels are left alone and only the redacting
+    filter is added."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    if logging.getLogger().handlers:
+        protect()
+    else:
+        configure(env)

@@ -303,6 +303,15 @@ def test_redaction_masks_every_kind_of_secret(line: str) -> None:
     assert logs.MASK in masked
 
 
+@pytest.mark.parametrize("line", SECRET_LINES)
+def test_redacting_twice_changes_nothing_more(line: str) -> None:
+    # GIVEN a redacted line (a record passes every handler's filter)
+    once = logs.redact(line)
+    # WHEN it is redacted again
+    # THEN it is the same
+    assert logs.redact(once) == once
+
+
 def test_redaction_keeps_ordinary_lines() -> None:
     # GIVEN a log line with no secret in it
     line = "Lake Formation GrantPermissions entry 3 failed: AccessDeniedException r-1a2b3c4d"
@@ -416,3 +425,53 @@ def test_write_private_makes_a_0600_file_in_a_0700_folder_under_umask_022(
     assert target.read_text() == '{"endpoint": "second"}'
     assert (oct(mode(target)), oct(mode(target.parent))) == ("0o600", "0o700")
     assert [p.name for p in target.parent.iterdir()] == [target.name]
+
+
+def test_configure_once_in_a_fresh_process_logs_at_mesh_log_level_with_secrets_masked() -> None:
+    # GIVEN a new process with no logging set up (as a Streamlit server's is), MESH_LOG=debug
+    script = (
+        "import logging, os\n"
+        "from mesh import logs\n"
+        "logs.configure_once(os.environ)\n"
+        "logs.configure_once({'MESH_LOG': 'error'})\n"  # a second call changes nothing
+        f"logging.getLogger('mesh.ui').debug('session token=%s', {ROLE_SESSION_TOKEN!r})\n"
+        "logging.getLogger('botocore.endpoint').debug('wire line')\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "AWS_"))}
+    # WHEN the web app's set-up runs twice and lines are logged
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=PROJECT,
+        env={**clean, "MESH_LOG": "debug"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # THEN mesh's debug line is there, masked, and botocore's is not
+    assert done.returncode == 0, done.stderr
+    assert f"DEBUG mesh.ui: session token={logs.MASK}" in done.stderr
+    assert found_markers(done.stderr, STATIC_MARKERS) == []
+    assert "wire line" not in done.stderr
+
+
+def test_configure_once_leaves_a_host_s_logging_alone_but_masks_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a root logger some host set up already (here, pytest's), at its own level
+    root = logging.getLogger()
+    monkeypatch.setattr(logs, "_configured", False)
+    level = root.level
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    root.addHandler(handler)
+    try:
+        # WHEN the web app's set-up runs with MESH_LOG=error
+        logs.configure_once({"MESH_LOG": "error"})
+        logging.getLogger("mesh").warning("password=%s", WRONG_PASSWORD)
+    finally:
+        root.removeHandler(handler)
+        for each in root.handlers:
+            each.removeFilter(logs._FILTER)
+    # THEN the host's level stands, and its handlers mask secrets
+    assert root.level == level
+    assert buffer.getvalue() == f"password={logs.MASK}\n"
