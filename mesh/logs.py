@@ -29,7 +29,7 @@ _KEYWORDS = (
 # A value after a secret-looking name: `name=value`, `name: value`, `"name": "value"`,
 # `<Name>value</Name>`, `'Name': b'value'`, and the same URL-encoded (`link%3Dvalue`).
 _NAMED = re.compile(
-    rf"(?i)((?:{_KEYWORDS})(?:[\"']?\s*(?::|=|%3D)\s*b?[\"']?|>))([^\s\"'<>&,;)}}\[\]\\]+)"
+    rf"(?i)((?:{_KEYWORDS})(?>[\"']?\s*(?::|=|%3D)\s*(?:b(?=[\"']))?[\"']?|>))([^\s\"'<>&,;)}}\[\]\\]+)"
 )
 _PATTERNS = (
     # AWS access key ids (long-term AKIA, temporary ASIA, and the other principal prefixes).
