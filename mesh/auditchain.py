@@ -19,12 +19,13 @@ from typing import Any
 GENESIS = "0" * 64
 """The "previous MAC" of the first row."""
 
-# The triggers that keep the log and the reconcile reports append-only (and every audit row
-# chained); verify reports any that is missing.
+# The triggers that keep the log, its checkpoints and the reconcile reports append-only;
+# verify reports any that is missing.
 TRIGGERS = (
     "audit_no_update",
     "audit_no_delete",
-    "audit_chained",
+    "audit_checkpoints_no_update",
+    "audit_checkpoints_no_delete",
     "reconcile_reports_no_update",
     "reconcile_reports_no_delete",
 )

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 import tempfile
-from collections.abc import Iterable, Iterator
+import time as clock
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, Protocol
 
+from mesh import auditchain
 from mesh.errors import InvalidInput
-from mesh.store import AUDIT_COLUMNS, AuditRow
+from mesh.store import AUDIT_COLUMNS, AuditRow, Store
 
 # OWASP, "CSV Injection": a spreadsheet runs a cell that starts with one of these as a
 # formula. A leading single quote makes it text, and shows the value as it was.
@@ -108,3 +113,158 @@ def csv_bytes(rows: Iterable[AuditRow]) -> bytes:
             text.flush()
             spool.seek(0)
             return spool.read()
+
+
+# The chain: verify, checkpoints and anchors ---------------------------------------------
+
+
+def head_record(store: Store, *, at: str, head: tuple[int, str] | None = None) -> dict[str, Any]:
+    """The chain's head (``head``, else the last row) as an anchor: row id, its chain, when,
+    and a MAC over the three."""
+    row_id, chain = head or store.audit_head()
+    mac = auditchain.checkpoint_mac(store.audit_key, row_id=row_id, chain=chain, at=at)
+    return {"row_id": row_id, "chain": chain, "at": at, "mac": mac}
+
+
+class Anchor(Protocol):
+    """Where the chain's head is published, out of reach of whoever holds the database."""
+
+    def publish(self, store: Store, head: Mapping[str, Any]) -> None: ...
+    def last(self, store: Store) -> dict[str, Any] | None: ...
+
+
+BESIDE = "audit-anchor.json"
+
+
+class FileAnchor:
+    """The head in a JSON file (best on another disk or host than MESH_DB), replaced whole.
+
+    ``path`` None keeps it beside the store's file (``audit-anchor.json``): the default,
+    which catches a deleted tail but not someone who can also rewrite that file.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+
+    def where(self, store: Store) -> Path:
+        return self.path or store.path.parent / BESIDE
+
+    def publish(self, store: Store, head: Mapping[str, Any]) -> None:
+        path = self.where(store)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                os.fchmod(handle.fileno(), 0o600)
+                json.dump(dict(head), handle)
+            os.replace(partial, path)
+        finally:
+            Path(partial).unlink(missing_ok=True)
+
+    def last(self, store: Store) -> dict[str, Any] | None:
+        try:
+            text = self.where(store).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            found = json.loads(text)
+        except ValueError:
+            return {"malformed": text[:80]}
+        return found if isinstance(found, dict) else {"malformed": text[:80]}
+
+
+class SnsAnchor:
+    """The head published to the central SNS topic; its subscribers keep the history.
+
+    SNS cannot be read back: compare a published head with ``mesh audit verify --anchor``.
+    """
+
+    def __init__(self, sns: Any, topic_arn: str) -> None:
+        self.sns = sns
+        self.topic_arn = topic_arn
+
+    def publish(self, store: Store, head: Mapping[str, Any]) -> None:
+        self.sns.publish(
+            TopicArn=self.topic_arn,
+            Subject="Mesh audit log head",
+            Message=json.dumps(dict(head), sort_keys=True),
+        )
+
+    def last(self, store: Store) -> dict[str, Any] | None:
+        return None
+
+
+def parse_anchor(text: str) -> dict[str, Any]:
+    """An anchor given by hand: the JSON a tick published."""
+    try:
+        found = json.loads(text)
+    except ValueError:
+        raise InvalidInput(
+            "The anchor is not JSON; pass the message a tick published, such as "
+            '\'{"row_id": 42, "chain": "...", "at": "...", "mac": "..."}\'.'
+        ) from None
+    if not isinstance(found, dict):
+        raise InvalidInput("The anchor must be a JSON object with row_id, chain, at and mac.")
+    return found
+
+
+def verify(
+    store: Store,
+    *,
+    anchor: Mapping[str, Any] | None = None,
+    after: tuple[int, str] | None = None,
+) -> auditchain.Verification:
+    """Check the chain (all of it, or the rows after ``after``), the triggers and the anchor.
+
+    Streams the rows: memory stays flat at any size. The first break is reported; the
+    anchor (the head last published) catches a deleted tail, which leaves a whole chain.
+    """
+    started = clock.perf_counter()
+    prev_id, prev_chain = after or (0, auditchain.GENESIS)
+    rows, last_id, last_chain, broken = auditchain.walk(
+        store.audit_key, store.iter_chain(after=prev_id), prev_id=prev_id, prev_chain=prev_chain
+    )
+    head_id, head_chain = (last_id, last_chain) if broken is None else store.audit_head()
+    problems = [broken.reason] if broken else []
+    missing = store.missing_triggers()
+    if missing:
+        problems.append(
+            "the append-only triggers " + ", ".join(missing) + " are missing: they were dropped"
+        )
+    if anchor is not None:
+        anchored_id = anchor.get("row_id")
+        chain_at = (
+            {anchored_id: store.audit_chain_at(anchored_id)} if isinstance(anchored_id, int) else {}
+        )
+        disagreement = auditchain.compare_anchor(
+            store.audit_key, dict(anchor), chain_at=chain_at, head_id=head_id
+        )
+        if disagreement:
+            problems.append(disagreement)
+    return auditchain.Verification(
+        ok=not problems,
+        rows=rows,
+        first_id=prev_id + 1 if rows else None,
+        head_id=head_id,
+        head_chain=head_chain,
+        broken=broken,
+        missing_triggers=missing,
+        anchor=dict(anchor) if anchor is not None else None,
+        seconds=clock.perf_counter() - started,
+        problems=problems,
+    )
+
+
+def verify_tail(
+    store: Store, *, at: str, anchor: Mapping[str, Any] | None = None
+) -> auditchain.Verification:
+    """Check the rows written since the last checkpoint, and record a new one if they hold.
+
+    A checkpoint carries a MAC, so a forged one is passed over. A break records nothing:
+    the next check starts from the same place and reports it again.
+    """
+    after = store.last_checkpoint()
+    found = verify(store, anchor=anchor, after=after)
+    if found.ok and found.rows:
+        store.add_checkpoint(row_id=found.head_id, chain=found.head_chain, rows=found.rows, at=at)
+    return found

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from mesh import aws, policy
+from mesh import auditlog, aws, evidence, policy
 from mesh.catalog_index import SyncRecord
 from mesh.errors import (
     AwsFailure,
@@ -25,7 +25,15 @@ from mesh.errors import (
     failure_of,
     in_flight,
 )
-from mesh.models import HOLDS_GRANTS, AccessRequest, Action, GrantSpec, Permission, Status
+from mesh.models import (
+    HOLDS_GRANTS,
+    AccessRequest,
+    Action,
+    GrantSpec,
+    Permission,
+    Status,
+    User,
+)
 from mesh.store import NewEvent
 from mesh.sync import CatalogSync
 from mesh.workflow import Marketplace, _clean_comment, iso
@@ -33,6 +41,7 @@ from mesh.workflow import Marketplace, _clean_comment, iso
 EXPIRY_ACTOR = "expiry"
 TICK_ACTOR = "tick"
 RECONCILE_ACTOR = "reconcile"
+RECONCILE_RAN = "reconcile_ran"  # one per run, with its counts, also when it found nothing
 # What the job retries: AWS's passing faults, a lost connection, and a crash of our own.
 TRANSIENT_CODES = aws.TRANSIENT_CODES | {
     "EndpointConnectionError",
@@ -61,6 +70,7 @@ class TickReport:
     notices_recovered: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     catalog_synced: dict[str, Any] | None = None  # the sync this pass ran, if it was due
+    audit_log: dict[str, Any] | None = None  # the check of the rows since the last one
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -88,8 +98,10 @@ class Lifecycle:
         grant_retry_limit: int,
         sync: CatalogSync | None = None,
         sync_minutes: int = 15,
+        anchor: auditlog.Anchor | None = None,
     ) -> None:
         self.market = market
+        self.anchor = anchor  # where tick publishes the audit chain's head
         self.remind_after = remind_after
         self.warn_before = warn_before
         self.grant_retry_limit = grant_retry_limit
@@ -439,7 +451,31 @@ class Lifecycle:
             self._guarded(report, "catalog sync", lambda: self._sync_if_due(report, synced))
             if synced:
                 report = replace(report, catalog_synced=synced[0])
+        checked: list[dict[str, Any]] = []
+        self._guarded(report, "audit log", lambda: self._check_audit(report, checked))
+        if checked:
+            report = replace(report, audit_log=checked[0])
         return report
+
+    def _check_audit(self, report: TickReport, checked: list[dict[str, Any]]) -> None:
+        """Verify the audit rows written since the last check, then publish the head.
+
+        A break is reported on every pass until someone looks (no checkpoint is recorded
+        past it), and a broken chain's head is never published.
+        """
+        m = self.market
+        last = self.anchor.last(m.store) if self.anchor is not None else None
+        found = auditlog.verify_tail(m.store, at=m._now(), anchor=last)
+        if found.rows or not found.ok:  # a pass that found nothing new says nothing
+            checked.append(found.to_json())
+        if not found.ok:
+            report.errors.append("audit log: " + "; ".join(found.problems))
+            return
+        if self.anchor is not None and (last is None or last.get("row_id") != found.head_id):
+            self.anchor.publish(
+                m.store,
+                auditlog.head_record(m.store, at=m._now(), head=(found.head_id, found.head_chain)),
+            )
 
     def sync_catalog(self, username: str) -> SyncRecord:
         """Sync the catalog index from Glue now, for an admin (the pages' Sync now).
@@ -695,13 +731,28 @@ class Lifecycle:
 
     # Drift --------------------------------------------------------------------------------
 
-    def reconcile(self, *, fix: bool, actor: str = RECONCILE_ACTOR) -> dict[str, Any]:
+    def reconcile(
+        self, user: User | None = None, *, fix: bool, actor: str | None = None
+    ) -> dict[str, Any]:
         """Compare granted requests with what Lake Formation holds; re-apply missing grants.
 
-        Unexplained grants (to consumer accounts, on this catalog, that no request explains)
-        are reported and never touched.
+        ``user`` is the admin who runs it (checked here, whatever the page showed); None is
+        the system (the CLI without --as, the periodic job), audited as ``actor`` or
+        "reconcile". Unexplained grants (to consumer accounts, on this catalog, that no
+        request explains) are reported and never touched. A request explains grants only
+        with evidence (mesh/evidence.py): verified audit rows of its submission, verdict and
+        approvals; one without is reported as unexplained, and nothing is re-applied for it.
+        Every run leaves an audit row, also when it finds nothing.
         """
         m = self.market
+        if user is not None:
+            current = m._user(user.username)  # the users file as it is now
+            if not current.is_admin:
+                raise Forbidden(
+                    f"User {current.username} may not run the drift check: only an admin can."
+                )
+            actor = current.username
+        actor = actor or RECONCILE_ACTOR
         if fix:
             m.check_policy()
         central = m.catalog.catalog_id
@@ -721,7 +772,9 @@ class Lifecycle:
             grantable.update(entry.get("PermissionsWithGrantOption", []))
         expected: dict[tuple[str, str], tuple[set[str], set[str]]] = {}
         missing: list[dict[str, Any]] = []
-        for request in m.store.requests(statuses=[Status.GRANTED]):
+        granted = m.store.requests(statuses=[Status.GRANTED])
+        explained, without = evidence.explained(m.store, granted)
+        for request in explained:
             for spec in m.grant_plan(request):
                 key = (spec.principal, _resource_key(spec.resource))
                 want = {p.value for p in spec.permissions}
@@ -740,7 +793,7 @@ class Lifecycle:
                             "lacking_grant_option": sorted(want_grantable - have_grantable),
                         }
                     )
-        in_flight = self._in_flight(expected, held)
+        in_flight = self._in_flight(expected, held, without)
         unexplained = []
         for (principal, found), (have, have_grantable, resource) in sorted(held.items()):
             exp_perms, exp_grantable = expected.get((principal, found), (set(), set()))
@@ -755,11 +808,13 @@ class Lifecycle:
                     }
                 )
         fixed = self._fix(missing, actor=actor) if fix else []
+        unexplained_requests = [found.to_json() for found in without]
         report = {
             "checked_at": m._now(),
-            "granted_requests": len(m.store.requests(statuses=[Status.GRANTED])),
+            "granted_requests": len(granted),
             "missing": missing,
             "unexplained": unexplained,
+            "unexplained_requests": unexplained_requests,
             "in_flight": in_flight,
             "fixed": fixed,
         }
@@ -785,6 +840,35 @@ class Lifecycle:
                     details={"unexplained": unexplained},
                 )
             )
+        events += [
+            NewEvent(
+                at=m._now(),
+                actor=actor,
+                action=Action.RECONCILE_UNEXPLAINED.value,
+                request_id=found["request_id"],
+                scope="",
+                details={"request_without_evidence": found["problems"]},
+            )
+            for found in unexplained_requests
+        ]
+        events.append(
+            NewEvent(
+                at=m._now(),
+                actor=actor,
+                action=RECONCILE_RAN,
+                request_id=None,
+                scope="",
+                details={
+                    "fix": fix,
+                    "granted_requests": len(granted),
+                    "missing": len(missing),
+                    "unexplained": len(unexplained),
+                    "unexplained_requests": len(unexplained_requests),
+                    "in_flight": len(in_flight),
+                    "fixed": len([f for f in fixed if f.get("fixed")]),
+                },
+            )
+        )
         m.store.add_report(at=m._now(), actor=actor, fixed=fix, report=report, events=events)
         return report
 
@@ -792,17 +876,22 @@ class Lifecycle:
         self,
         expected: dict[tuple[str, str], tuple[set[str], set[str]]],
         held: dict[tuple[str, str], tuple[set[str], set[str], dict[str, Any]]],
+        without: list[evidence.Evidence],
     ) -> list[dict[str, Any]]:
         """Grants held for requests still granting, partly granted, or being revoked.
 
         They are explained by a request on its way (the periodic job finishes it), so they
-        count as expected and are listed apart, never as unexplained.
+        count as expected and are listed apart, never as unexplained; a request without
+        evidence explains nothing, and is added to ``without``.
         """
         m = self.market
         found = []
-        for request in m.store.requests(
-            statuses=[Status.GRANTING, Status.FAILED, Status.REVOKING, Status.REVOKE_FAILED]
-        ):
+        going = m.store.requests(statuses=[Status.GRANTING, Status.FAILED])
+        ending = m.store.requests(statuses=[Status.REVOKING, Status.REVOKE_FAILED])
+        coming, bad = evidence.explained(m.store, going)
+        leaving, bad_ending = evidence.explained(m.store, ending, ending=True)
+        without += bad + bad_ending
+        for request in [*coming, *leaving]:
             for spec in m.grant_plan(request):
                 key = (spec.principal, _resource_key(spec.resource))
                 have, have_grantable, _ = held.get(key, (set(), set(), {}))
@@ -837,6 +926,10 @@ class Lifecycle:
                         "error": "the request is no longer granted; nothing was re-applied",
                     }
                 )
+                continue
+            found = evidence.check(m.store, current)  # again: the store may have changed
+            if not found.ok:
+                fixed.append({**item, "fixed": False, "error": found.refusal().message})
                 continue
             api = item["grant"]
             spec = GrantSpec(

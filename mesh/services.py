@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from mesh import approval
+from mesh import approval, auditchain, auditlog
 from mesh.approval import ApprovalPolicy
 from mesh.aws import ClientFactory, central_account
 from mesh.catalog import GlueCatalog
@@ -29,6 +30,8 @@ from mesh.sync import CatalogSync
 from mesh.users import UserFile
 from mesh.workflow import Marketplace, iso, utc_now
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Services:
@@ -45,6 +48,7 @@ class Services:
     outbox: Outbox
     index: CatalogIndex
     sync: CatalogSync
+    audit_check: auditchain.Verification | None = None  # the check made at start-up
 
 
 def demo_endpoint(settings: Settings) -> str | None:
@@ -83,6 +87,61 @@ def _links(settings: Settings) -> LinkSigner:
         tighten(settings.link_secret_file)
         check_secret(f"The link secret in {settings.link_secret_file}", secret)
     return LinkSigner(secret, max_age_seconds=settings.link_ttl_hours * 3600, clock=utc_now)
+
+
+def audit_key(settings: Settings) -> str:
+    """The audit chain's key: MESH_AUDIT_KEY, else the private file beside MESH_DB.
+
+    The file is the demo's way; in aws mode it is readable by whoever can write the
+    database, which defeats the chain, so its use is logged as a warning on every start.
+    """
+    if settings.audit_key is not None:
+        return settings.audit_key
+    if settings.mode is Mode.AWS:
+        log.warning(
+            "MESH_AUDIT_KEY is not set: the audit chain's key is kept in %s, beside the "
+            "database, where whoever can write the database can read it; set MESH_AUDIT_KEY",
+            settings.audit_key_file,
+        )
+    private_dir(settings.audit_key_file.parent)
+    secret = load_or_create_secret(settings.audit_key_file)
+    tighten(settings.audit_key_file)
+    return check_secret(f"The audit key in {settings.audit_key_file}", secret)
+
+
+def open_store(settings: Settings) -> Store:
+    """The store at MESH_DB with the audit chain's key."""
+    return Store(settings.db_path, audit_key=audit_key(settings))
+
+
+def audit_anchor(settings: Settings, sns: Any = None) -> auditlog.Anchor | None:
+    """Where tick publishes the audit chain's head (MESH_AUDIT_ANCHOR)."""
+    if settings.audit_anchor == "off":
+        return None
+    if settings.audit_anchor == "sns":
+        if settings.admin_topic_arn is None:
+            raise SettingError(
+                "MESH_AUDIT_ANCHOR is sns, which publishes to MESH_ADMIN_TOPIC_ARN, and that "
+                "is not set; set it, or set MESH_AUDIT_ANCHOR to file:PATH."
+            )
+        return auditlog.SnsAnchor(sns, settings.admin_topic_arn)
+    if settings.audit_anchor == "beside":
+        return auditlog.FileAnchor()
+    return auditlog.FileAnchor(Path(settings.audit_anchor.removeprefix("file:")))
+
+
+def check_audit_at_start(store: Store, anchor: auditlog.Anchor | None) -> auditchain.Verification:
+    """Verify the audit rows written since the last check; a break is logged, not fatal.
+
+    Start-up goes on (grants stay safe: each needs verified evidence), and the periodic
+    job reports the break on every pass until someone looks.
+    """
+    found = auditlog.verify_tail(
+        store, at=iso(utc_now()), anchor=anchor.last(store) if anchor is not None else None
+    )
+    if not found.ok:
+        log.error("The audit log does not verify: %s", "; ".join(found.problems))
+    return found
 
 
 def load_policy(settings: Settings) -> ApprovalPolicy:
@@ -153,7 +212,7 @@ def activate_policy(settings: Settings, *, by: str) -> PolicyRecord:
     """
     rules = load_policy(settings)  # "The policy file X is invalid at ...: ..."
     users = load_users(settings.users_path, rules, source=_source(settings))
-    store = Store(settings.db_path)
+    store = open_store(settings)
     store.migrate(create=settings.mode is Mode.DEMO)
     try:
         check_waiting(store, rules, users.everyone(), source=_source(settings))
@@ -236,7 +295,7 @@ def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -
         raise exc.as_setting() from None
     # Only the demo makes its database at start; in aws mode a missing one stops start-up,
     # before any AWS call (`mesh init` makes it; a deleted one is restored from a backup).
-    store = Store(settings.db_path)
+    store = open_store(settings)
     store.migrate(create=settings.mode is Mode.DEMO)
     sts = factory.client("sts")
     account = central_account(sts)
@@ -290,8 +349,11 @@ def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -
         policy=mine,
         index=index,
     )
+    anchor = audit_anchor(settings, factory.client("sns"))
+    audit_check = check_audit_at_start(store, anchor)
     lifecycle = Lifecycle(
         marketplace,
+        anchor=anchor,
         remind_after=timedelta(hours=settings.remind_after_hours),
         warn_before=timedelta(days=settings.warn_days),
         grant_retry_limit=settings.grant_retry_limit,
@@ -310,4 +372,5 @@ def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -
         outbox=outbox,
         index=index,
         sync=sync,
+        audit_check=audit_check,
     )

@@ -267,7 +267,7 @@ class Settings:
     link_secret: str | None = None
     link_ttl_hours: int = 72
     audit_key: str | None = None
-    audit_anchor: str = "off"  # off, sns, or file:PATH (absolute)
+    audit_anchor: str = "off"  # off, sns, beside (the store's file), or file:PATH (absolute)
     org_accounts: str | None = None
     max_sensitive_days: int | None = None
     require_expiry_sensitive: bool = False
@@ -405,7 +405,7 @@ def load_settings(
         mode=mode,
         db_path=resolve_path(db),
         audit_key=audit_key,
-        audit_anchor=_anchor(get("MESH_AUDIT_ANCHOR"), db_path=resolve_path(db)),
+        audit_anchor=_anchor(get("MESH_AUDIT_ANCHOR")),
         users_path=users_path,
         cookie_key=cookie_key,
         catalog_ttl=_positive_int("MESH_CATALOG_TTL", get("MESH_CATALOG_TTL"), 300),
@@ -534,10 +534,10 @@ _DEMO_TOPICS = {
 _DEMO_ORG = "123456789012,111111111111,222222222222,333333333333,444455556666,555555555555"
 
 
-def _anchor(raw: str | None, *, db_path: Path) -> str:
-    """MESH_AUDIT_ANCHOR as off, sns, or file: with an absolute path."""
+def _anchor(raw: str | None) -> str:
+    """MESH_AUDIT_ANCHOR as off, sns, beside (unset), or file: with an absolute path."""
     if raw is None:
-        return f"file:{db_path.parent / 'audit-anchor.json'}"
+        return "beside"  # audit-anchor.json beside the store's file
     value = raw.strip()
     if value.lower() in ("off", "sns"):
         return value.lower()
