@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,14 +75,26 @@ class Query:
 
 @dataclass(frozen=True, kw_only=True)
 class ResultPage:
+    """One page of a search or listing.
+
+    ``capped``: more entries matched than a search ranks (``total`` of them, the name
+    matches first); the rest are neither counted nor shown, so the page says "1,000+".
+    """
+
     entries: list[Entry]
     total: int
     page: int
     page_size: int
+    capped: bool = False
 
     @property
     def pages(self) -> int:
         return max(1, -(-self.total // self.page_size))
+
+    @property
+    def count(self) -> str:
+        """How many matched, as a person reads it: "1,234", or "1,000+" when capped."""
+        return f"{self.total:,}+" if self.capped else f"{self.total:,}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,3 +135,36 @@ class Counts:
         self.databases += other.databases
         self.tables += other.tables
         self.touched |= other.touched
+
+
+# The columns an Entry is read from, for a database and for a table.
+DB_SELECT = (
+    "SELECT d.name AS database, '' AS table_name, d.description, d.owner_account, "
+    "d.owner_name, d.domain, d.level, d.needs_approval, d.contains_pii, d.pii_summary, "
+    "d.reason, d.tables, '[]' AS pii_columns, d.pii"
+)
+TABLE_SELECT = (
+    "SELECT t.database, t.name AS table_name, t.description, t.owner_account, t.owner_name, "
+    "t.domain, t.level, t.needs_approval, t.contains_pii, t.pii_summary, t.reason, 0 AS tables, "
+    "t.pii_columns, t.pii"
+)
+
+
+def entry_of(row: dict[str, Any]) -> Entry:
+    """An entry from a row read with ``DB_SELECT`` or ``TABLE_SELECT``."""
+    return Entry(
+        database=row["database"],
+        table=row["table_name"] or None,
+        description=row["description"],
+        owner_account=row["owner_account"],
+        owner_name=row["owner_name"],
+        domain=row["domain"],
+        level=row["level"],
+        needs_approval=bool(row["needs_approval"]),
+        contains_pii=bool(row["contains_pii"]),
+        pii_summary=row["pii_summary"],
+        reason=row["reason"],
+        tables=row["tables"] or 0,
+        pii_columns=tuple(json.loads(row["pii_columns"] or "[]")),
+        pii=row["pii"],
+    )

@@ -322,7 +322,9 @@ def _search(services: Services, args: argparse.Namespace) -> int:
         )
         print(f"{e.kind:<8} {e.name:<40} {e.owner:<28} {marks}")
     more = found.total - len(found.entries)
-    if more > 0:
+    if found.capped:  # more matched than a search ranks
+        print(f"... {found.count} matched; search for more words to narrow it.", file=sys.stderr)
+    elif more > 0:
         print(f"... and {more} more; search for more words to narrow it.", file=sys.stderr)
     return 0
 

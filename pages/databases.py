@@ -53,8 +53,14 @@ with ui.guard():
     )
     found = ui.search(ctx.services, query)
     st.caption(
-        f"{found.total:,} {'matches' if text.strip() else 'entries'}"
+        f"{found.count} {'matches' if text.strip() else 'entries'}"
         + (", best first" if text.strip() else "")
+        + (
+            f" among the first {found.total:,} found (names that hold every word come "
+            "first); add words to narrow it"
+            if found.capped
+            else ""
+        )
         + f"; page {found.page + 1} of {found.pages}"
     )
     frame = ui.badges_frame(found.entries)

@@ -11,7 +11,9 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
+from streamlit.testing.v1 import AppTest
 
+from mesh import catalog_search
 from mesh.approval import DEFAULT
 from mesh.catalog import GlueCatalog
 from mesh.catalog_index import CatalogIndex, Query
@@ -20,7 +22,7 @@ from mesh.settings import Settings, load_settings
 from mesh.store import Store
 from mesh.sync import CatalogSync
 from tests.conftest import REGION, client
-from tests.support import in_process_cli
+from tests.support import APP, COOKIE_KEY, in_process_cli, sign_in, texts
 
 CENTRAL = "123456789012"
 CAROL = "444455556666"
@@ -231,6 +233,88 @@ def test_results_are_paged_50_at_a_time(synced: Services) -> None:
     assert not {e.name for e in first.entries} & {e.name for e in second.entries}
 
 
+def test_a_search_under_the_cap_counts_every_match_exactly(synced: Services) -> None:
+    # WHEN a search matches fewer entries than the cap
+    found = synced.index.search(Query(text="orders", page_size=500))
+    # THEN every match is counted and shown, and the count has no "+"
+    assert 1 < found.total == len(found.entries)
+    assert not found.capped and found.count == str(found.total)
+
+
+def test_a_search_beyond_the_cap_ranks_the_name_matches_and_says_more_matched(
+    synced: Services,
+) -> None:
+    # GIVEN every entry matching "orders", and those whose names hold the word
+    every = synced.index.search(Query(text="orders", page_size=500)).entries
+    named = [e for e in every if "orders" in e.name.replace(".", "_").split("_")]
+    assert 0 < len(named) < len(every)
+    # WHEN the cap is as many as the name matches
+    found = synced.index.search(Query(text="orders", page_size=500), cap=len(named))
+    # THEN the name matches are the ones ranked, in the order of the full ranking,
+    # and the count says that more matched
+    assert [e.name for e in found.entries] == [e.name for e in named]
+    assert found.capped and found.total == len(named) and found.count == f"{len(named)}+"
+
+
+def test_a_capped_search_pages_within_the_cap(synced: Services) -> None:
+    # GIVEN a search for a word that names many entries, capped at 7, 3 a page
+    query = Query(text="sales", page_size=3)
+    # WHEN each page is read, and one beyond the last
+    pages = [synced.index.search(Query(text="sales", page_size=3, page=n), cap=7) for n in range(4)]
+    # THEN 3 pages hold the 7 ranked entries once each, and the page beyond shows the last
+    assert [len(p.entries) for p in pages] == [3, 3, 1, 1]
+    assert all(p.capped and p.pages == 3 for p in pages)
+    names = [e.name for p in pages[:3] for e in p.entries]
+    assert len(set(names)) == 7 and pages[3].page == 2
+    assert synced.index.search(query, cap=7).entries == pages[0].entries
+
+
+def test_a_prefix_finds_what_whole_words_do_not(synced: Services) -> None:
+    # WHEN a word is typed in part, in two words
+    found = synced.index.search(Query(text="sales custom"))
+    # THEN the whole words it begins are found (whole words are tried first)
+    assert "sales_orders.customers" in {e.name for e in found.entries}
+
+
+def test_owner_facet_with_text_keeps_only_that_owners_matches(synced: Services) -> None:
+    # GIVEN the matches for "orders" of every owner
+    every = synced.index.search(Query(text="orders", page_size=500)).entries
+    # WHEN the owner facet is set too
+    owner = every[0].owner_account
+    assert owner is not None
+    found = synced.index.search(Query(text="orders", owner=owner, page_size=500)).entries
+    # THEN exactly that owner's matches remain, in the same order
+    assert [e.name for e in found] == [e.name for e in every if e.owner_account == owner]
+
+
+@pytest.fixture
+def catalog_page(
+    aws_env: dict[str, str], synced: Services, running_server: None, monkeypatch: Any
+) -> AppTest:
+    """The app over the synced demo mesh, not yet run."""
+    for name, value in {**aws_env, "MESH_COOKIE_KEY": COOKIE_KEY}.items():
+        monkeypatch.setenv(name, value)
+    return AppTest.from_file(APP, default_timeout=30)
+
+
+def test_databases_page_says_when_more_matched_than_a_search_ranks(
+    catalog_page: AppTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a search that ranks at most 3 matches, and carol on the Data products page
+    monkeypatch.setattr(catalog_search, "CAP", 3)
+    sign_in(catalog_page, "carol")
+    # WHEN she searches for a word more entries hold
+    catalog_page.text_input(key="catalog_search").input("sales").run()
+    # THEN 3 are shown, and the page says more matched and how to narrow it
+    assert not catalog_page.exception
+    [table] = [d for d in catalog_page.dataframe if d.key == "databases_table"]
+    assert len(table.value) == 3
+    assert [c for c in texts(catalog_page.caption) if "matches" in c] == [
+        "3+ matches, best first among the first 3 found (names that hold every word come "
+        "first); add words to narrow it; page 1 of 1"
+    ]
+
+
 # Policy changes and live reads -----------------------------------------------------------------
 
 
@@ -336,3 +420,17 @@ def test_cli_catalog_search_prints_ranked_matches(cli: Any) -> None:
     found = json.loads(result.out)
     assert found[0]["database"] == "sales_orders" and found[0]["table"] == "customers"
     assert found[0]["sensitive"] is True
+
+
+def test_cli_catalog_search_says_when_more_matched_than_it_ranks(
+    cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a search that ranks at most 3 matches
+    assert cli("sync").code == 0
+    monkeypatch.setattr(catalog_search, "CAP", 3)
+    # WHEN the CLI searches for a word more entries hold, 100 a page
+    result = cli("catalog", "--search", "sales")
+    # THEN it prints the 3 ranked, and says that more matched
+    assert result.code == 0, result.err
+    assert len(result.out.splitlines()) == 3
+    assert "... 3+ matched; search for more words to narrow it." in result.err
