@@ -15,7 +15,7 @@ from mesh.approval import ApprovalPolicy
 from mesh.aws import ClientFactory, central_account
 from mesh.catalog import GlueCatalog
 from mesh.catalog_index import CatalogIndex
-from mesh.errors import Conflict, SettingError
+from mesh.errors import Conflict, Forbidden, SettingError
 from mesh.files import private_dir, tighten
 from mesh.grants import LakeFormation
 from mesh.lifecycle import Lifecycle
@@ -204,14 +204,26 @@ def adopt_policy(store: Store, mine: PolicyRecord, *, by: str) -> PolicyRecord:
     return store.record_policy(first, replacing=None, events=[_policy_event(first, previous=None)])
 
 
-def activate_policy(settings: Settings, *, by: str) -> PolicyRecord:
+def activate_policy(settings: Settings, *, by: str, user: str | None = None) -> PolicyRecord:
     """Make this process's policy (MESH_POLICY, or the built-in) the one in force.
 
     It runs the start-up checks first: the file is valid, every group can reach its
     quorum, and no waiting request would be stranded. The switch is audited.
+
+    ``user`` names the person of the users file who activates it, who must be an admin;
+    without one, the operator who runs it on the server does (the demo, ``mesh policy
+    activate`` without ``--as``).
     """
     rules = load_policy(settings)  # "The policy file X is invalid at ...: ..."
     users = load_users(settings.users_path, rules, source=_source(settings))
+    if user is not None:
+        acting = users.get(user)
+        if acting is None:
+            raise Forbidden(f"There is no user {user!r} in the users file.")
+        if not acting.is_admin:
+            raise Forbidden(
+                f"User {acting.username} is not an admin; only admins activate an approval policy."
+            )
     store = open_store(settings)
     store.migrate(create=settings.mode is Mode.DEMO)
     try:
