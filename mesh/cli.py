@@ -28,12 +28,14 @@ from mesh.services import (
     Services,
     activate_policy,
     adopt_demo_state,
+    audit_anchor,
     build,
     check_waiting,
     load_users,
+    open_store,
 )
 from mesh.settings import Mode, Settings, load_settings, resolve_path
-from mesh.store import AuditFilters, Store
+from mesh.store import AuditFilters
 from mesh.workflow import Marketplace
 
 log = logging.getLogger("mesh")
@@ -180,7 +182,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     reconcile = verb("reconcile", "compare granted requests with what Lake Formation holds")
     reconcile.add_argument("--fix", action="store_true", help="re-apply missing grants")
-    audit = verb("audit", "print the audit log, oldest first")
+    reconcile.add_argument(
+        "--as",
+        dest="user",
+        help="the admin who runs it (checked; audited); without it, the system actor reconcile",
+    )
+    audit = verb("audit", "print the audit log, oldest first; `audit verify` checks its chain")
+    audit.add_argument(
+        "check",
+        nargs="?",
+        choices=("verify",),
+        help="verify: check the whole hash chain, the triggers and the last anchor; exit 1 "
+        "and the first broken row when it does not hold",
+    )
+    audit.add_argument(
+        "--anchor",
+        help="verify: a head published by tick (its JSON), to compare instead of the last one",
+    )
     audit.add_argument("--request", dest="request_id", help="only this request's rows")
     audit.add_argument(
         "--actor", action="append", default=[], help="only this actor's rows (repeatable)"
@@ -394,7 +412,8 @@ def _run_verb(services: Services, args: argparse.Namespace) -> int:
             print(f"error: {error}", file=sys.stderr)
         return 1 if report["errors"] else 0
     if args.verb == "reconcile":
-        drift = services.lifecycle.reconcile(fix=args.fix)
+        user = services.marketplace._user(args.user) if args.user else None
+        drift = services.lifecycle.reconcile(user, fix=args.fix)
         _print_list([drift], _drift_lines(drift), args.json, single=True)
         return 0
     if args.verb == "requests":
@@ -445,7 +464,7 @@ def _check_waiting(settings: Any, rules: Any, users: list[Any], *, source: str) 
     """A policy that would strand a request already waiting is refused before it is live."""
     if not settings.db_path.exists():
         return
-    store = Store(settings.db_path)
+    store = open_store(settings)
     store.migrate(create=settings.mode is Mode.DEMO)
     check_waiting(store, rules, users, source=source)
 
@@ -547,6 +566,7 @@ def _drift_lines(found: dict[str, Any]) -> list[str]:
         f"missing: {len(found['missing'])}",
         f"unexplained: {len(found['unexplained'])}",
         f"in flight (granting, failed part-way or revoking): {len(found.get('in_flight', []))}",
+        f"requests without evidence: {len(found.get('unexplained_requests', []))}",
     ]
     lines += [
         f"  missing   {m['request_id']} {json.dumps(m['grant']['Resource'])}"
@@ -561,10 +581,44 @@ def _drift_lines(found: dict[str, Any]) -> list[str]:
         for i in found.get("in_flight", [])
     ]
     lines += [
+        f"  no evidence {u['request_id']}: {'; '.join(u['problems'])}"
+        for u in found.get("unexplained_requests", [])
+    ]
+    lines += [
         f"  fixed     {f['request_id']}: {'yes' if f['fixed'] else f['error']}"
         for f in found["fixed"]
     ]
     return lines
+
+
+def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Check the whole chain, the triggers and the anchor; 1 when something does not hold."""
+    if args.format == "csv" or args.request_id or args.actor or args.action:
+        raise InvalidInput(
+            "`audit verify` checks the whole log; it takes only --json and --anchor."
+        )
+    store = open_store(settings)
+    store.migrate(create=False)
+    anchor: dict[str, Any] | None
+    if args.anchor is not None:
+        anchor = auditlog.parse_anchor(args.anchor)
+    else:
+        where = audit_anchor(settings)
+        anchor = where.last(store) if where is not None else None
+    found = auditlog.verify(store, anchor=anchor)
+    if args.json:
+        _print_json(found.to_json())
+    elif found.ok:
+        compared = " and agrees with the last anchor" if anchor is not None else ""
+        print(
+            f"The audit log verifies: {found.rows} rows, head row {found.head_id} "
+            f"({found.head_chain[:16]}...){compared}; checked in {found.seconds:.2f} s."
+        )
+    else:
+        print(f"The audit log does NOT verify ({found.rows} rows read):", file=sys.stderr)
+        for problem in found.problems:
+            print(f"  {_escaped(problem)}", file=sys.stderr)
+    return 0 if found.ok else 1
 
 
 def _when(text: str) -> date | datetime:
@@ -626,7 +680,7 @@ def _init(settings: Any) -> int:
         )
     path = settings.db_path
     existed = path.exists()
-    applied = Store(path).migrate(create=True)
+    applied = open_store(settings).migrate(create=True)
     if not existed:
         print(f"Created the database {path} (MESH_DB) with {len(applied)} migrations.")
     elif applied:
@@ -642,7 +696,7 @@ def _init(settings: Any) -> int:
 def _backup(settings: Any, args: argparse.Namespace) -> int:
     """Copy MESH_DB to FILE with SQLite's online backup; the app may keep running."""
     target = Path(args.file).absolute()
-    counts = Store(settings.db_path).backup(target, force=args.force)
+    counts = open_store(settings).backup(target, force=args.force)
     print(
         f"Backed up {settings.db_path} (MESH_DB) to {target}: {counts['requests']} requests, "
         f"{counts['audit']} audit rows."
@@ -709,6 +763,8 @@ def _run_command(argv: Sequence[str]) -> int:
             return run_demo(
                 settings, port=args.port, standin_port=args.standin_port, with_app=not args.no_app
             )
+        if args.verb == "audit" and args.check == "verify":
+            return _audit_verify(settings, args)
         return _run_verb(build(settings), args)
     except MeshError as exc:
         print(f"error: {_escaped(exc.message)}", file=sys.stderr)
