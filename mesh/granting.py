@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from mesh import approval, policy
+from mesh import approval, evidence, policy
 from mesh.approval import Verdict
 from mesh.errors import (
     AwsFailure,
@@ -136,6 +136,9 @@ class Granting(UseCase):
         verify: bool,
         live: LiveScopes | None = None,
     ) -> AccessRequest:
+        unexplained = self._unexplained(request, actor=actor)
+        if unexplained is not None:
+            return unexplained
         done = list(request.grants_done)
         if verify:
             failed = self._found_held(request, done, actor=actor)
@@ -221,11 +224,23 @@ class Granting(UseCase):
         stays ``granting`` and comes back as ``InFlight`` (the periodic job's takeover reads
         Lake Formation before granting again); retries and takeovers use ``_grant``.
         """
+        ended: dict[str, AccessRequest | MeshError] = {}
+        explained = []
+        for r in requests:
+            try:
+                refused = self._unexplained(r, actor=actor)
+            except Exception as exc:  # noqa: BLE001 - the refusal could not be recorded
+                ended[r.id] = self._in_flight(r.id, exc)
+                continue
+            if refused is None:
+                explained.append(r)
+            else:
+                ended[r.id] = refused
+        requests = explained
         plans = {
             r.id: [spec for spec in self.grant_plan(r) if spec.key not in r.grants_done]
             for r in requests
         }
-        ended: dict[str, AccessRequest | MeshError] = {}
         try:
             self.store.append(
                 *(
@@ -242,7 +257,7 @@ class Granting(UseCase):
                 )
             )
         except Exception as exc:  # noqa: BLE001 - nothing was sent: each waits for the job
-            return {r.id: self._in_flight(r.id, exc) for r in requests}
+            return {**ended, **{r.id: self._in_flight(r.id, exc) for r in requests}}
         specs = [spec for r in requests for spec in plans[r.id]]
         outcomes: list[tuple[GrantSpec, Exception | None]]
         try:
@@ -369,6 +384,25 @@ class Granting(UseCase):
             events=[self._policy_event(request, verdict, on_retry_by=actor, refused=message)],
         )
         return failed or self._request(request.id)
+
+    def _unexplained(self, request: AccessRequest, *, actor: str) -> AccessRequest | None:
+        """Fail ``request`` unless its verified audit rows explain a grant (mesh/evidence.py).
+
+        Every grant passes here first (a decision, a retry, the job's retry and takeover),
+        so a request forged in the database, or one whose rows were tampered with, fails
+        as ``Unexplained`` and nothing is granted for it.
+        """
+        found = evidence.check(self.store, request)
+        if found.ok:
+            return None
+        return self._fail(
+            request,
+            actor=actor,
+            exc=found.refusal(),
+            done=list(request.grants_done),
+            made=[],
+            call={},
+        )
 
     def _fail(
         self,
