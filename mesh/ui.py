@@ -7,7 +7,6 @@ case, render the result or the error.
 
 from __future__ import annotations
 
-import copy
 import gc
 import logging
 import re
@@ -21,17 +20,16 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
-import streamlit_authenticator as stauth
 
 from mesh import approval, browse, notices, policy
 from mesh.catalog_index import CatalogIndex, Query, ResultPage
 from mesh.demo import standin
-from mesh.errors import InvalidInput, MeshError
-from mesh.models import AccessRequest, Database, Role, Scope, Status, Table, User
+from mesh.errors import Forbidden, InvalidInput, MeshError
+from mesh.models import AccessRequest, Action, Database, Role, Scope, Status, Table, User
 from mesh.policy import DURATION_CHOICES
 from mesh.services import Services, build, demo_endpoint
 from mesh.settings import Mode, Settings, load_settings
-from mesh.store import Approval
+from mesh.store import Approval, NewEvent
 from mesh.workflow import iso, utc_now
 
 log = logging.getLogger("mesh.ui")
@@ -40,13 +38,14 @@ log = logging.getLogger("mesh.ui")
 class Keys:
     """Every session-state key the app uses, in one place."""
 
-    SESSION_TOKEN = "mesh_session_token"
+    SESSION_TOKEN = "mesh_session_token"  # the random session id the cookie carries
+    COOKIE_OUT = "mesh_cookie_out"  # the cookie value to write in the browser ("": delete)
+    COOKIE_TRIED = "mesh_cookie_tried"  # a cookie value already tried in this session
     DATABASE = "mesh_selected_database"
     TABLE = "mesh_selected_table"
     FLASH = "mesh_flash"
     SIGN_OUT = "mesh_sign_out_requested"
     PENDING_LINK = "mesh_pending_decision_link"
-    JUST_SIGNED_IN = "mesh_just_signed_in"
     LAST_ACCOUNT = "mesh_last_account"
     AUDIT_PAGES = "mesh_audit_pages"  # the audit page's filters and its pages' cursors
 
@@ -117,23 +116,67 @@ def describe_user(user: User) -> str:
 # Start-up --------------------------------------------------------------------------------
 
 
-@st.cache_resource(show_spinner="Starting the demo AWS stand-in…")
-def _embedded_standin(state_file: str, db_path: str) -> str:
-    """Start a stand-in inside this server process when no running demo was found."""
-    from pathlib import Path
+class _Process:
+    """What lives as long as the server process, made once, behind one lock.
 
-    return standin.start(state_file=Path(state_file), db_path=Path(db_path)).endpoint
+    Never in st.cache_resource: any client that reaches the port, signed in or not, can send
+    Streamlit's ``clear_cache`` message, which clears it for every session. Kept there, the
+    services were rebuilt, another background job started each time, and in demo mode the
+    cookie key re-rolled (everyone signed out). The services are built again only when the
+    settings change (tests run several configurations in one process); the background job
+    of the old ones is stopped first, so exactly one runs.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.key: tuple[Settings, str | None] | None = None
+        self.services: Services | None = None
+        self.job: threading.Event | None = None
+        self.standins: dict[tuple[str, str], str] = {}
+        self.cookie_key = secrets.token_urlsafe(48)  # demo mode: random for each process
+
+    def standin(self, state_file: str, db_path: str) -> str:
+        """A stand-in inside this server process when no running demo was found."""
+        from pathlib import Path
+
+        where = (state_file, db_path)
+        if where not in self.standins:
+            with st.spinner("Starting the demo AWS stand-in…"):
+                running = standin.start(state_file=Path(state_file), db_path=Path(db_path))
+            self.standins[where] = running.endpoint
+        return self.standins[where]
+
+    def get(self, settings: Settings) -> Services:
+        with self.lock:
+            endpoint = None
+            if settings.mode is Mode.DEMO:
+                endpoint = demo_endpoint(settings) or self.standin(
+                    str(settings.demo_state_file), str(settings.db_path)
+                )
+            if self.services is None or self.key != (settings, endpoint):
+                with st.spinner("Connecting…"):
+                    svc = build(settings, endpoint=endpoint, by="web app")
+                self._replace((settings, endpoint), svc)
+            return self.services  # type: ignore[return-value]  # set just above
+
+    def _replace(self, key: tuple[Settings, str | None], svc: Services) -> None:
+        if self.job is not None:
+            self.job.set()
+            self.job = None
+        self.key, self.services = key, svc
+        if svc.settings.mode is Mode.DEMO:
+            if svc.index.last_sync() is None:  # a demo started without the launcher (small)
+                svc.sync.run(actor="demo")
+            self.job = _start_background_job(svc)
+        settle_heap()
 
 
-@st.cache_resource(show_spinner="Connecting…")
-def _services(settings: Settings, endpoint: str | None) -> Services:
-    svc = build(settings, endpoint=endpoint, by="web app")
-    if settings.mode is Mode.DEMO:
-        if svc.index.last_sync() is None:  # a demo started without the launcher (small)
-            svc.sync.run(actor="demo")
-        _start_background_job(svc)
-    settle_heap()
-    return svc
+_PROCESS = _Process()
+
+
+def cookie_key(svc: Services) -> str:
+    """The key that signs the session cookie: MESH_COOKIE_KEY, or the process's own."""
+    return svc.settings.cookie_key or _PROCESS.cookie_key
 
 
 def settle_heap() -> None:
@@ -173,29 +216,19 @@ def _start_background_job(svc: Services) -> threading.Event:
     return stop
 
 
-@st.cache_resource
-def _demo_cookie_key() -> str:
-    """In demo mode the cookie key is random for each start of the server."""
-    return secrets.token_urlsafe(48)
-
-
 def services() -> Services:
     """Settings and services for this server process; a bad setting stops the app politely."""
     try:
-        settings = load_settings(web=True)
-        endpoint = None
-        if settings.mode is Mode.DEMO:
-            endpoint = demo_endpoint(settings) or _embedded_standin(
-                str(settings.demo_state_file), str(settings.db_path)
-            )
-        return _services(settings, endpoint)
+        return _PROCESS.get(load_settings(web=True))
     except MeshError as exc:
         st.error(f"Mesh Marketplace cannot start: {md(exc.message)}")
     except Exception:  # a person never sees a stack trace, even for a start-up failure
         log.exception("start-up failed")
         st.error("Mesh Marketplace cannot start; the details are in the server log.")
-    _no_pages()
-    raise RuntimeError("unreachable: _no_pages() stops the run")
+    from mesh.ui_signin import no_pages
+
+    no_pages()
+    raise RuntimeError("unreachable: no_pages() stops the run")
 
 
 # The catalog index ------------------------------------------------------------------------
@@ -272,204 +305,6 @@ def catalog_age(ctx: Context) -> None:
                 f"{(done.duration_ms or 0) / 1000:.1f} s: {done.added} added, "
                 f"{done.changed} changed, {done.removed} removed."
             )
-
-
-# Sign-in ---------------------------------------------------------------------------------
-
-
-def _authenticator(svc: Services) -> stauth.Authenticate:
-    directory = svc.users.directory()
-    key = svc.settings.cookie_key or _demo_cookie_key()
-    return stauth.Authenticate(
-        copy.deepcopy(directory.credentials),
-        directory.cookie_name,
-        key,
-        directory.cookie_expiry_days,
-        auto_hash=False,
-        login_sleep_time=0,
-    )
-
-
-def _token_id(username: str, exp_date: Any) -> str:
-    return f"{username}:{exp_date}" if exp_date else f"{username}:{secrets.token_hex(8)}"
-
-
-def _demo_hint(svc: Services) -> None:
-    if svc.settings.mode is not Mode.DEMO:
-        return
-    users = svc.users.directory().users
-    names = svc.settings
-    rows = [
-        {
-            "user": u.username,
-            "roles": describe_user(u),
-            "accounts": ", ".join(account_label(a, names) for a in u.accounts),
-            "owner of": ", ".join(account_label(a, names) for a in sorted(u.owner_of)),
-        }
-        for u in users.values()
-    ]
-    st.info(f"Demo mode: every demo user's password is **{PASSWORD_HINT}**.")
-    st.dataframe(
-        pd.DataFrame(rows),
-        hide_index=True,
-        key="demo_users",
-        column_config={
-            "user": st.column_config.TextColumn("user", width="small"),
-            "accounts": st.column_config.TextColumn("accounts", width="large"),
-        },
-    )
-
-
-def sign_in(svc: Services) -> User:
-    """Show the login form until someone signs in; return the signed-in user.
-
-    streamlit-authenticator's cookie holds only a username and an expiry, and stays valid
-    after logout, so the server keeps its own list of open sessions: a cookie whose session
-    was signed out (or never opened here) is refused.
-    """
-    auth = _authenticator(svc)
-    if st.session_state.pop(Keys.SIGN_OUT, False):
-        # Signing out in a run of its own lets the component that deletes the cookie render;
-        # an immediate rerun would cut it off and leave the (refused) cookie behind.
-        _sign_out(svc, auth)
-    was_signed_in = bool(st.session_state.get("authentication_status"))
-    try:
-        auth.login(
-            location="main",
-            key="login",
-            fields={
-                "Form name": "Sign in to Mesh Marketplace",
-                "Username": "Username",
-                "Password": "Password",
-                "Login": "Sign in",
-            },
-        )
-    except Exception as exc:  # noqa: BLE001 - the library raises LoginError and friends
-        log.warning("sign-in failed: %s", exc)
-        st.error("Sign-in failed; check the user name and password.")
-    status = st.session_state.get("authentication_status")
-    if status is False:
-        st.error("Wrong user name or password.")
-    if not status:
-        if st.query_params.get("link"):  # a decision link: come back to it after sign-in
-            st.session_state[Keys.PENDING_LINK] = st.query_params["link"]
-        _demo_hint(svc)
-        _no_pages()
-    username = str(st.session_state["username"])
-    if not was_signed_in:
-        _open_or_refuse_session(svc, auth, username)
-        st.session_state[Keys.JUST_SIGNED_IN] = True
-    token = st.session_state.get(Keys.SESSION_TOKEN)
-    user = svc.users.get(username)
-    if token is None or user is None or not svc.marketplace.store.session_is_open(token, username):
-        _sign_out(svc, auth, revoke=False)
-        st.warning("Your session has ended; sign in again.")
-        _no_pages()
-    return user  # type: ignore[return-value]  # None was ruled out above
-
-
-# Every page's address, so that a link to one (a decision link, a bookmark) shows the sign-in
-# form instead of "page not found", and comes back to the page once signed in.
-PAGE_PATHS = (
-    "databases",
-    "database",
-    "table",
-    "my-requests",
-    "approvals",
-    "dashboard",
-    "audit",
-    "drift",
-    "notifications",
-)
-
-
-def _no_pages() -> None:
-    """Before sign-in, every address shows only the sign-in form (the frame drew it)."""
-    placeholders = [
-        st.Page(_signed_out(path), title="Sign in", url_path=path) for path in PAGE_PATHS
-    ]
-    st.navigation(
-        [
-            st.Page(_signed_out("sign-in"), title="Sign in", url_path="sign-in", default=True),
-            *placeholders,
-        ],
-        position="hidden",
-    )
-    st.stop()
-
-
-def _signed_out(path: str) -> Any:
-    def page() -> None:
-        """Nothing: the frame has already drawn the sign-in form."""
-
-    page.__name__ = page.__qualname__ = f"signed_out_{path.replace('-', '_')}"
-    return page
-
-
-def _open_or_refuse_session(svc: Services, auth: stauth.Authenticate, username: str) -> None:
-    cookie = auth.cookie_controller.cookie_model
-    store = svc.marketplace.store
-    if cookie.exp_date is not None or cookie.token is None:
-        token = _token_id(username, cookie.exp_date)  # a password sign-in just now
-        store.open_session(token, username, at=iso(utc_now()))
-        st.session_state[Keys.SESSION_TOKEN] = token
-        return
-    token = _token_id(username, cookie.token.get("exp_date"))  # signed in by cookie
-    st.session_state[Keys.SESSION_TOKEN] = token if store.session_is_open(token, username) else None
-
-
-def _sign_out(svc: Services, auth: stauth.Authenticate, *, revoke: bool = True) -> None:
-    token = st.session_state.pop(Keys.SESSION_TOKEN, None)
-    if revoke and token:
-        svc.marketplace.store.revoke_session(token, at=iso(utc_now()))
-    if st.session_state.get("authentication_status"):
-        auth.logout(location="unrendered")
-
-
-def resume_decision_link(user: User, page: Any) -> None:
-    """After sign-in, go back to the decision link that was followed before it.
-
-    Not in the run that signs in: that run draws the component that writes the login cookie,
-    and a page switch would remove it before the browser ran it. The component's answer
-    starts the next run, which switches.
-    """
-    token = st.session_state.get(Keys.PENDING_LINK)
-    if not token and page.url_path != "approvals":
-        # A new browser session (the cookie component may reload the page) keeps only the
-        # address: a link left in it on another page is still the one to open.
-        token = st.query_params.get("link")
-    if not token:
-        return
-    st.session_state[Keys.PENDING_LINK] = token
-    if st.session_state.pop(Keys.JUST_SIGNED_IN, False):
-        # The next run switches: the cookie component's answer usually starts it at once,
-        # and this button does when the browser is slow to answer.
-        st.info("Signed in. Opening the request from your decision link…")
-        st.button("Open the request", key="resume_decision_link", type="primary")
-        return
-    st.session_state.pop(Keys.PENDING_LINK, None)
-    if not user.can_approve:
-        flash(
-            "That link is a decision link for data owners and admins; your user cannot "
-            "decide requests.",
-            "warning",
-        )
-        return
-    if page.url_path == "approvals" and st.query_params.get("link") == token:
-        return
-    st.switch_page(f"{PAGES_DIR}/approvals.py", query_params={"link": token})
-
-
-def sidebar(svc: Services, user: User) -> None:
-    with st.sidebar:
-        st.caption(f"Signed in as **{md(user.username)}** ({md(describe_user(user))})")
-        if svc.settings.mode is Mode.DEMO:
-            st.caption("Demo mesh on a local moto stand-in")
-        st.button("Sign out", key="sign_out", on_click=_request_sign_out)
-
-
-def _request_sign_out() -> None:
-    st.session_state[Keys.SIGN_OUT] = True
 
 
 # Pages -----------------------------------------------------------------------------------
@@ -566,12 +401,48 @@ def context() -> Context:
     return Context(services=svc, user=user)  # type: ignore[arg-type]  # None switched away
 
 
+def audit_refusal(exc: MeshError, *, what: str) -> None:
+    """Audit an action the use case refused for want of a role (Forbidden): a decision by
+    someone who may not decide, a request for another's account, an unknown user."""
+    if not isinstance(exc, Forbidden):
+        return
+    try:
+        refused(what, exc.message)
+    except Exception:  # auditing a refusal must not hide the refusal itself
+        log.exception("could not audit a refused action")
+
+
+def client_ip() -> str:
+    """The address of this browser's connection; Streamlit says None for loopback."""
+    try:
+        address = st.context.ip_address
+    except Exception:  # noqa: BLE001 - no client context (a bare script run)
+        return "127.0.0.1"
+    return address if isinstance(address, str) and address else "127.0.0.1"
+
+
+def refused(what: str, why: str) -> None:
+    """Append an action_refused row for the signed-in person (or "(unknown)")."""
+    client = client_ip()
+    services().marketplace.store.append(
+        NewEvent(
+            at=iso(utc_now()),
+            actor=str(st.session_state.get("username") or "(unknown)"),
+            action=Action.ACTION_REFUSED.value,
+            request_id=None,
+            scope="",
+            details={"what": what, "why": why, "client": client},
+        )
+    )
+
+
 @contextmanager
 def guard() -> Iterator[None]:
     """Show a MeshError as its sentence, and anything else without a stack trace."""
     try:
         yield
     except MeshError as exc:
+        audit_refusal(exc, what="page")
         st.error(md(exc.message))
     except Exception:  # a person never sees a stack trace
         log.exception("page failed")
@@ -589,6 +460,7 @@ def act(fn: Any, *args: Any, done: Any = None, at: str | None = None, **kwargs: 
     try:
         result = fn(*args, **kwargs)
     except MeshError as exc:
+        audit_refusal(exc, what=getattr(fn, "__name__", "action"))
         flash(md(exc.message), "error", at=at)
         return False
     except Exception:  # a person never sees a stack trace

@@ -14,6 +14,10 @@ COLUMNS = ["id", "at", "actor", "action", "request_id", "scope", "details"]
 
 ctx = ui.context()
 st.title("Audit log")
+if not ctx.user.is_admin:  # the page is registered for admins only; this is the server's check
+    ui.refused("audit read", "the audit log is for admins")
+    st.error("The audit log is for admins; your user cannot read it.")
+    st.stop()
 
 
 def _paging() -> dict[str, Any]:

@@ -21,6 +21,7 @@ from mesh.links import LinkAction
 from mesh.models import AccessRequest, Action, Role, Status, User
 from mesh.services import Services
 from mesh.settings import DEMO_USERS
+from mesh.signin import token_id
 from mesh.store import Store
 from mesh.workflow import Marketplace
 from tests.conftest import lake_formation_entries
@@ -180,7 +181,7 @@ def test_wrong_password_shows_an_error_and_no_page(app: AppTest) -> None:
 def test_sign_out_revokes_the_server_side_session(app: AppTest, market: Marketplace) -> None:
     # GIVEN carol signed in, with an open server-side session
     sign_in(app, "carol")
-    token = app.session_state[ui.Keys.SESSION_TOKEN]
+    token = token_id(app.session_state[ui.Keys.SESSION_TOKEN])
     assert market.store.session_is_open(token, "carol")
     # WHEN she clicks Sign out
     app.sidebar.button(key="sign_out").click().run()
@@ -456,9 +457,9 @@ def test_admin_reads_filters_and_downloads_the_audit_log(
     market.submit(
         "carol", database="sales_orders", table="orders", account=CAROLS_ACCOUNT, reason="kpis"
     )
-    events = market.audit()
-    # WHEN ada opens the audit log
+    # WHEN ada signs in (an audit row of its own) and opens the audit log
     sign_in(app, "ada")
+    events = market.audit()
     open_page(app, "audit")
     # THEN every row shows
     assert not app.exception
@@ -806,9 +807,14 @@ def test_decision_link_opened_by_another_owner_says_at_once_they_cannot_decide(
     assert error.startswith("You cannot approve this request")
     assert "hank may not decide" in error
     assert not [b for b in app.button if b.label.startswith("Confirm")]
-    assert texts(box.subheader) == [f"Decision link: approve request {pending_pii_request.id}"]
+    # AND the request itself is not shown to him: not its requester, account or reason
+    shown = " ".join(texts([*app.markdown, *app.caption, *app.subheader]))
+    assert pending_pii_request.reason not in shown and CAROLS_ACCOUNT not in shown
     [stored] = store_requests(market, "carol")
     assert stored.status is Status.PENDING_APPROVAL
+    # AND his refused look is in the audit log
+    refused = [e for e in market.audit() if e.action == Action.ACTION_REFUSED.value]
+    assert [e.actor for e in refused] == ["hank"]
 
 
 # Who is signed in ------------------------------------------------------------------------
@@ -849,9 +855,9 @@ def test_audit_log_is_newest_first_and_offers_the_actions_it_holds(
     # GIVEN a pending request (which also queued and tried a notification), and a request
     # for a whole database
     market.submit("carol", database="hr_people", table=None, account=CAROLS_ACCOUNT, reason="hc")
-    events = market.audit()
-    # WHEN ada opens the audit log
+    # WHEN ada signs in (an audit row of its own) and opens the audit log
     sign_in(app, "ada")
+    events = market.audit()
     open_page(app, "audit")
     # THEN the newest row comes first
     assert list(shown_audit(app)["id"]) == sorted((e.id for e in events), reverse=True)

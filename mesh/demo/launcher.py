@@ -91,6 +91,9 @@ def run_demo(settings: Settings, *, port: int, standin_port: int, with_app: bool
                     str(PROJECT_ROOT / "app.py"),
                     "--server.port",
                     str(port),
+                    # Loopback only: the demo's passwords are published in the README.
+                    "--server.address",
+                    "127.0.0.1",
                     "--server.headless",
                     "true",
                     "--browser.gatherUsageStats",

@@ -1,0 +1,575 @@
+"""Probe-style tests of sign-in and sessions (issue 10, sections 1 to 3).
+
+- Guessing: how many wrong passwords before a lockout, the growing delay, one reply text,
+  and what an unknown user name costs beside a known one.
+- Sessions: a changed password, the absolute expiry, the idle timeout and a sign-out end a
+  session; a replayed or forged cookie (alg=none, another key) is refused and the form shown.
+- The server: Streamlit's unauthenticated ``clear_cache`` websocket message resets nothing.
+
+The use cases run against a real store; the pages through AppTest; the cookie and websocket
+cases against a real demo server with Debian's chromium.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import jwt
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from mesh import ui
+from mesh.models import Action
+from mesh.settings import DEMO_USERS
+from mesh.signin import WRONG, CookieCodec, Refused, Rules, SignedIn, SignIn, token_id, too_many
+from mesh.store import Store
+from mesh.users import UserFile
+from tests.support import APP, COOKIE_KEY, PASSWORD, labelled, sign_in
+
+CLIENT = "203.0.113.7"
+START = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def users_file(tmp_path: Path) -> Path:
+    path = tmp_path / "users.yaml"
+    shutil.copy(DEMO_USERS, path)
+    return path
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    made = Store(tmp_path / "mesh.db")
+    made.migrate()
+    return made
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+def use_cases(
+    store: Store, users_file: Path, clock: Clock, sleeps: list[float], **rules: Any
+) -> SignIn:
+    return SignIn(store, UserFile(users_file), Rules(**rules), clock=clock, sleep=sleeps.append)
+
+
+@pytest.fixture
+def auth(store: Store, users_file: Path, clock: Clock, sleeps: list[float]) -> SignIn:
+    return use_cases(store, users_file, clock, sleeps)
+
+
+def actions(store: Store) -> list[str]:
+    return [e.action for e in sorted(store.audit(), key=lambda e: e.id)]
+
+
+def change_password(users_file: Path, username: str, password: str) -> None:
+    """Give ``username`` a new bcrypt hash in the users file (as an admin would)."""
+    import yaml
+
+    document = yaml.safe_load(users_file.read_text())
+    new = bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
+    document["credentials"]["usernames"][username]["password"] = new
+    users_file.write_text(yaml.safe_dump(document))
+
+
+# Guessing ---------------------------------------------------------------------------------
+
+
+def test_five_wrong_passwords_lock_the_name_and_then_the_right_one_is_refused(
+    auth: SignIn,
+) -> None:
+    # WHEN carol's password is guessed wrong five times in a row
+    replies = [auth.attempt("carol", f"guess-{n}", client=CLIENT) for n in range(5)]
+    # THEN four are answered "wrong user name or password" and the fifth starts the lockout
+    assert [r.message for r in replies if isinstance(r, Refused)] == [WRONG] * 4 + [too_many(15)]
+    # AND the right password is refused too while it lasts, with the same sentence
+    right = auth.attempt("carol", PASSWORD, client=CLIENT)
+    assert isinstance(right, Refused)
+    assert right.message == "Too many attempts; try again in 15 minutes."
+
+
+def test_the_wait_before_each_reply_doubles_with_each_failure_in_a_row(
+    auth: SignIn, sleeps: list[float]
+) -> None:
+    # WHEN four wrong passwords are tried (the fifth would lock)
+    for n in range(4):
+        auth.attempt("carol", f"guess-{n}", client=CLIENT)
+    # THEN each reply waited twice as long as the one before
+    assert sleeps == [0.5, 1.0, 2.0, 4.0]
+
+
+def test_a_lockout_ends_after_the_set_time(auth: SignIn, clock: Clock) -> None:
+    # GIVEN carol's name locked out by five wrong passwords
+    for n in range(5):
+        auth.attempt("carol", f"guess-{n}", client=CLIENT)
+    # WHEN 14 minutes pass, the lockout holds, and the reply says how long is left
+    clock.now += timedelta(minutes=14)
+    early = auth.attempt("carol", PASSWORD, client=CLIENT)
+    assert isinstance(early, Refused) and early.message == too_many(1)
+    # THEN after 15 minutes the right password signs her in
+    clock.now += timedelta(minutes=1)
+    assert isinstance(auth.attempt("carol", PASSWORD, client=CLIENT), SignedIn)
+
+
+def test_unknown_names_get_the_same_replies_as_known_ones(auth: SignIn) -> None:
+    # WHEN a name that does not exist is tried as often as a known one
+    known = [auth.attempt("carol", "x", client="198.51.100.1") for _ in range(6)]
+    unknown = [auth.attempt("nobody", "x", client="198.51.100.2") for _ in range(6)]
+    # THEN the replies are the same, word for word, lockout included
+    assert [r.message for r in known if isinstance(r, Refused)] == [
+        r.message for r in unknown if isinstance(r, Refused)
+    ]
+    assert len(known) == len(unknown) == 6
+
+
+def test_the_count_is_kept_in_the_store_so_another_process_sees_it(
+    store: Store, users_file: Path, clock: Clock, sleeps: list[float], tmp_path: Path
+) -> None:
+    # GIVEN two server processes (two replicas) on one database
+    first = use_cases(store, users_file, clock, sleeps)
+    second = use_cases(Store(tmp_path / "mesh.db"), users_file, clock, sleeps)
+    # WHEN the guesses alternate between them
+    for n in range(5):
+        (first if n % 2 else second).attempt("carol", f"guess-{n}", client=CLIENT)
+    # THEN both refuse the right password: the count was shared
+    assert isinstance(first.attempt("carol", PASSWORD, client=CLIENT), Refused)
+    assert isinstance(second.attempt("carol", PASSWORD, client="198.51.100.9"), Refused)
+
+
+def test_one_address_trying_many_names_is_locked_out(
+    store: Store, users_file: Path, clock: Clock, sleeps: list[float]
+) -> None:
+    auth = use_cases(store, users_file, clock, sleeps, address_max_failures=6)
+    # WHEN one address tries six names, one guess each (no name reaches its own limit)
+    for name in ("carol", "dan", "sam", "mia", "hank", "fiona"):
+        auth.attempt(name, "guess", client=CLIENT)
+    # THEN that address is refused even for a name it never tried, with the right password
+    assert isinstance(auth.attempt("ada", PASSWORD, client=CLIENT), Refused)
+    # AND another address is not
+    assert isinstance(auth.attempt("ada", PASSWORD, client="198.51.100.3"), SignedIn)
+
+
+def test_a_right_password_clears_the_names_count(auth: SignIn) -> None:
+    for n in range(4):
+        auth.attempt("carol", f"guess-{n}", client=CLIENT)
+    assert isinstance(auth.attempt("carol", PASSWORD, client=CLIENT), SignedIn)
+    # THEN four more wrong ones are needed before the next lockout begins
+    replies = [auth.attempt("carol", "wrong", client="198.51.100.4") for _ in range(4)]
+    assert [r.message for r in replies if isinstance(r, Refused)] == [WRONG] * 4
+
+
+def test_an_unknown_user_costs_as_much_as_a_known_one(
+    store: Store, users_file: Path, clock: Clock, sleeps: list[float]
+) -> None:
+    """The deliberate delay is left out (the same rule applies to any name), and the limit
+    is raised so no lockout answers early; what is left is the password check and the
+    store's work, which must not tell the names apart."""
+    auth = use_cases(store, users_file, clock, sleeps, max_failures=100, address_max_failures=100)
+    known: list[float] = []
+    unknown: list[float] = []
+    for n in range(15):
+        for name, into in (("carol", known), (f"nobody{n}", unknown)):
+            started = time.perf_counter()
+            auth.attempt(name, "wrong", client=f"198.51.100.{n}")
+            into.append((time.perf_counter() - started) * 1000)
+    known_ms, unknown_ms = statistics.median(known), statistics.median(unknown)
+    print(f"sign-in failure median: known {known_ms:.1f} ms, unknown {unknown_ms:.1f} ms")
+    # THEN the medians are within 20% of each other (before: 248 vs 195 ms)
+    assert abs(known_ms - unknown_ms) <= 0.2 * max(known_ms, unknown_ms)
+    # AND both paid for a bcrypt check (the demo hashes have cost 10: tens of ms)
+    assert min(known_ms, unknown_ms) > 10
+
+
+def test_sign_ins_failures_and_lockouts_are_audited_without_the_password(
+    auth: SignIn, store: Store
+) -> None:
+    for n in range(5):
+        auth.attempt("carol", f"secret-guess-{n}", client=CLIENT)
+    auth.attempt("nobody", "secret-guess-x", client=CLIENT)
+    auth.attempt("dan", PASSWORD, client="198.51.100.5")
+    rows = sorted(store.audit(), key=lambda e: e.id)
+    assert [r.action for r in rows] == [
+        *[Action.SIGN_IN_FAILED.value] * 5,
+        Action.SIGN_IN_LOCKED.value,
+        Action.SIGN_IN_FAILED.value,
+        Action.SIGNED_IN.value,
+    ]
+    assert rows[0].actor == "carol" and rows[0].details["client"] == CLIENT
+    assert rows[6].actor == "nobody" and rows[6].details["why"] == "unknown user"
+    assert not any("secret-guess" in json.dumps(r.to_json()) for r in rows)
+    assert PASSWORD not in json.dumps([r.to_json() for r in rows])
+
+
+# Sessions ---------------------------------------------------------------------------------
+
+
+def signed_in(auth: SignIn, username: str = "carol") -> SignedIn:
+    outcome = auth.attempt(username, PASSWORD, client=CLIENT)
+    assert isinstance(outcome, SignedIn)
+    return outcome
+
+
+def test_a_session_is_a_random_id_the_store_keeps_only_the_hash_of(
+    auth: SignIn, store: Store, tmp_path: Path
+) -> None:
+    first, second = signed_in(auth), signed_in(auth)
+    assert first.session_id != second.session_id and len(first.session_id) >= 40
+    assert store.session(token_id(first.session_id)) is not None
+    assert first.session_id.encode() not in (tmp_path / "mesh.db").read_bytes()
+    assert "carol" not in first.session_id
+
+
+def test_a_changed_password_ends_the_open_session(
+    auth: SignIn, users_file: Path, store: Store
+) -> None:
+    session = signed_in(auth)
+    assert auth.resume(session.session_id, client=CLIENT) == session.user
+    # WHEN an admin gives carol a new password hash
+    change_password(users_file, "carol", "a-new-password")
+    # THEN her open session ends, and stays ended
+    assert auth.resume(session.session_id, client=CLIENT) == "password changed"
+    assert auth.resume(session.session_id, client=CLIENT) == "already ended (password changed)"
+    assert Action.SESSION_REFUSED.value in actions(store)
+
+
+def test_a_session_ends_at_its_absolute_expiry_even_when_in_use(auth: SignIn, clock: Clock) -> None:
+    session = signed_in(auth)
+    for _ in range(12 * 4 - 1):  # used every 15 minutes for 12 hours less a quarter
+        clock.now += timedelta(minutes=15)
+        assert auth.resume(session.session_id, client=CLIENT) == session.user
+    clock.now += timedelta(minutes=15)
+    assert auth.resume(session.session_id, client=CLIENT) == "expired"
+
+
+def test_a_session_left_idle_ends(auth: SignIn, clock: Clock) -> None:
+    session = signed_in(auth)
+    clock.now += timedelta(minutes=29)
+    assert auth.resume(session.session_id, client=CLIENT) == session.user
+    clock.now += timedelta(minutes=30)
+    assert auth.resume(session.session_id, client=CLIENT) == "idle too long"
+
+
+def test_a_cookie_replayed_after_sign_out_is_refused(auth: SignIn, store: Store) -> None:
+    session = signed_in(auth)
+    auth.sign_out(session.session_id, "carol", client=CLIENT)
+    assert auth.resume(session.session_id, client=CLIENT, by_cookie=True) == (
+        "already ended (signed out)"
+    )
+    assert actions(store)[-2:] == [Action.SIGNED_OUT.value, Action.SESSION_REFUSED.value]
+
+
+def test_a_user_removed_from_the_users_file_is_signed_out(auth: SignIn, users_file: Path) -> None:
+    import yaml
+
+    session = signed_in(auth, "dan")
+    document = yaml.safe_load(users_file.read_text())
+    del document["credentials"]["usernames"]["dan"]
+    users_file.write_text(yaml.safe_dump(document))
+    assert auth.resume(session.session_id, client=CLIENT) == "unknown user"
+
+
+def _unsigned(claims: dict[str, Any]) -> str:
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(lambda sid, exp: _unsigned({"sid": sid, "exp": exp}), id="alg=none"),
+        pytest.param(
+            lambda sid, exp: jwt.encode({"sid": sid, "exp": exp}, "another-key" * 4, "HS256"),
+            id="another key",
+        ),
+        pytest.param(
+            lambda sid, exp: jwt.encode({"sid": sid, "exp": exp}, COOKIE_KEY, "HS512"),
+            id="another algorithm",
+        ),
+        pytest.param(
+            lambda sid, exp: jwt.encode({"sid": sid, "exp": 1}, COOKIE_KEY, "HS256"), id="expired"
+        ),
+        pytest.param(
+            lambda sid, exp: jwt.encode({"username": "carol", "exp_date": exp}, COOKIE_KEY),
+            id="the old username:exp_date cookie",
+        ),
+        pytest.param(lambda sid, exp: "not-a-token", id="garbage"),
+        pytest.param(lambda sid, exp: "", id="empty"),
+    ],
+)
+def test_a_cookie_that_does_not_decode_is_discarded(forge: Any) -> None:
+    codec = CookieCodec(COOKIE_KEY)
+    sid = "x" * 43
+    exp = int((datetime.now(UTC) + timedelta(hours=1)).timestamp())
+    assert codec.decode(codec.encode(sid, expires_at=datetime.now(UTC) + timedelta(hours=1))) == sid
+    assert codec.decode(forge(sid, exp)) is None
+
+
+# Pages (AppTest) -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def web(
+    aws_env: dict[str, str], users_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    env = {
+        **aws_env,
+        "MESH_COOKIE_KEY": COOKIE_KEY,
+        "MESH_USERS": str(users_file),
+        "MESH_SIGNIN_DELAY_MS": "1",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def app(web: dict[str, str], running_server: None) -> AppTest:
+    return AppTest.from_file(str(APP), default_timeout=60)
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def test_the_form_locks_out_after_five_wrong_passwords(app: AppTest) -> None:
+    replies = []
+    for n in range(5):
+        sign_in(app, "carol", password=f"guess-{n}")
+        replies.append(errors(app))
+    assert replies == [[WRONG]] * 4 + [[too_many(15)]]
+    # WHEN the right password comes next (a new browser session: reruns count too)
+    again = AppTest.from_file(str(APP), default_timeout=60)
+    sign_in(again, "carol")
+    # THEN it is refused with the same sentence, and no page runs
+    assert errors(again) == [too_many(15)]
+    assert labelled(again.text_input, "Username")
+
+
+def test_an_open_tab_ends_when_the_password_changes(app: AppTest, users_file: Path) -> None:
+    sign_in(app, "carol")
+    assert any("carol" in c.value for c in app.sidebar.caption)
+    change_password(users_file, "carol", "a-new-password")
+    app.run()
+    assert [w.value for w in app.warning][:1] == ["Your session has ended; sign in again."]
+    assert labelled(app.text_input, "Username")
+    assert not app.sidebar.caption
+
+
+def test_an_open_tab_left_idle_ends(app: AppTest, web: dict[str, str]) -> None:
+    sign_in(app, "carol")
+    session = token_id(app.session_state[ui.Keys.SESSION_TOKEN])
+    store = Store(web["MESH_DB"])
+    long_ago = (datetime.now(UTC) - timedelta(minutes=31)).isoformat()
+    with store._write() as db:  # the session was last used 31 minutes ago
+        db.execute("UPDATE sessions SET last_seen_at = ? WHERE token_id = ?", [long_ago, session])
+    app.run()
+    assert labelled(app.text_input, "Username")
+    assert store.session(session).ended_why == "idle too long"  # type: ignore[union-attr]
+
+
+def test_a_non_admin_reading_the_audit_page_is_refused_and_audited(
+    app: AppTest, web: dict[str, str]
+) -> None:
+    # GIVEN carol signed in: the frame does not register the audit page for her
+    sign_in(app, "carol")
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        app.switch_page("pages/audit.py")
+    # WHEN the page's script runs for her all the same (its own, server-side check)
+    page = AppTest.from_file(str(APP.parent / "pages" / "audit.py"), default_timeout=60)
+    page.session_state["username"] = "carol"
+    page.run()
+    # THEN it shows no row, says why, and the refusal is audited
+    assert not page.dataframe
+    assert errors(page) == ["The audit log is for admins; your user cannot read it."]
+    rows = sorted(Store(web["MESH_DB"]).audit(), key=lambda e: -e.id)
+    assert rows[0].action == Action.ACTION_REFUSED.value and rows[0].actor == "carol"
+
+
+def test_clear_cache_keeps_the_services_the_key_and_one_background_job(
+    aws: str,
+    tmp_path: Path,
+    users_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    running_server: None,
+) -> None:
+    import streamlit as st
+
+    # GIVEN the demo mode web app, signed in
+    for name, value in {
+        "MESH_MODE": "demo",
+        "MESH_DEMO_ENDPOINT": aws,
+        "MESH_DB": str(tmp_path / "demo.db"),
+        "MESH_USERS": str(users_file),
+    }.items():
+        monkeypatch.setenv(name, value)
+    app = AppTest.from_file(str(APP), default_timeout=60)
+    sign_in(app, "carol")
+    built, key = ui._PROCESS.services, ui._PROCESS.cookie_key
+    # WHEN the caches are cleared ten times, as a clear_cache message does, with runs between
+    for _ in range(10):
+        st.cache_resource.clear()
+        st.cache_data.clear()
+        app.run()
+    # THEN the services, the cookie key and the one background job are the same
+    assert ui._PROCESS.services is built and ui._PROCESS.cookie_key == key
+    ticks = [t for t in threading.enumerate() if t.name == "mesh-demo-tick" and t.is_alive()]
+    assert len(ticks) == 1
+    assert any("carol" in c.value for c in app.sidebar.caption)
+
+
+# A real server and browser ------------------------------------------------------------------
+
+
+def _server_pid(port: int) -> int:
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"streamlit" in command and str(port).encode() in command:
+            return int(proc.name)
+    raise AssertionError(f"no streamlit process on port {port}")
+
+
+def _threads(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))
+
+
+def _clear_cache_messages(url: str, count: int) -> int:
+    """Send ``count`` clear_cache messages, each followed by a rerun, as an anonymous client
+    (no cookie); return how many script runs the server finished for it."""
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+    from websockets.sync.client import connect
+
+    socket_url = url.replace("http://", "ws://") + "/_stcore/stream"
+    finished = 0
+    with connect(socket_url, subprotocols=["streamlit"], origin=url) as socket:  # type: ignore[arg-type]
+        for _ in range(count):
+            socket.send(BackMsg(clear_cache=True).SerializeToString())
+            rerun = BackMsg()
+            rerun.rerun_script.query_string = ""
+            socket.send(rerun.SerializeToString())
+            time.sleep(0.05)
+        while True:
+            try:
+                raw = socket.recv(timeout=3)
+            except TimeoutError:
+                break
+            message = ForwardMsg()
+            message.ParseFromString(raw if isinstance(raw, bytes) else raw.encode())
+            finished += message.WhichOneof("type") == "script_finished"
+    return finished
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.browser_support import started_demo
+
+    with started_demo(
+        tmp_path_factory.mktemp("demo"), env={"MESH_TICK_SECONDS": "3600"}
+    ) as running:
+        yield running
+
+
+def _browser_sign_in(page: Any, demo: Any, username: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(demo.url)
+    page.get_by_role("textbox", name="Username").fill(username)
+    page.get_by_role("textbox", name="Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_test_id("stSidebar").get_by_text(f"Signed in as {username}")).to_be_visible()
+    page.wait_for_function("document.cookie.includes('mesh_marketplace_auth=')")
+
+
+def _cookie(page: Any) -> str:
+    cookies = [c for c in page.context.cookies() if c["name"] == "mesh_marketplace_auth"]
+    return str(cookies[0]["value"]) if cookies else ""
+
+
+@pytest.mark.browser
+def test_a_hundred_clear_cache_messages_change_nothing(demo: Any, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    # GIVEN carol signed in on a running demo, its threads counted
+    _browser_sign_in(page, demo, "carol")
+    pid = _server_pid(int(demo.url.rsplit(":", 1)[1]))
+    before = _threads(pid)
+    cookie = _cookie(page)
+    # WHEN an anonymous client sends 100 clear_cache messages, with a run after each
+    runs = _clear_cache_messages(demo.url, 100)
+    time.sleep(1)
+    after = _threads(pid)
+    print(f"threads before {before}, after 100 clear_cache messages {after} ({runs} runs)")
+    assert runs >= 10  # the messages reached the server, and app.py ran after them
+    # THEN no thread was added (each rebuild used to start another background job)
+    assert after <= before
+    # AND carol is still signed in, on a reload too: the cookie key is the same
+    page.reload()
+    expect(page.get_by_test_id("stSidebar").get_by_text("Signed in as carol")).to_be_visible()
+    assert _cookie(page) == cookie
+
+
+@pytest.mark.browser
+def test_a_forged_alg_none_cookie_is_discarded_and_the_form_shown(demo: Any, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    forged = _unsigned({"sid": "a" * 43, "exp": int(time.time()) + 3600})
+    page.context.add_cookies([{"name": "mesh_marketplace_auth", "value": forged, "url": demo.url}])
+    page.goto(demo.url)
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    page.wait_for_function("!document.cookie.includes('mesh_marketplace_auth=')")
+    # AND signing in still works, with a new cookie
+    _browser_sign_in(page, demo, "dan")
+    assert _cookie(page) != forged
+
+
+@pytest.mark.browser
+def test_a_cookie_replayed_after_sign_out_signs_nobody_in(
+    demo: Any, page: Any, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    _browser_sign_in(page, demo, "sam")
+    stolen = _cookie(page)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    other = browser.new_context()
+    try:
+        other.add_cookies([{"name": "mesh_marketplace_auth", "value": stolen, "url": demo.url}])
+        replay = other.new_page()
+        replay.goto(demo.url)
+        expect(replay.get_by_role("button", name="Sign in")).to_be_visible(timeout=30_000)
+        expect(replay.get_by_text("Signed in as sam")).to_have_count(0)
+    finally:
+        other.close()
