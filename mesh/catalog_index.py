@@ -6,9 +6,9 @@ its level and needs-approval under the policy recorded with the index (``catalog
 and the whole index is judged again, without Glue, when that policy changes.
 
 This module holds the schema and the writing side (sync's writes, refreshes of one scope,
-re-judging, the record of syncs). The reading side and search are in ``catalog_query``, the
-verdicts and change hashes in ``catalog_judge``, the value objects in ``catalog_rows``; the
-names they export are importable from here too.
+re-judging, the record of syncs). The reading side is in ``catalog_query``, search in
+``catalog_search``, the verdicts and change hashes in ``catalog_judge``, the value objects in
+``catalog_rows``; the names pages and the CLI use are importable from here too.
 """
 
 from __future__ import annotations
