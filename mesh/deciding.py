@@ -323,7 +323,9 @@ class Deciding(Granting):
     ) -> tuple[LinkClaim, AccessRequest]:
         """Read a decision link for ``username``; it decides nothing by itself.
 
-        ``record`` audits the opening; a page shown again in the same session passes False.
+        Only a person who may decide the request sees it (requester, account and reason are
+        not for another owner or a bystander who got hold of the link). ``record`` audits
+        the opening; a page shown again in the same session passes False.
         """
         from mesh.links import InvalidLink
 
@@ -331,12 +333,17 @@ class Deciding(Granting):
         if self.links is None:
             raise InvalidLink("Decision links are not enabled on this server.")
         claim = self.links.read(token)
+        request = self._request(claim.request_id)
+        if not self._could_decide(user, request):
+            raise Forbidden(
+                f"You cannot {claim.action.value} this request: user {user.username} may not "
+                f"decide request {request.id}, so its decision link shows them nothing."
+            )
         if self.store.link_used(claim.nonce):
             raise InvalidLink(
                 "This decision link was already used; open the request from the "
                 "Approvals page instead."
             )
-        request = self._request(claim.request_id)
         if record:
             self.store.append(
                 self._event(
@@ -344,6 +351,17 @@ class Deciding(Granting):
                 )
             )
         return claim, request
+
+    def _could_decide(self, user: User, request: AccessRequest) -> bool:
+        """Whether ``user`` is among the deciders of the step the request is at, whatever
+        its state (any admin may deny); never its requester. Reads the index's owner."""
+        if user.username == request.requester:
+            return False
+        waiting = replace(
+            request, status=Status.PENDING_APPROVAL, plan=request.plan or (OWNER_STEP,)
+        )
+        owner = self._known_owners().owner(request)
+        return user.is_admin or approval.in_step(self.rules, user, waiting, owner)
 
     def may_decide(self, username: str, request_id: str, *, verb: str = "approve") -> str | None:
         """Why ``username`` may not ``verb`` the request now, or None when they may.
@@ -398,5 +416,13 @@ class Deciding(Granting):
             live.tell(on_catalog_change, what=DECIDED)
 
     def mark_seen(self, username: str, request_ids: Sequence[str]) -> int:
-        """Clear the "new" marker of decisions the requester has now seen."""
-        return self.store.mark_seen(self._user(username).username, request_ids)
+        """Clear the "new" marker of decisions the requester has now seen (her own only)."""
+        user = self._user(username)
+        found = (self.store.get(i) for i in request_ids)
+        others = sorted({r.id for r in found if r is not None and r.requester != user.username})
+        if others:
+            raise Forbidden(
+                f"User {user.username} did not make request {', '.join(others)}; only a "
+                "request's requester marks its decision as seen."
+            )
+        return self.store.mark_seen(user.username, request_ids)
