@@ -162,7 +162,12 @@ def _parser() -> argparse.ArgumentParser:
     activate.add_argument(
         "--built-in", action="store_true", help="activate the built-in default policy"
     )
-    activate.add_argument("--as", dest="user", help="who activates it (for the audit log)")
+    activate.add_argument(
+        "--as",
+        dest="user",
+        help="the admin (of the users file) who activates it; without it, your login name "
+        "is recorded as the operator's",
+    )
     activate.add_argument("--json", action="store_true", help="print JSON")
     explain = rule_verbs.add_parser(
         "explain", help="print the level, rule, steps and reason for a scope; creates nothing"
@@ -541,7 +546,7 @@ def _policy_activate(settings: Settings, args: argparse.Namespace) -> int:
         raise InvalidInput("Name the policy FILE to activate, or give --built-in (not both).")
     chosen = replace(settings, policy_path=_policy_file(args.file) if args.file else None)
     who = args.user or getpass.getuser()
-    record = activate_policy(chosen, by=f"{who} (mesh policy activate)")
+    record = activate_policy(chosen, by=f"{who} (mesh policy activate)", user=args.user)
     summary = {
         "source": record.source,
         "fingerprint": record.fingerprint,

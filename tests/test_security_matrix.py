@@ -37,6 +37,7 @@ import boto3
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from mesh import cli
 from mesh.demo import data
 from mesh.errors import AwsFailure, Forbidden, MeshError
 from mesh.links import LinkAction
@@ -45,7 +46,7 @@ from mesh.services import Services, activate_policy, build
 from mesh.settings import DEMO_USERS, load_settings
 from mesh.store import AuditFilters, Store
 from tests.conftest import REGION, client, dumps, reset_moto
-from tests.support import APP, COOKIE_KEY, sign_in, texts
+from tests.support import APP, COOKIE_KEY, Outcome, assert_one_sentence_on_stderr, sign_in, texts
 
 PROJECT = Path(__file__).resolve().parent.parent
 TWO_STEP = PROJECT / "examples" / "policies" / "two-step-pii.yaml"
@@ -611,6 +612,24 @@ def test_two_step_second_step_is_decided_by_its_group_and_denied_by_admins(
     # WHEN the user decides it
     # THEN only a member of the step's group approves it; an admin may only deny it
     check(f"{action}-{user}", two_step, TWO_STEP_CASES[action], user, allowed)
+
+
+@pytest.mark.parametrize(("user", "code"), [("carol", Forbidden.exit_code), ("ada", 0)])
+def test_cli_policy_activate_checks_the_role_of_its_as_user(
+    mesh: Services, capsys: pytest.CaptureFixture[str], user: str, code: int
+) -> None:
+    # GIVEN the built-in policy in force
+    before = snapshot(mesh)
+    # WHEN `mesh policy activate FILE --as USER` names a consumer, or an admin
+    exit_code = cli.main(["policy", "activate", str(TWO_STEP), "--as", user])
+    outcome = Outcome(exit_code, *capsys.readouterr())
+    # THEN the consumer is refused in one sentence and nothing changes; the admin switches
+    assert outcome.code == code, outcome.err
+    if code:
+        assert_one_sentence_on_stderr(outcome)
+        assert changes(before, snapshot(mesh), mesh) == []
+    else:
+        assert "two-step-pii.yaml" in outcome.out
 
 
 # The truth table: pages ----------------------------------------------------------------------
