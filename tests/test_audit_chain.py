@@ -1,0 +1,394 @@
+"""The audit log's hash chain, its verification, anchors and checkpoints; the drift check's
+own audit trail; and the CSV export's formula neutralisation."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from mesh import auditchain, auditlog
+from mesh.cli import main
+from mesh.errors import Forbidden, SettingError
+from mesh.services import Services, build
+from mesh.settings import load_settings
+from mesh.store import AUDIT_CHAIN, AUDIT_COLUMNS, AuditFilters, NewEvent, Store, migrations
+
+KEY = "audit-chain-tests-key-4fT9qLw2XcV7bN1mZ8rK3sD6"
+OTHER_KEY = "another-audit-key-entirely-Hq2W9eR4tY7uI1oP5"
+
+
+def event(n: int, *, request_id: str | None = "r-00000001") -> NewEvent:
+    return NewEvent(
+        at=f"2026-01-01T00:00:{n:02d}.000Z",
+        actor="carol",
+        action="request_submitted",
+        request_id=request_id,
+        scope="sales_orders.orders",
+        details={"n": n},
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    made = Store(tmp_path / "mesh.db", audit_key=KEY)
+    made.migrate()
+    return made
+
+
+def raw(store: Store) -> sqlite3.Connection:
+    return sqlite3.connect(store.path, isolation_level=None)
+
+
+# The chain ----------------------------------------------------------------------------------
+
+
+def test_each_appended_row_carries_the_mac_of_its_content_after_the_row_before(
+    store: Store,
+) -> None:
+    # GIVEN three rows appended, two of them in one write
+    store.append(event(1))
+    store.append(event(2), event(3))
+    # WHEN the rows are read as stored
+    rows = list(store.iter_chain())
+    # THEN each chain is the MAC of the row after the previous chain, and the whole verifies
+    key, prev = KEY.encode(), auditchain.GENESIS
+    for row in rows:
+        assert row[7] == auditchain.row_mac(key, prev, row[:7])
+        prev = row[7]
+    assert [r[0] for r in rows] == [1, 2, 3]
+    found = auditlog.verify(store)
+    assert (found.ok, found.rows, found.head_id, found.head_chain) == (True, 3, 3, prev)
+
+
+def test_an_append_reads_only_the_last_row_of_the_log(store: Store) -> None:
+    # GIVEN a log with rows, and every statement the store's connection runs traced
+    store.append(*(event(n) for n in range(1, 50)))
+    statements: list[str] = []
+    with store._connect() as db:
+        db.conn.set_trace_callback(statements.append)
+    # WHEN one more row is appended
+    store.append(event(50))
+    # THEN the only read of the audit table is the last row's id and chain
+    with store._connect() as db:
+        db.conn.set_trace_callback(None)
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "audit" in s]
+    assert reads == ["SELECT id, chain FROM audit ORDER BY id DESC LIMIT 1"]
+
+
+def test_another_key_does_not_verify_the_chain(store: Store) -> None:
+    # GIVEN rows chained with one key
+    store.append(event(1), event(2))
+    # WHEN the same file is verified with another key
+    found = auditlog.verify(Store(store.path, audit_key=OTHER_KEY))
+    # THEN the first row is the break, and the reason names the key as a possible cause
+    assert not found.ok and found.broken is not None
+    assert found.broken.row_id == 1 and "MESH_AUDIT_KEY" in found.broken.reason
+
+
+def test_rows_written_before_the_chain_are_chained_once_by_the_migration(tmp_path: Path) -> None:
+    # GIVEN a store from before migration 0013, with two audit rows
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(path)
+    migrations.apply(db, stop_before=AUDIT_CHAIN)
+    for n in (1, 2):
+        db["audit"].insert(event(n).row())  # type: ignore[union-attr]
+    db.conn.close()
+    # WHEN it is migrated with the key
+    store = Store(path, audit_key=KEY)
+    assert AUDIT_CHAIN in store.migrate()
+    # THEN both rows are chained, new rows follow on, and the update trigger is back
+    store.append(event(3))
+    found = auditlog.verify(store)
+    assert (found.ok, found.rows) == (True, 3)
+    assert store.missing_triggers() == ()
+    with raw(store) as connection, pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        connection.execute("UPDATE audit SET actor = 'sam' WHERE id = 1")
+    # AND a row inserted later without a chain is a break, not chained by a later start
+    with raw(store) as connection:
+        connection.execute("INSERT INTO audit (at, actor, action) VALUES ('t', 'sam', 'approved')")
+    assert store.migrate() == []
+    found = auditlog.verify(store)
+    assert found.broken is not None and found.broken.row_id == 4
+    assert "carries no chain" in found.broken.reason
+
+
+def test_the_tail_check_records_a_checkpoint_and_then_reads_only_newer_rows(store: Store) -> None:
+    # GIVEN five rows, checked once
+    store.append(*(event(n) for n in range(1, 6)))
+    first = auditlog.verify_tail(store, at="2026-01-02T00:00:00.000Z")
+    # WHEN two more rows are written and the tail is checked again
+    store.append(event(6), event(7))
+    second = auditlog.verify_tail(store, at="2026-01-02T00:01:00.000Z")
+    # THEN the first pass read five rows, the second only the two new ones
+    assert (first.ok, first.rows, second.ok, second.rows, second.first_id) == (
+        True,
+        5,
+        True,
+        2,
+        6,
+    )
+    assert store.last_checkpoint() == (7, second.head_chain)
+
+
+def test_a_forged_checkpoint_is_passed_over(store: Store) -> None:
+    # GIVEN a checked log, and a checkpoint written by hand past a row edited later
+    store.append(*(event(n) for n in range(1, 4)))
+    auditlog.verify_tail(store, at="2026-01-02T00:00:00.000Z")
+    with raw(store) as connection:
+        connection.execute(
+            "INSERT INTO audit_checkpoints (at, row_id, chain, rows, mac) "
+            "VALUES ('2026-01-03T00:00:00.000Z', 99, 'x', 1, 'not-a-mac')"
+        )
+    # WHEN the last checkpoint is read
+    # THEN the forged one does not count
+    assert store.last_checkpoint() is not None
+    assert store.last_checkpoint()[0] == 3  # type: ignore[index]
+
+
+def test_checkpoints_and_reconcile_reports_are_append_only(store: Store) -> None:
+    # GIVEN a checkpoint and a reconcile report
+    store.append(event(1))
+    auditlog.verify_tail(store, at="2026-01-02T00:00:00.000Z")
+    store.add_report(at="2026-01-02T00:00:00.000Z", actor="ada", fixed=False, report={}, events=[])
+    # WHEN either is updated or deleted
+    # THEN the triggers refuse it
+    with raw(store) as connection:
+        for sql in (
+            "UPDATE reconcile_reports SET actor = 'x'",
+            "DELETE FROM reconcile_reports",
+            "UPDATE audit_checkpoints SET row_id = 0",
+            "DELETE FROM audit_checkpoints",
+        ):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                connection.execute(sql)
+
+
+# Anchors ------------------------------------------------------------------------------------
+
+
+def test_an_anchor_catches_a_cut_tail_and_a_forged_anchor_is_refused(store: Store) -> None:
+    # GIVEN four rows and the head published to a file
+    store.append(*(event(n) for n in range(1, 5)))
+    anchor = auditlog.FileAnchor(store.path.parent / "elsewhere" / "head.json")
+    anchor.publish(store, auditlog.head_record(store, at="2026-01-02T00:00:00.000Z"))
+    assert (anchor.where(store).stat().st_mode & 0o777) == 0o600
+    assert auditlog.verify(store, anchor=anchor.last(store)).ok
+    # WHEN the last row is deleted (triggers dropped and restored)
+    with raw(store) as connection:
+        connection.execute("DROP TRIGGER audit_no_delete")
+        connection.execute("DELETE FROM audit WHERE id = 4")
+    # THEN the chain alone still holds, but the anchor names the missing row
+    assert auditlog.verify(store).broken is None
+    found = auditlog.verify(store, anchor=anchor.last(store))
+    assert not found.ok and any("ends at row 3" in p for p in found.problems)
+    # AND an anchor whose MAC was made without the key is refused
+    forged = {**anchor.last(store), "row_id": 3}  # type: ignore[dict-item]
+    assert any("MAC does not match" in p for p in auditlog.verify(store, anchor=forged).problems)
+
+
+def test_tick_publishes_the_head_beside_the_store_and_reports_a_break(
+    services: Services,
+) -> None:
+    # GIVEN a request, and the periodic job run once
+    services.marketplace.submit(
+        "carol", database="sales_orders", table="orders", account="444455556666", reason="r"
+    )
+    store = services.marketplace.store
+    first = services.lifecycle.tick()
+    # THEN the head it checked is published beside the store
+    published = json.loads((store.path.parent / "audit-anchor.json").read_text())
+    assert first.audit_log is not None and first.audit_log["ok"]
+    assert published["row_id"] == store.audit_head()[0] == first.audit_log["head"]["row_id"]
+    # WHEN a row is edited behind the app's back, its trigger left dropped, and a new row
+    # is written
+    with raw(store) as connection:
+        connection.execute("DROP TRIGGER audit_no_update")
+        connection.execute("UPDATE audit SET actor = 'sam' WHERE id = 1")
+    services.marketplace.submit(
+        "carol", database="sales_orders", table="returns", account="444455556666", reason="r"
+    )
+    # THEN the job checks only the new rows (they hold) but reports the dropped trigger,
+    # and the full check names the edited row
+    second = services.lifecycle.tick()
+    assert second.audit_log is not None and second.audit_log["broken"] is None
+    assert second.audit_log["first_id"] == first.audit_log["head"]["row_id"] + 1
+    assert any("audit_no_update" in e for e in second.errors), second.errors
+    found = auditlog.verify(store)
+    assert found.broken is not None and found.broken.row_id == 1
+
+
+# The CLI ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    env = {**aws_env, "MESH_AUDIT_KEY": KEY}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+def test_audit_verify_exits_0_on_a_whole_chain_and_1_naming_the_first_broken_row(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN three rows written with the key
+    store = Store(cli_env["MESH_DB"], audit_key=KEY)
+    store.append(event(1), event(2), event(3))
+    # WHEN the log is verified
+    # THEN it holds: exit 0, with the row count and the head
+    assert main(["audit", "verify"]) == 0
+    assert "The audit log verifies: 3 rows, head row 3" in capsys.readouterr().out
+    # WHEN row 2 is edited with the triggers dropped and restored
+    with raw(store) as connection:
+        connection.execute("DROP TRIGGER audit_no_update")
+        connection.execute("UPDATE audit SET actor = 'sam' WHERE id = 2")
+        connection.execute(
+            "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
+            "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+        )
+    # THEN verify exits 1 and names row 2, in text and in JSON
+    assert main(["audit", "verify"]) == 1
+    assert "row 2 does not match its chain" in capsys.readouterr().err
+    assert main(["audit", "verify", "--json"]) == 1
+    found = json.loads(capsys.readouterr().out)
+    assert (found["ok"], found["broken"]["row_id"], found["rows_checked"]) == (False, 2, 2)
+
+
+def test_audit_verify_compares_a_head_given_by_hand(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a head taken at row 2, then the log cut back to row 1
+    store = Store(cli_env["MESH_DB"], audit_key=KEY)
+    store.append(event(1), event(2))
+    head = auditlog.head_record(store, at="2026-01-02T00:00:00.000Z")
+    with raw(store) as connection:
+        connection.execute("DROP TRIGGER audit_no_delete")
+        connection.execute("DELETE FROM audit WHERE id = 2")
+    # WHEN it is verified against that head (as a subscriber of the SNS topic would)
+    code = main(["audit", "verify", "--anchor", json.dumps(head)])
+    # THEN the cut tail is found (and the dropped trigger too)
+    err = capsys.readouterr().err
+    assert code == 1 and "names row 2, but the log ends at row 1" in err
+    assert "audit_no_delete" in err
+
+
+# The drift check's audit trail and who may run it ---------------------------------------
+
+
+def test_a_reconcile_that_finds_nothing_still_leaves_an_audit_row(services: Services) -> None:
+    # GIVEN nothing granted
+    # WHEN the drift check runs as the system
+    report = services.lifecycle.reconcile(fix=False)
+    # THEN it finds nothing, and one reconcile_ran row records the run with its counts
+    assert (report["missing"], report["unexplained"], report["unexplained_requests"]) == (
+        [],
+        [],
+        [],
+    )
+    [row] = services.marketplace.audit(action="reconcile_ran")
+    assert row.actor == "reconcile"
+    assert row.details == {
+        "fix": False,
+        "granted_requests": 0,
+        "missing": 0,
+        "unexplained": 0,
+        "unexplained_requests": 0,
+        "in_flight": 0,
+        "fixed": 0,
+    }
+
+
+def test_only_an_admin_may_run_the_drift_check_as_a_person(services: Services) -> None:
+    # GIVEN carol (a consumer) and ada (an admin)
+    carol = services.marketplace._user("carol")
+    ada = services.marketplace._user("ada")
+    # WHEN carol runs it, THEN it is refused on the server
+    with pytest.raises(Forbidden, match="only an admin"):
+        services.lifecycle.reconcile(carol, fix=True)
+    # WHEN ada runs it, THEN it runs and is audited as ada
+    services.lifecycle.reconcile(ada, fix=False)
+    assert [r.actor for r in services.marketplace.audit(action="reconcile_ran")] == ["ada"]
+
+
+def test_cli_reconcile_as_a_named_admin_is_audited_as_that_admin(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # WHEN the CLI runs the drift check as ada, and as carol
+    assert main(["reconcile", "--as", "ada"]) == 0
+    assert main(["reconcile", "--as", "carol"]) == 3
+    # THEN ada's run is audited as hers, carol's is refused
+    assert "only an admin" in capsys.readouterr().err
+    rows = Store(cli_env["MESH_DB"], audit_key=KEY).audit(action="reconcile_ran")
+    assert [r.actor for r in rows] == ["ada"]
+
+
+# Settings -----------------------------------------------------------------------------------
+
+
+def test_audit_settings_read_the_anchor_and_refuse_a_weak_key(aws_env: dict[str, str]) -> None:
+    # GIVEN the anchor set each way, and a weak key
+    assert load_settings(aws_env, {}).audit_anchor == "beside"
+    assert load_settings({**aws_env, "MESH_AUDIT_ANCHOR": "SNS"}, {}).audit_anchor == "sns"
+    assert load_settings(
+        {**aws_env, "MESH_AUDIT_ANCHOR": "file:/srv/head.json"}, {}
+    ).audit_anchor == ("file:/srv/head.json")
+    # THEN a place that is none is refused, and so is a weak key, saying how to make one
+    with pytest.raises(SettingError, match="MESH_AUDIT_ANCHOR"):
+        load_settings({**aws_env, "MESH_AUDIT_ANCHOR": "s3"}, {})
+    with pytest.raises(SettingError, match="MESH_AUDIT_KEY"):
+        load_settings({**aws_env, "MESH_AUDIT_KEY": "a" * 40}, {})
+
+
+def test_aws_mode_without_an_audit_key_warns_that_the_key_sits_beside_the_database(
+    aws_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # WHEN the services start in aws mode without MESH_AUDIT_KEY
+    with caplog.at_level(logging.WARNING, logger="mesh.services"):
+        build(load_settings(aws_env, {}))
+    # THEN a warning says where the key is kept and to set MESH_AUDIT_KEY
+    assert any("MESH_AUDIT_KEY is not set" in r.getMessage() for r in caplog.records)
+
+
+# The CSV export -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cell",
+    ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\t=1", "\r=1"],
+)
+def test_a_cell_a_spreadsheet_would_run_as_a_formula_is_quoted_as_text(cell: str) -> None:
+    assert auditlog.safe_cell(cell) == "'" + cell
+
+
+@pytest.mark.parametrize("cell", ["sales_orders.orders", "", "a=b", "r-1", 5, None])
+def test_other_cells_are_written_as_they_are(cell: object) -> None:
+    assert auditlog.safe_cell(cell) == cell
+
+
+def test_the_csv_export_neutralises_a_database_named_like_a_formula(store: Store) -> None:
+    # GIVEN a row about a database named =HYPERLINK(...), by an actor named @SUM(1)
+    store.append(
+        NewEvent(
+            at="2026-01-01T00:00:00.000Z",
+            actor="@SUM(1)",
+            action="request_submitted",
+            request_id="r-1",
+            scope='=HYPERLINK("http://evil.example","x").orders',
+            details={"reason": "-1"},
+        )
+    )
+    # WHEN it is exported as CSV
+    text = "".join(auditlog.csv_chunks(store.iter_audit(AuditFilters())))
+    # THEN the header comes first, and each formula-like cell starts with a quote
+    header, row = list(csv.reader(io.StringIO(text)))
+    assert header == list(AUDIT_COLUMNS)
+    assert row[2] == "'@SUM(1)"
+    assert row[5] == '\'=HYPERLINK("http://evil.example","x").orders'
+    assert row[6] == '{"reason": "-1"}'  # JSON starts with a brace: nothing to neutralise
