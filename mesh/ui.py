@@ -413,12 +413,23 @@ def audit_refusal(exc: MeshError, *, what: str) -> None:
 
 
 def client_ip() -> str:
-    """The address of this browser's connection; Streamlit says None for loopback."""
+    """The address of this browser's connection, for sign-in throttling and the audit log.
+
+    Streamlit says None for a loopback peer. A loopback peer is the reverse proxy on this
+    host (the app listens on 127.0.0.1 behind it), or someone on the host itself: then the
+    last X-Forwarded-For entry, the one the proxy added for its own peer, is the client.
+    Earlier entries are whatever the client sent, so they are never used.
+    """
     try:
         address = st.context.ip_address
+        forwarded = st.context.headers.get("X-Forwarded-For") if not address else None
     except Exception:  # noqa: BLE001 - no client context (a bare script run)
         return "127.0.0.1"
-    return address if isinstance(address, str) and address else "127.0.0.1"
+    if isinstance(address, str) and address:
+        return address
+    if isinstance(forwarded, str) and forwarded.strip():
+        return forwarded.split(",")[-1].strip()[:64] or "127.0.0.1"
+    return "127.0.0.1"
 
 
 def refused(what: str, why: str) -> None:

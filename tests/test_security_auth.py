@@ -573,3 +573,32 @@ def test_a_cookie_replayed_after_sign_out_signs_nobody_in(
         expect(replay.get_by_text("Signed in as sam")).to_have_count(0)
     finally:
         other.close()
+
+
+# The client address -----------------------------------------------------------------------
+
+
+class FakeContext:
+    def __init__(self, ip: str | None, forwarded: str | None) -> None:
+        self.ip_address = ip
+        self.headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+
+
+@pytest.mark.parametrize(
+    ("ip", "forwarded", "client"),
+    [
+        # a peer that is not loopback is the client, whatever headers it sends
+        ("198.51.100.7", "10.0.0.1", "198.51.100.7"),
+        # loopback is the proxy on this host: the entry it added is the client
+        (None, "203.0.113.9", "203.0.113.9"),
+        # what the client put in front of it is never used
+        (None, "1.2.3.4, 203.0.113.9", "203.0.113.9"),
+        # loopback without a proxy
+        (None, None, "127.0.0.1"),
+    ],
+)
+def test_the_client_address_is_the_peer_or_what_the_local_proxy_added(
+    ip: str | None, forwarded: str | None, client: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ui.st, "context", FakeContext(ip, forwarded))
+    assert ui.client_ip() == client
