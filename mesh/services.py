@@ -362,6 +362,9 @@ def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -
         index=index,
     )
     anchor = audit_anchor(settings, factory.client("sns"))
+    if settings.mode is Mode.DEMO and isinstance(anchor, auditlog.FileAnchor):
+        if store.last_checkpoint() is None:  # a database the demo has just made afresh
+            anchor.where(store).unlink(missing_ok=True)
     audit_check = check_audit_at_start(store, anchor)
     lifecycle = Lifecycle(
         marketplace,

@@ -392,3 +392,24 @@ def test_the_csv_export_neutralises_a_database_named_like_a_formula(store: Store
     assert row[2] == "'@SUM(1)"
     assert row[5] == '\'=HYPERLINK("http://evil.example","x").orders'
     assert row[6] == '{"reason": "-1"}'  # JSON starts with a brace: nothing to neutralise
+
+
+def test_a_demo_started_afresh_starts_a_new_anchor(aws: str, tmp_path: Path) -> None:
+    # GIVEN a demo database with a request, checked and anchored by the periodic job
+    from mesh.demo import standin
+
+    db = tmp_path / "demo.db"
+    standin.reset_database(db)
+    settings = load_settings({"MESH_DB": str(db)}, {})
+    first = build(settings, endpoint=aws)
+    first.marketplace.submit(
+        "carol", database="sales_orders", table="orders", account="444455556666", reason="r"
+    )
+    assert not first.lifecycle.tick().errors
+    # WHEN the demo starts again on a database made afresh (fewer rows than the anchor names)
+    first.marketplace.store.close()
+    standin.reset_database(db)
+    again = build(settings, endpoint=aws)
+    # THEN the old demo's anchor is not held against it
+    assert again.audit_check is not None and again.audit_check.ok
+    assert not again.lifecycle.tick().errors
