@@ -21,8 +21,8 @@ from typing import Any, NoReturn
 from mesh import approval, auditlog, browse, logs
 from mesh.approval import Verdict
 from mesh.catalog_index import Query
-from mesh.errors import AwsFailure, InvalidInput, MeshError, SettingError
-from mesh.models import AccessRequest, AuditEvent
+from mesh.errors import AwsFailure, Forbidden, InvalidInput, MeshError, SettingError
+from mesh.models import AccessRequest, Action, AuditEvent
 from mesh.policy import LONGEST_ACCESS
 from mesh.services import (
     Services,
@@ -35,8 +35,8 @@ from mesh.services import (
     open_store,
 )
 from mesh.settings import Mode, Settings, load_settings, resolve_path
-from mesh.store import AuditFilters
-from mesh.workflow import Marketplace
+from mesh.store import AuditFilters, NewEvent
+from mesh.workflow import Marketplace, iso, utc_now
 
 log = logging.getLogger("mesh")
 
@@ -743,6 +743,23 @@ def _reader_gone() -> int:
     return 141
 
 
+def _audit_refusal(services: Services, args: argparse.Namespace, exc: Forbidden) -> None:
+    """Audit what a role did not allow (``--as USER``), as the web app does."""
+    try:
+        services.marketplace.store.append(
+            NewEvent(
+                at=iso(utc_now()),
+                actor=str(getattr(args, "user", None) or "cli"),
+                action=Action.ACTION_REFUSED.value,
+                request_id=None,
+                scope="",
+                details={"what": f"cli {args.verb}", "why": exc.message},
+            )
+        )
+    except MeshError:  # auditing a refusal must not hide the refusal itself
+        log.warning("could not audit a refused action", exc_info=True)
+
+
 def _run_command(argv: Sequence[str]) -> int:
     logs.configure(os.environ)
     try:
@@ -770,7 +787,12 @@ def _run_command(argv: Sequence[str]) -> int:
             )
         if args.verb == "audit" and args.check == "verify":
             return _audit_verify(settings, args)
-        return _run_verb(build(settings), args)
+        services = build(settings)
+        try:
+            return _run_verb(services, args)
+        except Forbidden as exc:
+            _audit_refusal(services, args, exc)
+            raise
     except MeshError as exc:
         print(f"error: {_escaped(exc.message)}", file=sys.stderr)
         return exc.exit_code

@@ -602,3 +602,30 @@ def test_the_client_address_is_the_peer_or_what_the_local_proxy_added(
 ) -> None:
     monkeypatch.setattr(ui.st, "context", FakeContext(ip, forwarded))
     assert ui.client_ip() == client
+
+
+# The CLI ----------------------------------------------------------------------------------
+
+
+def test_a_cli_action_a_role_does_not_allow_is_refused_and_audited(
+    aws_env: dict[str, str],
+    services: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.support import in_process_cli
+
+    for name, value in aws_env.items():
+        monkeypatch.setenv(name, value)
+    market = services.marketplace
+    # GIVEN dan's waiting request
+    request = market.submit(
+        "dan", database="sales_orders", table="customers", account="444455556666", reason="x"
+    )
+    cli = in_process_cli(monkeypatch, capsys, lambda *args, **kwargs: services)
+    # WHEN carol tries to cancel it from the CLI
+    outcome = cli("cancel", request.id, "--as", "carol")
+    # THEN it is refused, and the refusal is in the audit log with who and what
+    assert outcome.code != 0
+    [refused] = [e for e in market.audit() if e.action == Action.ACTION_REFUSED.value]
+    assert refused.actor == "carol" and refused.details["what"] == "cli cancel"
