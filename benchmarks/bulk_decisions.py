@@ -10,8 +10,9 @@ in a child process) and the real services:
 - seeds 1,000 and 10,000 waiting requests straight into a fresh store (one bulk insert of
   rows shaped as real submissions, 90% for sam's Sales products, 10% for hank's), then
   times ``Marketplace.pending_page`` for sam and a server-side run (AppTest) of
-  pages/approvals.py signed in as sam, p50 and p95 over 20 runs each; target: a page run
-  at most 300 ms at 10,000 waiting, the queue's read included.
+  pages/approvals.py signed in as sam, p50 and p95 over 20 runs each, and how many
+  elements a run draws (which, unlike the times, does not depend on the machine's load);
+  target: a page run at most 300 ms at 10,000 waiting, the queue's read included.
 
 Only the Approvals page runs in AppTest: the frame (sign-in, navigation) is replaced by the
 real services and sam, as the app gives them to the page.
@@ -206,6 +207,9 @@ def queue_runs(endpoint: str, workdir: Path, size: int) -> dict[str, Any]:
     if at.exception:
         raise SystemExit(f"the page failed: {at.exception}")
     caption = next(c.value for c in at.caption if "waiting" in c.value)
+    caption = caption.split(" oldest first")[0] + " oldest first"
+    elements = len(list(at.main))  # every element and block the run drew; load-independent
+    comment_boxes = sum(1 for t in at.text_input if str(t.key).startswith("comment-"))
     runs = []
     full_collections = gc.get_stats()[2]["collections"]
     for _ in range(RUNS):
@@ -222,6 +226,8 @@ def queue_runs(endpoint: str, workdir: Path, size: int) -> dict[str, Any]:
         "page": percentiles(runs),
         "aws": sum(calls.seen.values()),
         "gc": full_collections,
+        "elements": elements,
+        "comment_boxes": comment_boxes,
     }
 
 
@@ -259,7 +265,9 @@ def main() -> int:
                     f"{page50:.1f} / {page95:.1f} ms, fastest {fastest:.1f} ms "
                     f"(target <= {TARGET_PAGE_MS:.0f} ms: "
                     f"{page95 / TARGET_PAGE_MS:.2f}x); AWS calls in {RUNS} page runs: {r['aws']}; "
-                    f"Python's full garbage collections during them: {r['gc']}"
+                    f"Python's full garbage collections during them: {r['gc']}; "
+                    f"elements drawn a run: {r['elements']}, comment boxes: "
+                    f"{r['comment_boxes']}"
                 )
     finally:
         standin_process.terminate()
