@@ -148,7 +148,7 @@ class CatalogIndex(CatalogReads):
         hashes = [_digest([table_hash(t, u), own]) for t, u in tables]
         digest = database_hash(database, hashes)
         old = db.execute(
-            "SELECT id, hash FROM catalog_databases WHERE name = ?", [database.name]
+            "SELECT id, hash, domain FROM catalog_databases WHERE name = ?", [database.name]
         ).fetchone()
         if old is not None and old[1] == digest + self.fingerprint:
             counts.unchanged += 1 + len(tables)
@@ -162,6 +162,9 @@ class CatalogIndex(CatalogReads):
         counts.changed += 1 if old else 0
         whole, judged = judge(self.rules, database, [t for t, _ in tables])
         self._upsert_database(db, database, whole, len(tables), digest, at=at, old=old)
+        # Under another policy only the verdicts differ: its text, columns and FTS row stay,
+        # unless the owner's domain changed with the policy (a third of a re-judge's time).
+        same_domain = old is not None and old[2] == domain_of(self.rules, database.owner_account)
         seen = set()
         for (table, update_time), one, table_digest in zip(tables, judged, hashes, strict=True):
             seen.add(table.name)
@@ -171,7 +174,10 @@ class CatalogIndex(CatalogReads):
                 continue
             counts.added += before is None
             counts.changed += before is not None
-            self._upsert_table(db, database, table, update_time, one, table_digest, at=at)
+            if same_domain and before is not None and before.startswith(table_digest):
+                self._rejudge_table(db, database.name, table.name, one, table_digest, at=at)
+            else:
+                self._upsert_table(db, database, table, update_time, one, table_digest, at=at)
         gone = [name for name in known if name not in seen]
         for name in gone:
             self._delete_table(db, database.name, name)
@@ -301,6 +307,33 @@ class CatalogIndex(CatalogReads):
                 columns,
                 f"{database.owner_name} {owner or 'no owner'}",
                 domain,
+            ],
+        )
+
+    def _rejudge_table(
+        self,
+        db: sqlite_utils.Database,
+        database: str,
+        name: str,
+        one: Judged,
+        digest: str,
+        *,
+        at: str,
+    ) -> None:
+        db.execute(
+            "UPDATE catalog_tables SET level = ?, needs_approval = ?, reason = ?, "
+            "contains_pii = ?, pii_summary = ?, hash = ?, synced_at = ? "
+            "WHERE database = ? AND name = ?",
+            [
+                one.level,
+                int(one.needs_approval),
+                one.reason,
+                int(one.contains_pii),
+                one.pii_summary,
+                digest + self.fingerprint,
+                at,
+                database,
+                name,
             ],
         )
 

@@ -57,13 +57,19 @@ def _ranked(
     Whole words are tried first: FTS5 reads a prefix term's every match before the first
     (90k matches of two words: 50 ms), a whole word's only as far as asked. When the whole
     words already match more than ``cap`` entries, so do the prefixes, and those are ranked.
+    bm25 reads each word's whole index entry before its first score, so a count of the
+    matches, without it, comes first.
     """
-    sql, params = _candidates(query, kinds)
-    found: list[Any] = []
-    for prefix in (False, True):
-        found = _tiers(db, sql, params, fts_query(query.text, prefix=prefix), cap=cap)
+    sql, params = _candidates(query, kinds, rank=True)
+    exact = fts_query(query.text, prefix=False)
+    probe = _candidates(query, kinds, rank=False)[0]
+    if len(db.execute(probe, [exact, *params, cap + 1]).fetchall()) > cap:
+        found = _capped(db, sql, params, exact, cap=cap)
+    else:
+        match = fts_query(query.text)
+        found = db.execute(sql, [match, *params, cap + 1]).fetchall()
         if len(found) > cap:
-            break
+            found = _capped(db, sql, params, match, cap=cap, every=found)
     ranked = sorted(found[:cap], key=lambda row: (row[1], row[2], row[3]))
     page = _page(query, len(ranked))
     chosen = ranked[page * query.page_size : (page + 1) * query.page_size]
@@ -76,21 +82,30 @@ def _ranked(
     )
 
 
-def _tiers(
-    db: sqlite_utils.Database, sql: str, params: list[Any], match: str, *, cap: int
+def _capped(
+    db: sqlite_utils.Database,
+    sql: str,
+    params: list[Any],
+    match: str,
+    *,
+    cap: int,
+    every: list[Any] | None = None,
 ) -> list[Any]:
-    """Every candidate, or when more than ``cap`` match, those whose names hold every word
-    first and then the others, ``cap`` + 1 or more in all."""
-    every = db.execute(sql, [match, *params, cap + 1]).fetchall()
-    if len(every) <= cap:
-        return list(every)
+    """More than ``cap`` candidates: those whose names hold every word first, then others.
+
+    ``every``: the first ``cap`` + 1 matches, when they were read already.
+    """
     named = db.execute(sql, [f"name : ({match})", *params, cap + 1]).fetchall()
+    if len(named) > cap:
+        return list(named)
+    if every is None:
+        every = db.execute(sql, [match, *params, cap + 1 + len(named)]).fetchall()
     seen = {row[0] for row in named}
     return list(named) + [row for row in every if row[0] not in seen]
 
 
-def _candidates(query: Query, kinds: Sequence[str]) -> tuple[str, list[Any]]:
-    """Matches that pass the facets: FTS rowid, bm25 rank, and the sort key (name).
+def _candidates(query: Query, kinds: Sequence[str], *, rank: bool) -> tuple[str, list[Any]]:
+    """Matches that pass the facets: FTS rowid, bm25 rank (0 unless ``rank``), sort key.
 
     The parameters are the FTS query, then these, then the limit. One FTS scan serves both
     kinds, since bm25 first reads the whole index entry of every word, once per scan.
@@ -114,7 +129,7 @@ def _candidates(query: Query, kinds: Sequence[str]) -> tuple[str, list[Any]]:
     bounds = {"database": " AND catalog_fts.rowid < 0", "table": " AND catalog_fts.rowid > 0"}
     # LEFT JOIN keeps the FTS scan outside: probing FTS once per facet row costs far more.
     sql = (
-        f"SELECT catalog_fts.rowid, bm25(catalog_fts, {_WEIGHTS}), "
+        f"SELECT catalog_fts.rowid, {f'bm25(catalog_fts, {_WEIGHTS})' if rank else '0'}, "
         "coalesce(d.name, t.database), coalesce(t.name, '') FROM catalog_fts "
         "LEFT JOIN catalog_databases d ON d.id = -catalog_fts.rowid "
         "LEFT JOIN catalog_tables t ON t.id = catalog_fts.rowid "

@@ -17,7 +17,7 @@ from mesh import catalog_search
 from mesh.approval import DEFAULT
 from mesh.catalog import GlueCatalog
 from mesh.catalog_index import CatalogIndex, Query
-from mesh.services import Services, activate_policy, build
+from mesh.services import Services, activate_policy, build, load_policy
 from mesh.settings import Settings, load_settings
 from mesh.store import Store
 from mesh.sync import CatalogSync
@@ -334,6 +334,61 @@ def test_a_new_policy_judges_the_index_again_without_reading_glue(
     assert again.index.judged_with() == again.index.fingerprint != index.fingerprint
     levels = {e.level for e in again.index.search(Query(page_size=500)).entries}
     assert levels - {lv.name for lv in DEFAULT.levels}
+
+
+def _index_rows(index: CatalogIndex) -> tuple[list[Any], ...]:
+    """Everything the index holds but ids and sync times, in a stable order."""
+    with index.store._connect() as db:
+        tables = db.execute(
+            "SELECT database, name, description, owner_account, owner_name, domain, parameters, "
+            "update_time, pii, pii_columns, level, needs_approval, reason, contains_pii, "
+            "pii_summary, hash FROM catalog_tables ORDER BY database, name"
+        ).fetchall()
+        databases = [
+            # A database's reason names its tables in the order they were read: by name
+            # from the index, in Glue's order from Glue.
+            (*row[:-1], row[-1].partition(": ")[0], sorted(row[-1].partition(": ")[2].split("; ")))
+            for row in db.execute(
+                "SELECT name, description, owner_account, owner_name, domain, parameters, pii, "
+                "level, needs_approval, contains_pii, pii_summary, tables, hash, reason "
+                "FROM catalog_databases ORDER BY name"
+            )
+        ]
+        columns = db.execute(
+            "SELECT * FROM catalog_columns ORDER BY database, table_name, position"
+        ).fetchall()
+        fts = sorted(
+            db.execute("SELECT name, description, columns, owner, domain FROM catalog_fts")
+        )
+    return tables, databases, columns, fts
+
+
+def test_judging_again_leaves_the_index_as_a_sync_under_the_new_policy_would(
+    settings: Settings, synced: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the demo mesh synced under the built-in policy, and the stewards policy
+    from dataclasses import replace
+
+    rules = load_policy(replace(settings, policy_path=STEWARDS))
+    verdicts_only = []
+    original = CatalogIndex._rejudge_table
+
+    def spy(self: CatalogIndex, *args: Any, **kwargs: Any) -> None:
+        verdicts_only.append(args[2])
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CatalogIndex, "_rejudge_table", spy)
+    # WHEN the index is judged again under it
+    judged = CatalogIndex(synced.index.store, rules=rules, fingerprint="stewards")
+    assert judged.rejudge(at="2025-01-02T03:04:05Z") == 10
+    # THEN it holds what a fresh sync under the stewards policy makes, though some tables
+    # had only their verdicts rewritten
+    fresh = Store(tmp_path / "fresh.db")
+    fresh.migrate(create=True)
+    again = CatalogIndex(fresh, rules=rules, fingerprint="stewards")
+    assert CatalogSync(synced.sync.catalog, again, clock=now).run(actor="test").error is None
+    assert _index_rows(judged) == _index_rows(again)
+    assert verdicts_only
 
 
 def test_submit_reads_glue_live_and_says_when_the_index_was_stale(
