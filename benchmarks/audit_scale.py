@@ -7,7 +7,13 @@ the migrations, so the indexes are the real ones), then:
   (a request id, an actor, a month, and none), and prints p50 and p95;
 - exports every row as the page does (streamed from SQL into the CSV download's bytes) and
   as `mesh audit --format csv` does (streamed to a file), each in a fresh process, and
-  prints the time and the process's peak RSS.
+  prints the time and the process's peak RSS;
+- verifies the whole hash chain as `mesh audit verify` does, in a fresh process, and prints
+  the time and peak RSS;
+- times one append (its own write transaction) with the chain and as it was before the
+  chain (a plain insert), at the full size of the log.
+
+``--chain-only`` skips the page runs and the CSV exports.
 
 Only the Audit page runs: the frame (sign-in, navigation) is replaced by a context that
 gives the page the real Marketplace over this store and ada.
@@ -33,12 +39,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mesh import auditchain
 from mesh.models import Role, User
-from mesh.store import AuditFilters, Store
+from mesh.store import AuditFilters, NewEvent, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = 1_000_000
+KEY = "audit-scale-benchmark-key-Vb7Qm2Xr9Lp4Kt8Wz3Nc6"
+APPENDS = 200
 RUNS = 20
 TARGET_RUN_P95_MS = 100.0
 TARGET_CSV_SECONDS = 15.0
@@ -81,7 +90,8 @@ class OneUser:
 
 def build_store(path: Path, rows: int, *, seed: int = 9) -> dict[str, Any]:
     """Migrate a store at ``path`` and fill its audit log with ``rows`` plausible rows."""
-    Store(path).migrate()
+    Store(path, audit_key=KEY).migrate()
+    key, chain = KEY.encode(), auditchain.GENESIS
     rng = random.Random(seed)
     span = YEARS * 365 * 86400
     step = span / rows
@@ -113,20 +123,22 @@ def build_store(path: Path, rows: int, *, seed: int = 9) -> dict[str, Any]:
                 sort_keys=True,
             )
             stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            batch.append((stamp, actor, action, rid, scope, details))
+            row = (written + 1, stamp, actor, action, rid, scope, details)
+            chain = auditchain.row_mac(key, chain, row)
+            batch.append((*row, chain))
             written += 1
             if written == rows // 2:
                 samples = {"request_id": rid, "actor": consumer}
         if len(batch) >= 50_000:
             connection.executemany(
-                "INSERT INTO audit (at, actor, action, request_id, scope, details) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO audit (id, at, actor, action, request_id, scope, details, chain) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 batch,
             )
             batch.clear()
     connection.executemany(
-        "INSERT INTO audit (at, actor, action, request_id, scope, details) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit (id, at, actor, action, request_id, scope, details, chain) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         batch,
     )
     connection.execute("COMMIT")
@@ -206,13 +218,19 @@ def store_runs(path: Path, samples: dict[str, Any]) -> dict[str, list[float]]:
 
 
 def export(path: str, how: str, out: str) -> None:
-    """In a fresh process: export every row as the page or the CLI does; print figures."""
+    """In a fresh process: export every row as the page or the CLI does, or verify the
+    chain as `mesh audit verify` does; print figures."""
     from mesh import auditlog
 
-    store = Store(path)
+    store = Store(path, audit_key=KEY)
     before = _high_water_mb()
     start = time.perf_counter()
-    if how == "page":
+    if how == "verify":
+        found = auditlog.verify(store)
+        if not found.ok:
+            raise SystemExit(f"the chain does not verify: {found.problems}")
+        size = found.rows
+    elif how == "page":
         data = auditlog.csv_bytes(store.iter_audit(AuditFilters()))
         size = len(data)
     else:
@@ -245,6 +263,37 @@ def measure_export(path: Path, how: str) -> dict[str, float]:
     return figures
 
 
+def append_costs(path: Path) -> dict[str, list[float]]:
+    """Milliseconds per append of one row in its own write transaction, with the chain
+    (Store.append) and as before it (a plain insert of the same row, no chain read)."""
+    store = Store(path, audit_key=KEY)
+
+    def row(n: int) -> NewEvent:
+        return NewEvent(
+            at="2026-06-01T00:00:00.000Z",
+            actor="bench",
+            action="request_submitted",
+            request_id=f"r-b{n:07d}",
+            scope="db_001.table_01",
+            details={"account": "444455556666", "reason": "quarterly report"},
+        )
+
+    def plain(n: int) -> None:
+        with store._write() as db:
+            db["audit"].insert_all([row(n).row()])  # type: ignore[union-attr]
+
+    timings: dict[str, list[float]] = {"chained": [], "plain (before the chain)": []}
+    for n in range(APPENDS):  # interleaved, so both see the same disk and cache
+        for name, do in (
+            ("chained", lambda n=n: store.append(row(n))),
+            ("plain (before the chain)", lambda n=n: plain(n)),
+        ):
+            start = time.perf_counter()
+            do()
+            timings[name].append((time.perf_counter() - start) * 1000)
+    return timings
+
+
 def percentiles(runs: list[float]) -> tuple[float, float]:
     ms = sorted(runs)
     return statistics.median(ms), ms[int(len(ms) * 0.95) - 1]
@@ -254,6 +303,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=ROWS, help="audit rows to build")
     parser.add_argument("--export", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--chain-only", action="store_true", help="only the chain: verify and append figures"
+    )
     args = parser.parse_args()
     if args.export:
         export(args.export[1], args.export[0], args.export[2])
@@ -270,35 +322,52 @@ def main() -> int:
             f"built {args.rows:,} audit rows in {time.perf_counter() - start:.1f} s ({size:.0f} MB)"
         )
 
-        print(f"The store's part of a page run (page, count, actors, actions), {RUNS} runs each:")
-        for name, runs in store_runs(path, samples).items():
+        f = measure_export(path, "verify")
+        print(
+            f"audit verify of all {f['bytes']:,.0f} rows (streamed, fresh process): "
+            f"{f['seconds']:.1f} s, {f['bytes'] / f['seconds'] / 1000:,.0f}k rows/s; peak RSS "
+            f"{f['peak_mb']:.0f} MB, {f['start_mb']:.0f} MB before it began"
+        )
+        if not args.chain_only:
+            ok &= _page_and_csv(path, samples, args.rows)
+        print(f"One append in its own write transaction, {APPENDS} each, at {args.rows:,} rows:")
+        for name, runs in append_costs(path).items():
             p50, p95 = percentiles(runs)
             print(f"  {name}: p50 {p50:.2f} ms, p95 {p95:.2f} ms")
-        print(f"Audit page, server-side run (AppTest), {RUNS} runs each:")
-        for name, runs in page_runs(path, samples).items():
-            p50, p95 = percentiles(runs)
-            ok &= p95 <= TARGET_RUN_P95_MS
-            print(
-                f"  {name}\n    p50 {p50:.1f} ms, p95 {p95:.1f} ms "
-                f"(target p95 <= {TARGET_RUN_P95_MS:g} ms: ratio {p95 / TARGET_RUN_P95_MS:.2f})"
-            )
-
-        for how, what in (
-            ("page", "the page's CSV download (bytes in memory)"),
-            ("cli", "mesh audit --format csv (streamed to a file)"),
-        ):
-            f = measure_export(path, how)
-            ok &= f["seconds"] <= TARGET_CSV_SECONDS and f["peak_mb"] <= TARGET_CSV_MB
-            print(
-                f"CSV of all {args.rows:,} rows, {what}: {f['bytes'] / 2**20:.0f} MB in "
-                f"{f['seconds']:.1f} s (target <= {TARGET_CSV_SECONDS:g} s: ratio "
-                f"{f['seconds'] / TARGET_CSV_SECONDS:.2f}); peak RSS {f['peak_mb']:.0f} MB, "
-                f"{f['start_mb']:.0f} MB before it began (target <= {TARGET_CSV_MB:g} MB: "
-                f"ratio {f['peak_mb'] / TARGET_CSV_MB:.2f})"
-            )
     finally:
         shutil.rmtree(folder)
     return 0 if ok else 1
+
+
+def _page_and_csv(path: Path, samples: dict[str, Any], rows: int) -> bool:
+    ok = True
+    print(f"The store's part of a page run (page, count, actors, actions), {RUNS} runs each:")
+    for name, runs in store_runs(path, samples).items():
+        p50, p95 = percentiles(runs)
+        print(f"  {name}: p50 {p50:.2f} ms, p95 {p95:.2f} ms")
+    print(f"Audit page, server-side run (AppTest), {RUNS} runs each:")
+    for name, runs in page_runs(path, samples).items():
+        p50, p95 = percentiles(runs)
+        ok &= p95 <= TARGET_RUN_P95_MS
+        print(
+            f"  {name}\n    p50 {p50:.1f} ms, p95 {p95:.1f} ms "
+            f"(target p95 <= {TARGET_RUN_P95_MS:g} ms: ratio {p95 / TARGET_RUN_P95_MS:.2f})"
+        )
+
+    for how, what in (
+        ("page", "the page's CSV download (bytes in memory)"),
+        ("cli", "mesh audit --format csv (streamed to a file)"),
+    ):
+        f = measure_export(path, how)
+        ok &= f["seconds"] <= TARGET_CSV_SECONDS and f["peak_mb"] <= TARGET_CSV_MB
+        print(
+            f"CSV of all {rows:,} rows, {what}: {f['bytes'] / 2**20:.0f} MB in "
+            f"{f['seconds']:.1f} s (target <= {TARGET_CSV_SECONDS:g} s: ratio "
+            f"{f['seconds'] / TARGET_CSV_SECONDS:.2f}); peak RSS {f['peak_mb']:.0f} MB, "
+            f"{f['start_mb']:.0f} MB before it began (target <= {TARGET_CSV_MB:g} MB: "
+            f"ratio {f['peak_mb'] / TARGET_CSV_MB:.2f})"
+        )
+    return ok
 
 
 if __name__ == "__main__":
