@@ -112,8 +112,7 @@ def _from_cookie(svc: Services, use_cases: SignIn, client: str) -> str | None:
 
 
 def _form(svc: Services, use_cases: SignIn, client: str) -> User | None:
-    slot = st.empty()
-    with slot.container(), st.form(key="sign_in", clear_on_submit=True):
+    with st.form(key="sign_in", clear_on_submit=True):
         st.subheader("Sign in to Mesh Marketplace")
         username = st.text_input("Username", key="sign_in_username", autocomplete="username")
         password = st.text_input(
@@ -126,7 +125,6 @@ def _form(svc: Services, use_cases: SignIn, client: str) -> User | None:
     if isinstance(outcome, Refused):
         st.error(outcome.message)
         return None
-    slot.empty()
     st.session_state[Keys.SESSION_TOKEN] = outcome.session_id
     st.session_state[USERNAME] = outcome.user.username
     st.session_state[Keys.COOKIE_OUT] = _codec(svc).encode(

@@ -16,10 +16,10 @@ from playwright.sync_api import Locator, Page, expect
 
 from tests.browser_support import Demo, started_demo
 
-# A real browser against a real server: streamlit-authenticator's login-cookie component
-# reruns the page shortly after sign-in, and a click that lands in that rerun is lost. Each
-# test has a demo of its own, so it can be tried again from scratch, up to twice; a failure in
-# all three tries is a real failure.
+# A real browser against a real server: the sign-in cookie is written by a script frame a
+# moment after sign-in (mesh/ui_signin.py), and a click made while a run is in progress can
+# be lost; the helpers wait and click again. Each test has a demo of its own, so it can be
+# tried again from scratch, up to twice; a failure in all three tries is a real failure.
 pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2, reruns_delay=1)]
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -53,8 +53,9 @@ def sign_in(page: Page, demo: Demo, username: str) -> None:
     page.goto(demo.url)
     expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=UI_TIMEOUT_MS)
     signed_in = page.get_by_test_id("stSidebar").get_by_text(f"Signed in as {username}")
-    # The login cookie component reports (once or twice) after its iframe loads, and the
-    # rerun it triggers can drop a submit made just before: submit again if the form stays.
+    # A submit made while the page's first run is still going can be dropped (with
+    # streamlit-authenticator's widget the first submit often was): submit again if the form
+    # stays.
     for _ in range(3):
         wait_until_idle(page)
         page.get_by_role("textbox", name="Username").fill(username)
@@ -73,8 +74,8 @@ def sign_in(page: Page, demo: Demo, username: str) -> None:
 
 
 def settle(page: Page) -> None:
-    """Let the login-cookie component write its cookie and finish the rerun it starts, so the
-    next click is not dropped by that rerun."""
+    """Let the sign-in cookie's script frame write the cookie and the run finish, so the next
+    click is not dropped by a run in progress."""
     page.wait_for_function(f"document.cookie.includes('{COOKIE}=')", timeout=UI_TIMEOUT_MS)
     page.wait_for_timeout(1_500)
     wait_until_idle(page)
@@ -82,7 +83,7 @@ def settle(page: Page) -> None:
 
 def open_table(page: Page, demo: Demo, database: str, table: str) -> None:
     """Open the table's page by its link; a new page load signs in from the login cookie."""
-    # The cookie component writes the cookie in the browser a moment after sign-in.
+    # A script frame writes the cookie in the browser a moment after sign-in.
     page.wait_for_function(f"document.cookie.includes('{COOKIE}=')", timeout=UI_TIMEOUT_MS)
     page.goto(f"{demo.url}/table?db={database}&table={table}")
     expect(page.get_by_role("heading", name=f"{database}.{table}", exact=True)).to_be_visible(

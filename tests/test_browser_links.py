@@ -26,10 +26,10 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.browser_support import Demo, started_demo
 
-# A real browser against a real server: streamlit-authenticator's login-cookie component
-# reruns the page shortly after sign-in, and a click that lands in that rerun is lost. Each
-# test has a demo of its own, so it can be tried again from scratch, up to twice; a failure in
-# all three tries is a real failure.
+# A real browser against a real server: the sign-in cookie is written by a script frame a
+# moment after sign-in (mesh/ui_signin.py), and a click made while a run is in progress can
+# be lost; the helpers wait and click again. Each test has a demo of its own, so it can be
+# tried again from scratch, up to twice; a failure in all three tries is a real failure.
 pytestmark = [pytest.mark.browser, pytest.mark.flaky(reruns=2, reruns_delay=1)]
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -141,9 +141,8 @@ def fill_sign_in_form(page: Page, username: str) -> None:
     """Sign in on the form the current page shows."""
     expect(page.get_by_role("button", name="Sign in")).to_be_visible(timeout=UI_TIMEOUT_MS)
     signed_in = signed_in_as(page, username)
-    # The login cookie component reports (once or twice) after its iframe loads, and the
-    # rerun it triggers can drop a submit made just before: let it settle, and submit again
-    # if the form stays.
+    # A submit made while the page's first run is still going can be dropped: let it
+    # settle, and submit again if the form stays.
     page.wait_for_timeout(2_000)
     for _ in range(3):
         wait_until_idle(page)
@@ -180,7 +179,7 @@ def signed_in_as(page: Page, username: str) -> Locator:
 
 def login_cookie_written(page: Page) -> bool:
     """Whether the browser got the login cookie, which signs in the next page load."""
-    # The cookie component writes it in the browser a moment after sign-in.
+    # A script frame writes it in the browser a moment after sign-in.
     try:
         page.wait_for_function(f"document.cookie.includes('{COOKIE}=')", timeout=UI_TIMEOUT_MS)
     except PlaywrightTimeoutError:
