@@ -110,8 +110,8 @@ def audit_key(settings: Settings) -> str:
 
 
 def open_store(settings: Settings) -> Store:
-    """The store at MESH_DB with the audit chain's key."""
-    return Store(settings.db_path, audit_key=audit_key(settings))
+    """The store at MESH_DB with the audit chain's key (a key file is read on first use)."""
+    return Store(settings.db_path, audit_key=settings.audit_key or (lambda: audit_key(settings)))
 
 
 def audit_anchor(settings: Settings, sns: Any = None) -> auditlog.Anchor | None:

@@ -476,24 +476,29 @@ class Store:
         path: str | Path,
         *,
         busy_timeout: float = BUSY_TIMEOUT,
-        audit_key: str | None = None,
+        audit_key: str | Callable[[], str] | None = None,
     ) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._local = threading.local()  # this thread's _Held connection to this store
-        self._audit_key = auditchain.key_bytes(audit_key) if audit_key else None
+        self._audit_key = auditchain.key_bytes(audit_key) if isinstance(audit_key, str) else None
+        self._find_key = audit_key if callable(audit_key) else None
 
     @property
     def audit_key(self) -> bytes:
         """The key of the audit chain: MESH_AUDIT_KEY, else the file beside the database.
 
-        The file (``audit-key``, made on first use, mode 0600) is the demo's; aws mode
-        requires MESH_AUDIT_KEY, kept away from the database, and passes it in.
+        Read on first use (a store that is never written or verified never makes the file).
+        The file (``audit-key``, mode 0600) is the demo's; aws mode should set
+        MESH_AUDIT_KEY, kept away from the database (services.audit_key warns otherwise).
         """
         if self._audit_key is None:
-            from mesh.links import load_or_create_secret
+            if self._find_key is not None:
+                secret = self._find_key()
+            else:
+                from mesh.links import load_or_create_secret
 
-            secret = load_or_create_secret(self.path.parent / "audit-key")
+                secret = load_or_create_secret(self.path.parent / "audit-key")
             self._audit_key = auditchain.key_bytes(secret)
         return self._audit_key
 
