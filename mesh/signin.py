@@ -110,12 +110,9 @@ def dummy_hash(cost: int) -> bytes:
         return _DUMMIES[cost]
 
 
-def check_password(password: str, stored: str | bytes) -> bool:
-    stored_bytes = stored.encode() if isinstance(stored, str) else stored
-    try:
-        return bcrypt.checkpw(password.encode("utf-8", "replace"), stored_bytes)
-    except ValueError:  # not a bcrypt hash: the users file is validated, so never expected
-        return False
+def check_password(password: str, stored: str) -> bool:
+    """bcrypt's check, as streamlit-authenticator's ``Hasher.check_pw`` makes it."""
+    return bcrypt.checkpw(password.encode(), stored.encode())
 
 
 class CookieCodec:
@@ -167,7 +164,11 @@ class SignIn:
         *,
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], None] = time.sleep,
+        check: Callable[[str, str], bool] = check_password,
     ) -> None:
+        """``check`` tells a password from its hash: the web app passes
+        streamlit-authenticator's ``Hasher.check_pw`` (this module does not import Streamlit)."""
+        self.check = check
         self.store = store
         self.users = users
         self.rules = rules
@@ -189,7 +190,7 @@ class SignIn:
             )
             return Refused(message=too_many(locked))
         user, stored = self._credentials(name)
-        ok = check_password(password, stored if stored else dummy_hash(self._cost()))
+        ok = self._matches(password, stored or dummy_hash(self._cost()).decode())
         if user is not None and stored and ok:
             self.store.clear_sign_in_failures(f"user:{name}")
             return self._open(user, stored, client=client)
@@ -213,6 +214,12 @@ class SignIn:
             return Refused(message=too_many(self._minutes(self.rules.lockout)))
         self.sleep(self.rules.delay(max(counts.values(), default=1)))
         return Refused(message=WRONG)
+
+    def _matches(self, password: str, stored: str) -> bool:
+        try:
+            return bool(self.check(password, stored))
+        except ValueError:  # not a bcrypt hash: the users file is validated, so not expected
+            return False
 
     def _credentials(self, name: str) -> tuple[User | None, str]:
         directory = self.users.directory()

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
+import streamlit_authenticator as stauth
 
 from mesh.models import User
 from mesh.services import Services
@@ -44,7 +45,12 @@ def client_address() -> str:
 
 
 def _use_cases(svc: Services) -> SignIn:
-    return SignIn(svc.marketplace.store, svc.users, Rules.from_settings(svc.settings))
+    return SignIn(
+        svc.marketplace.store,
+        svc.users,
+        Rules.from_settings(svc.settings),
+        check=stauth.Hasher.check_pw,
+    )
 
 
 def _codec(svc: Services) -> CookieCodec:
