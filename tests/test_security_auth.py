@@ -394,6 +394,24 @@ def test_an_open_tab_left_idle_ends(app: AppTest, web: dict[str, str]) -> None:
     assert store.session(session).ended_why == "idle too long"  # type: ignore[union-attr]
 
 
+def test_an_open_tab_ends_at_the_sessions_absolute_expiry(
+    app: AppTest, web: dict[str, str]
+) -> None:
+    # GIVEN carol signed in, her tab in use
+    sign_in(app, "carol")
+    session = token_id(app.session_state[ui.Keys.SESSION_TOKEN])
+    store = Store(web["MESH_DB"])
+    # WHEN the session's absolute expiry passes (as a 52 s cookie did in the probe)
+    gone = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    with store._write() as db:
+        db.execute("UPDATE sessions SET expires_at = ? WHERE token_id = ?", [gone, session])
+    app.run()
+    # THEN the next run shows the form, not her pages
+    assert labelled(app.text_input, "Username")
+    assert not app.sidebar.caption
+    assert store.session(session).ended_why == "expired"  # type: ignore[union-attr]
+
+
 def test_a_non_admin_reading_the_audit_page_is_refused_and_audited(
     app: AppTest, web: dict[str, str]
 ) -> None:
