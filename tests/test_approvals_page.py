@@ -191,8 +191,18 @@ def comment_boxes(at: AppTest) -> list[str]:
 def test_one_card_is_open_for_a_decision_the_others_are_brief(
     app: AppTest, market: Marketplace
 ) -> None:
-    # GIVEN four requests waiting for sam
-    requests = waiting(market, 4)
+    # GIVEN four requests waiting for sam, the newest with a long reason of two paragraphs
+    long_reason = "churn model " * 20 + "\n\nthe tail that only the open card shows"
+    requests = [
+        *waiting(market, 3),
+        market.submit(
+            "ada",
+            database="sales_orders",
+            table="customers",
+            account=fresh_account(),
+            reason=long_reason,
+        ),
+    ]
     sign_in(app, "sam")
     # WHEN he opens Approvals
     open_page(app, "approvals")
@@ -211,6 +221,11 @@ def test_one_card_is_open_for_a_decision_the_others_are_brief(
     for shown in (requests[1].id, "ada", "quarterly churn review", "sales_orders.customers"):
         assert shown in text
     assert [b.label for b in brief.button] == ["Review and decide"]
+    # AND a long reason is one shortened line there
+    [text] = texts(app.container(key=f"pending-{requests[3].id}").markdown)
+    shown = text.split("**Reason** ")[1].split("  \n")[0]
+    assert shown.startswith("churn model churn model") and shown.endswith("…")
+    assert len(shown) <= 160 and "the tail" not in text
     # AND every card has its Select box
     assert [c.key for c in app.checkbox] == [f"select-{r.id}" for r in requests]
 
