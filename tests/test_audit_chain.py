@@ -413,3 +413,44 @@ def test_a_demo_started_afresh_starts_a_new_anchor(aws: str, tmp_path: Path) -> 
     # THEN the old demo's anchor is not held against it
     assert again.audit_check is not None and again.audit_check.ok
     assert not again.lifecycle.tick().errors
+
+
+def test_tick_publishes_the_head_to_the_central_topic_with_sns(
+    aws_env: dict[str, str], aws: str
+) -> None:
+    # GIVEN the anchor set to sns, and a queue subscribed to the admin topic
+    import boto3
+
+    sns = boto3.client("sns", region_name="us-east-1", endpoint_url=aws)
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=aws)
+    topic = sns.create_topic(Name="mesh-admin-anchor")["TopicArn"]
+    queue = sqs.create_queue(QueueName="anchor-reader")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    env = {
+        **aws_env,
+        "MESH_AUDIT_KEY": KEY,
+        "MESH_AUDIT_ANCHOR": "sns",
+        "MESH_ADMIN_TOPIC_ARN": topic,
+    }
+    services = build(load_settings(env, {}))
+    services.marketplace.submit(
+        "carol", database="sales_orders", table="orders", account="444455556666", reason="r"
+    )
+    # WHEN the periodic job runs
+    assert not services.lifecycle.tick().errors
+    # THEN the head was published, and it verifies against the log when given by hand
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    heads = [json.loads(json.loads(m["Body"])["Message"]) for m in messages]
+    heads = [h for h in heads if "chain" in h]
+    assert [h["row_id"] for h in heads] == [services.marketplace.store.audit_head()[0]]
+    assert auditlog.verify(services.marketplace.store, anchor=heads[0]).ok
+
+
+def test_sns_anchor_without_the_admin_topic_is_a_setting_error(
+    aws_env: dict[str, str], aws: str
+) -> None:
+    with pytest.raises(SettingError, match="MESH_ADMIN_TOPIC_ARN"):
+        build(load_settings({**aws_env, "MESH_AUDIT_ANCHOR": "sns"}, {}))
