@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mesh.errors import Forbidden
-from mesh.models import AccessRequest, Action, AuditEvent, Step
+from mesh.models import OWNER_STEP, AccessRequest, Action, AuditEvent, Step
 from mesh.store import Store
 
 POLICY_ACTOR = "policy"
@@ -132,10 +132,16 @@ def _approval_problems(
     """What approvals the verdict required and the verified rows lack."""
     if not verdict.details.get("needs_approval"):
         return []
-    try:
-        steps = [Step.from_json(raw) for raw in verdict.details.get("steps") or []]
-    except (KeyError, TypeError, ValueError):
-        return [f"the verdict in audit row {verdict.id} has unreadable steps"]
+    if "steps" not in verdict.details:
+        # A verdict from before approval steps (migration 0008): one owner approved, and
+        # approvals then named no step.
+        steps, legacy = [OWNER_STEP], True
+    else:
+        legacy = False
+        try:
+            steps = [Step.from_json(raw) for raw in verdict.details.get("steps") or []]
+        except (KeyError, TypeError, ValueError):
+            return [f"the verdict in audit row {verdict.id} has unreadable steps"]
     if not steps:
         return [f"the verdict in audit row {verdict.id} needs approval but names no step"]
     problems = []
@@ -145,7 +151,7 @@ def _approval_problems(
             for e in rows
             if e.id > verdict.id
             and e.action == Action.APPROVED.value
-            and e.details.get("step") == number
+            and e.details.get("step") in ((number, None) if legacy else (number,))
             and e.actor != request.requester
         }
         need = step.quorum if isinstance(step.quorum, int) else 1
