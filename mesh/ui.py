@@ -174,6 +174,16 @@ class _Process:
 _PROCESS = _Process()
 
 
+def reset_process() -> None:
+    """Stop the background job and forget the services: a fresh process, for tests (the
+    fixture that clears Streamlit's caches between tests calls it)."""
+    global _PROCESS
+    with _PROCESS.lock:
+        if _PROCESS.job is not None:
+            _PROCESS.job.set()
+    _PROCESS = _Process()
+
+
 def cookie_key(svc: Services) -> str:
     """The key that signs the session cookie: MESH_COOKIE_KEY, or the process's own."""
     return svc.settings.cookie_key or _PROCESS.cookie_key

@@ -43,14 +43,22 @@ def fake_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def clear_streamlit_caches() -> Iterator[None]:
-    """st.cache_data and st.cache_resource outlive an AppTest; clear them around each test."""
+    """st.cache_data and st.cache_resource outlive an AppTest; clear them around each test,
+    and the web app's process singletons (services, background job) with them."""
+    import sys
+
     import streamlit as st
 
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    def clear() -> None:
+        st.cache_data.clear()
+        st.cache_resource.clear()
+        ui = sys.modules.get("mesh.ui")
+        if ui is not None:
+            ui.reset_process()
+
+    clear()
     yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    clear()
 
 
 _shared_loader = functools.cache(botocore.loaders.create_loader)
