@@ -647,3 +647,32 @@ def test_a_cli_action_a_role_does_not_allow_is_refused_and_audited(
     assert outcome.code != 0
     [refused] = [e for e in market.audit() if e.action == Action.ACTION_REFUSED.value]
     assert refused.actor == "carol" and refused.details["what"] == "cli cancel"
+
+
+def _outward_address() -> str | None:
+    """An address of this host other than loopback, if it has one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent for UDP connect
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
+
+
+@pytest.mark.browser
+def test_the_demo_answers_on_loopback_only(demo: Any) -> None:
+    import socket
+
+    outward = _outward_address()
+    if outward is None:
+        pytest.skip("this host has no address but loopback")
+    port = int(demo.url.rsplit(":", 1)[1])
+    # GIVEN the demo answers on 127.0.0.1
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+    # THEN it does not answer on the host's other address, where its passwords would be open
+    with pytest.raises(OSError), socket.create_connection((outward, port), timeout=5):
+        pass
