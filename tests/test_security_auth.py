@@ -323,6 +323,7 @@ def _unsigned(claims: dict[str, Any]) -> str:
         pytest.param(lambda sid, exp: "", id="empty"),
     ],
 )
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 def test_a_cookie_that_does_not_decode_is_discarded(forge: Any) -> None:
     codec = CookieCodec(COOKIE_KEY)
     sid = "x" * 43
