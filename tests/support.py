@@ -45,6 +45,8 @@ def one_by_one(send: Callable[[GrantSpec], Any], specs: Sequence[GrantSpec]) -> 
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 COOKIE_KEY = "a-test-cookie-key-that-is-long-enough-0123456789"
+# aws mode refuses to start without MESH_AUDIT_KEY; a fixed key keeps failures reproducible.
+AUDIT_KEY = "tests-audit-key-Hq7Wn2Kd9Lp4Xr6Tz1Vb8Mc3Fs5Gy0"
 PASSWORD = "mesh-demo"
 _MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
 
