@@ -56,6 +56,7 @@ from mesh.workflow import Marketplace
 from tests.conftest import REGION, reset_moto
 from tests.support import (
     APP,
+    AUDIT_KEY,
     COOKIE_KEY,
     Cli,
     Users,
@@ -417,6 +418,7 @@ def wired(seeded: str, tmp_path_factory: pytest.TempPathFactory) -> Services:
         "MESH_MODE": "aws",
         "MESH_DB": str(template),
         "MESH_USERS": str(DEMO_USERS),
+        "MESH_AUDIT_KEY": AUDIT_KEY,
         "MESH_NOTIFY": "off",
     }
     with pytest.MonkeyPatch.context() as patch:
@@ -800,7 +802,12 @@ def cli(
     capsys: pytest.CaptureFixture[str],
 ) -> Cli:
     """Run ``python -m mesh ARGS`` in-process in aws mode over the rig's store and users."""
-    env = {"MESH_MODE": "aws", "MESH_DB": str(tmp_path / "mesh.db"), "MESH_USERS": str(DEMO_USERS)}
+    env = {
+        "MESH_MODE": "aws",
+        "MESH_DB": str(tmp_path / "mesh.db"),
+        "MESH_USERS": str(DEMO_USERS),
+        "MESH_AUDIT_KEY": AUDIT_KEY,
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(mesh.settings, "read_secrets", lambda *args, **kwargs: {})
@@ -882,6 +889,7 @@ def app(
         "MESH_DB": str(tmp_path / "mesh.db"),
         "MESH_USERS": str(DEMO_USERS),
         "MESH_COOKIE_KEY": COOKIE_KEY,
+        "MESH_AUDIT_KEY": AUDIT_KEY,
         "MESH_NOTIFY": "off",
     }
     for name, value in env.items():

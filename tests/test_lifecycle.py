@@ -48,7 +48,14 @@ from mesh.settings import DEMO_USERS, load_settings
 from mesh.store import Store
 from mesh.workflow import Marketplace, iso
 from tests.conftest import REGION, reset_moto
-from tests.support import Cli, Users, assert_one_sentence_on_stderr, in_process_cli, one_by_one
+from tests.support import (
+    AUDIT_KEY,
+    Cli,
+    Users,
+    assert_one_sentence_on_stderr,
+    in_process_cli,
+    one_by_one,
+)
 
 CENTRAL = data.CENTRAL_ACCOUNT
 SALES, PEOPLE, FINANCE = "111111111111", "333333333333", "555555555555"
@@ -122,6 +129,7 @@ def wired(seeded: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
         "MESH_USERS": str(DEMO_USERS),
         "MESH_BASE_URL": BASE_URL,
         "MESH_LINK_SECRET": LINK_SECRET,
+        "MESH_AUDIT_KEY": AUDIT_KEY,
         "MESH_DECISION_TOPIC_ARN": data.DECISION_TOPIC,
         "MESH_ADMIN_TOPIC_ARN": data.ADMIN_TOPIC,
     }
@@ -1676,7 +1684,12 @@ def runner(
     capsys: pytest.CaptureFixture[str],
 ) -> Cli:
     """Run ``python -m mesh ARGS`` in-process in aws mode over the rig's store and clock."""
-    env = {"MESH_MODE": "aws", "MESH_DB": str(rig.store.path), "MESH_USERS": str(DEMO_USERS)}
+    env = {
+        "MESH_MODE": "aws",
+        "MESH_DB": str(rig.store.path),
+        "MESH_USERS": str(DEMO_USERS),
+        "MESH_AUDIT_KEY": AUDIT_KEY,
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
 

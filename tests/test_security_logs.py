@@ -39,7 +39,7 @@ from mesh.services import build
 from mesh.settings import DEMO_USERS, load_settings
 from mesh.store import Store
 from tests.conftest import REGION, reset_moto
-from tests.support import APP, PASSWORD, sign_in
+from tests.support import APP, AUDIT_KEY, PASSWORD, sign_in
 
 PROJECT = Path(__file__).resolve().parents[1]
 _B64 = string.ascii_letters + string.digits + "/+"
@@ -140,6 +140,7 @@ def mesh_env(marked_moto: str, tmp_path: Path) -> dict[str, str]:
         "MESH_DB": str(tmp_path / "mesh.db"),
         "MESH_USERS": str(DEMO_USERS),
         "MESH_LINK_SECRET": LINK_SECRET,
+        "MESH_AUDIT_KEY": AUDIT_KEY,
         "MESH_COOKIE_KEY": COOKIE_KEY,
         "MESH_DECISION_TOPIC_ARN": data.DECISION_TOPIC,
         "MESH_LOG": "debug",
@@ -343,7 +344,7 @@ def test_database_folder_and_link_secret_are_private_under_umask_022(
     # backup taken
     Store(db).migrate(create=True)
     env = {**moto_env(marked_moto), "MESH_MODE": "aws", "MESH_DB": str(db),
-           "MESH_USERS": str(DEMO_USERS)}  # fmt: skip
+           "MESH_USERS": str(DEMO_USERS), "MESH_AUDIT_KEY": AUDIT_KEY}  # fmt: skip
     services = build(load_settings(env, {}))
     services.marketplace.submit(
         "carol",
@@ -370,7 +371,12 @@ def test_mesh_init_in_a_subprocess_makes_a_private_database_under_umask_022(
 ) -> None:
     # GIVEN umask 022 in a new process
     db = tmp_path / "new" / "mesh.db"
-    env = {"MESH_MODE": "aws", "MESH_DB": str(db), "MESH_USERS": str(DEMO_USERS)}
+    env = {
+        "MESH_MODE": "aws",
+        "MESH_DB": str(db),
+        "MESH_USERS": str(DEMO_USERS),
+        "MESH_AUDIT_KEY": AUDIT_KEY,
+    }
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "AWS_"))}
     # WHEN `mesh init` makes the database
     done = subprocess.run(
@@ -404,7 +410,7 @@ def test_a_weak_link_secret_in_its_file_is_refused(marked_moto: str, tmp_path: P
     Store(db).migrate(create=True)
     (tmp_path / "link-secret").write_text("a")
     env = {**moto_env(marked_moto), "MESH_MODE": "aws", "MESH_DB": str(db),
-           "MESH_USERS": str(DEMO_USERS)}  # fmt: skip
+           "MESH_USERS": str(DEMO_USERS), "MESH_AUDIT_KEY": AUDIT_KEY}  # fmt: skip
     # WHEN the services are built
     with pytest.raises(SettingError) as refused:
         build(load_settings(env, {}))

@@ -46,7 +46,15 @@ from mesh.services import Services, activate_policy, build
 from mesh.settings import DEMO_USERS, load_settings
 from mesh.store import AuditFilters, Store
 from tests.conftest import REGION, client, dumps, reset_moto
-from tests.support import APP, COOKIE_KEY, Outcome, assert_one_sentence_on_stderr, sign_in, texts
+from tests.support import (
+    APP,
+    AUDIT_KEY,
+    COOKIE_KEY,
+    Outcome,
+    assert_one_sentence_on_stderr,
+    sign_in,
+    texts,
+)
 
 PROJECT = Path(__file__).resolve().parent.parent
 TWO_STEP = PROJECT / "examples" / "policies" / "two-step-pii.yaml"
@@ -136,6 +144,7 @@ def module_env(
         "MESH_MODE": "aws",
         "MESH_DB": str(template),
         "MESH_USERS": str(DEMO_USERS),
+        "MESH_AUDIT_KEY": AUDIT_KEY,
         "MESH_NOTIFY": "off",
         "AWS_ENDPOINT_URL": moto_endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
