@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import re
 import secrets
 import threading
@@ -21,7 +22,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from mesh import approval, browse, notices, policy
+from mesh import approval, browse, logs, notices, policy
 from mesh.catalog_index import CatalogIndex, Query, ResultPage
 from mesh.demo import standin
 from mesh.errors import Forbidden, InvalidInput, MeshError
@@ -227,7 +228,12 @@ def _start_background_job(svc: Services) -> threading.Event:
 
 
 def services() -> Services:
-    """Settings and services for this server process; a bad setting stops the app politely."""
+    """Settings and services for this server process; a bad setting stops the app politely.
+
+    The first call also sets up the process's logging (MESH_LOG, secrets masked on every
+    handler); later calls find it done.
+    """
+    logs.configure_once(os.environ)
     try:
         return _PROCESS.get(load_settings(web=True))
     except MeshError as exc:
@@ -305,8 +311,14 @@ def catalog_age(ctx: Context) -> None:
     if ctx.user.is_admin and st.button(
         "Sync now", key="sync_catalog", help="Read the whole catalog from Glue into the index"
     ):
-        with st.spinner("Syncing the catalog from Glue…"):
-            done = svc.sync.run(actor=ctx.user.username)
+        try:
+            with st.spinner("Syncing the catalog from Glue…"):
+                # the use case checks the role again, whatever this page showed
+                done = svc.lifecycle.sync_catalog(ctx.user.username)
+        except MeshError as exc:
+            audit_refusal(exc, what="sync the catalog")
+            st.error(md(exc.message))
+            return
         if done.error:
             st.error(f"The sync failed: {md(done.error)}")
         else:

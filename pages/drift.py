@@ -22,7 +22,7 @@ with ui.guard():
     fix = right.button("Run the check and fix missing grants", key="drift_fix")
     if run or fix:
         with st.spinner("Reading Lake Formation permissions…"):
-            ctx.services.lifecycle.reconcile(fix=fix, actor=ctx.user.username)
+            ctx.services.lifecycle.reconcile(ctx.user, fix=fix)
     report = ctx.services.marketplace.store.last_report()
     if report is None:
         st.info("No check has run yet.")

@@ -677,3 +677,31 @@ def test_the_demo_answers_on_loopback_only(demo: Any) -> None:
     # THEN it does not answer on the host's other address, where its passwords would be open
     with pytest.raises(OSError), socket.create_connection((outward, port), timeout=5):
         pass
+
+
+def test_the_web_app_sets_up_logging_that_masks_secrets(
+    app: AppTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a process whose logging the web app has not set up yet, with a handler on root
+    import io
+    import logging
+
+    from mesh import logs
+
+    monkeypatch.setattr(logs, "_configured", False)
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        # WHEN the web app runs once, and a line with a secret is logged afterwards
+        app.run()
+        logging.getLogger("mesh.ui").error("password=%s", COOKIE_KEY)
+    finally:
+        root.removeHandler(handler)
+        for each in root.handlers:
+            each.removeFilter(logs._FILTER)
+    # THEN the app put the redacting filter on the handler: the secret is masked
+    assert not app.exception
+    assert COOKIE_KEY not in buffer.getvalue()
+    assert f"password={logs.MASK}" in buffer.getvalue()

@@ -19,6 +19,7 @@ from typing import Any
 from mesh.aws import ClientFactory
 from mesh.demo import data, patches
 from mesh.errors import SettingError
+from mesh.files import private_dir, write_private
 from mesh.store import Store
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,8 @@ def reset_database(db_path: Path) -> None:
         )
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    _marker(db_path).write_text("This SQLite file belongs to the demo and is reset with it.\n")
+    private_dir(db_path.parent)
+    write_private(_marker(db_path), "This SQLite file belongs to the demo and is reset with it.\n")
     Store(db_path).migrate(create=True)
 
 
@@ -124,8 +125,8 @@ def start(
     factory = ClientFactory(demo_endpoint=endpoint)
     tables = data.seed(factory.client("glue"))
     data.seed_topics(factory.client)
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(
+    write_private(
+        state_file,
         json.dumps(
             {
                 "endpoint": endpoint,
@@ -134,7 +135,7 @@ def start(
                 "policy": str(policy) if policy else None,
                 "base_url": base_url,
             }
-        )
+        ),
     )
     log.info("demo stand-in on %s with %d tables", endpoint, tables)
     return StandIn(endpoint=endpoint, server=server, tables=tables)
