@@ -24,7 +24,7 @@ from mesh.models import Action, Status, User
 from mesh.notify import SnsNotifier
 from mesh.org import AwsOrganization, Organization, StaticOrganization, UnknownOrganization
 from mesh.outbox import Outbox
-from mesh.settings import Mode, Settings, check_secret
+from mesh.settings import AUDIT_KEY_REQUIRED, Mode, Settings, check_secret
 from mesh.store import NewEvent, PolicyRecord, Store
 from mesh.sync import CatalogSync
 from mesh.users import UserFile
@@ -92,17 +92,14 @@ def _links(settings: Settings) -> LinkSigner:
 def audit_key(settings: Settings) -> str:
     """The audit chain's key: MESH_AUDIT_KEY, else the private file beside MESH_DB.
 
-    The file is the demo's way; in aws mode it is readable by whoever can write the
-    database, which defeats the chain, so its use is logged as a warning on every start.
+    The file is the demo's way only: in aws mode it would be readable by whoever can write
+    the database, which defeats the chain, so aws mode refuses to start without the setting
+    (load_settings refuses first; this guards settings made some other way).
     """
     if settings.audit_key is not None:
         return settings.audit_key
     if settings.mode is Mode.AWS:
-        log.warning(
-            "MESH_AUDIT_KEY is not set: the audit chain's key is kept in %s, beside the "
-            "database, where whoever can write the database can read it; set MESH_AUDIT_KEY",
-            settings.audit_key_file,
-        )
+        raise SettingError(AUDIT_KEY_REQUIRED)
     private_dir(settings.audit_key_file.parent)
     secret = load_or_create_secret(settings.audit_key_file)
     tighten(settings.audit_key_file)

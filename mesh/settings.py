@@ -28,6 +28,13 @@ DEMO_USERS = PROJECT_ROOT / "mesh" / "demo" / "users.yaml"
 MIN_SECRET_LENGTH = 32
 MIN_SECRET_BITS = 128
 MAKE_A_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+# The demo keeps its audit key in a file beside MESH_DB; in aws mode that file would be readable
+# by whoever can write the database, and so could re-key a forged chain.
+AUDIT_KEY_REQUIRED = (
+    f"MESH_AUDIT_KEY is not set, and aws mode needs a secret of at least {MIN_SECRET_LENGTH} "
+    "random characters, kept apart from the database and its backups, to key the audit log's "
+    f"hash chain; make one with `{MAKE_A_SECRET}`."
+)
 
 
 class Mode(StrEnum):
@@ -141,7 +148,7 @@ SETTINGS = (
     Setting(name="MESH_LINK_TTL_HOURS", default="72", help="hours a decision link stays valid"),
     Setting(
         name="MESH_AUDIT_KEY",
-        default="random, kept in audit-key beside MESH_DB (aws mode warns: set it)",
+        default="demo: random, kept in audit-key beside MESH_DB; aws mode: required",
         help="secret (as strong as the cookie key) that keys the audit log's hash chain; keep "
         "it out of the database's folder and backups, and share it with every process",
     ),
@@ -397,9 +404,10 @@ def load_settings(
     if web and cookie_key is not None:
         check_secret("MESH_COOKIE_KEY", cookie_key)
 
-    # aws mode should set MESH_AUDIT_KEY (services.build warns when it is not): the key file
-    # beside MESH_DB is readable by whoever can write the database.
-    audit_key = _checked_secret("MESH_AUDIT_KEY", get("MESH_AUDIT_KEY"))
+    audit_key = get("MESH_AUDIT_KEY")
+    if mode is Mode.AWS and audit_key is None:
+        raise SettingError(AUDIT_KEY_REQUIRED)
+    audit_key = _checked_secret("MESH_AUDIT_KEY", audit_key)
 
     return Settings(
         mode=mode,

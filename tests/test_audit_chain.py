@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import sqlite3
 from pathlib import Path
 
@@ -346,14 +345,21 @@ def test_audit_settings_read_the_anchor_and_refuse_a_weak_key(aws_env: dict[str,
         load_settings({**aws_env, "MESH_AUDIT_KEY": "a" * 40}, {})
 
 
-def test_aws_mode_without_an_audit_key_warns_that_the_key_sits_beside_the_database(
-    aws_env: dict[str, str], caplog: pytest.LogCaptureFixture
+def test_aws_mode_without_an_audit_key_refuses_to_start_rather_than_keep_it_beside_the_db(
+    cli_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # WHEN the services start in aws mode without MESH_AUDIT_KEY
-    with caplog.at_level(logging.WARNING, logger="mesh.services"):
-        build(load_settings(aws_env, {}))
-    # THEN a warning says where the key is kept and to set MESH_AUDIT_KEY
-    assert any("MESH_AUDIT_KEY is not set" in r.getMessage() for r in caplog.records)
+    # GIVEN aws mode without MESH_AUDIT_KEY
+    monkeypatch.delenv("MESH_AUDIT_KEY")
+    monkeypatch.setattr("mesh.settings.read_secrets", lambda *args, **kwargs: {})
+    # WHEN the periodic job would start
+    code = main(["tick"])
+    # THEN it is refused with the sentence that says how to make a key, and no key file
+    # appears beside the database
+    assert code == 2
+    assert "MESH_AUDIT_KEY is not set" in capsys.readouterr().err
+    assert not (Path(cli_env["MESH_DB"]).parent / "audit-key").exists()
 
 
 # The CSV export -----------------------------------------------------------------------------

@@ -6,12 +6,14 @@ touches the real environment or the project's own .streamlit/secrets.toml.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from mesh.demo import data as demo_data
 from mesh.errors import InvalidInput, SettingError
+from mesh.services import audit_key
 from mesh.settings import (
     DEMO_USERS,
     PROJECT_ROOT,
@@ -22,6 +24,7 @@ from mesh.settings import (
     read_secrets,
     secret_bits,
 )
+from tests.support import AUDIT_KEY
 
 # 43 characters of secrets.token_urlsafe(32), fixed so that a failure can be reproduced.
 GOOD_KEY = "Xq3vP9_kT2mLr8ZcYw4NbHs7EaUf1GdJ0oKiQe5RtVx"
@@ -48,8 +51,9 @@ def users_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def aws_env(users_file: Path) -> dict[str, str]:
-    """The least an aws-mode CLI needs: the mode and a users file (shadows conftest's)."""
-    return {"MESH_MODE": "aws", "MESH_USERS": str(users_file)}
+    """The least an aws-mode CLI needs: the mode, a users file and the audit key (shadows
+    conftest's)."""
+    return {"MESH_MODE": "aws", "MESH_USERS": str(users_file), "MESH_AUDIT_KEY": AUDIT_KEY}
 
 
 # Defaults ------------------------------------------------------------------------------------
@@ -75,7 +79,9 @@ def test_unset_number_takes_its_documented_default(name: str, field: str) -> Non
     assert getattr(settings, field) == int(documented_default(name))
 
 
-@pytest.mark.parametrize("env", [{}, {"MESH_MODE": "aws"}], ids=["demo", "aws"])
+@pytest.mark.parametrize(
+    "env", [{}, {"MESH_MODE": "aws", "MESH_AUDIT_KEY": AUDIT_KEY}], ids=["demo", "aws"]
+)
 def test_default_database_lives_under_the_project_and_is_documented(
     env: dict[str, str], users_file: Path
 ) -> None:
@@ -91,7 +97,9 @@ def test_demo_and_aws_modes_default_to_different_databases(users_file: Path) -> 
     # GIVEN no MESH_DB
     # WHEN the settings are loaded in each mode
     demo = load_settings({}, {})
-    real = load_settings({"MESH_MODE": "aws", "MESH_USERS": str(users_file)}, {})
+    real = load_settings(
+        {"MESH_MODE": "aws", "MESH_USERS": str(users_file), "MESH_AUDIT_KEY": AUDIT_KEY}, {}
+    )
     # THEN the demo's requests never land in the real database
     assert demo.db_path != real.db_path
 
@@ -131,13 +139,14 @@ def test_environment_wins_over_secrets_toml(tmp_path: Path) -> None:
 
 
 def test_secrets_toml_is_used_when_the_environment_is_silent(tmp_path: Path) -> None:
-    # GIVEN a secrets.toml that sets the mode, the users file, the cookie key and a number
+    # GIVEN a secrets.toml that sets the mode, the users file, both keys and a number
     users = tmp_path / "users.yaml"
     users.write_text("credentials: {}\n", encoding="utf-8")
     path = tmp_path / "secrets.toml"
     path.write_text(
         f'MESH_MODE = "aws"\nMESH_USERS = "{users}"\n'
-        f'MESH_COOKIE_KEY = "{GOOD_KEY}"\nMESH_CATALOG_TTL = 45\n',
+        f'MESH_COOKIE_KEY = "{GOOD_KEY}"\nMESH_AUDIT_KEY = "{AUDIT_KEY}"\n'
+        "MESH_CATALOG_TTL = 45\n",
         encoding="utf-8",
     )
     # WHEN the web app loads its settings with no environment
@@ -146,6 +155,7 @@ def test_secrets_toml_is_used_when_the_environment_is_silent(tmp_path: Path) -> 
     assert settings.mode is Mode.AWS
     assert settings.users_path == users
     assert settings.cookie_key == GOOD_KEY
+    assert settings.audit_key == AUDIT_KEY
     assert settings.catalog_ttl == 45
 
 
@@ -213,7 +223,7 @@ def test_unreadable_secrets_toml_is_a_setting_error(tmp_path: Path) -> None:
 )
 def test_mode_is_read_trimmed_and_case_insensitive(raw: str, mode: Mode, users_file: Path) -> None:
     # GIVEN MESH_MODE spelled in some case, with whitespace
-    env = {"MESH_MODE": raw, "MESH_USERS": str(users_file)}
+    env = {"MESH_MODE": raw, "MESH_USERS": str(users_file), "MESH_AUDIT_KEY": AUDIT_KEY}
     # WHEN the settings are loaded
     # THEN the mode is read
     assert load_settings(env, {}).mode is mode
@@ -358,6 +368,84 @@ def test_a_random_link_secret_is_kept(aws_env: dict[str, str]) -> None:
     settings = load_settings(aws_env | {"MESH_LINK_SECRET": GOOD_KEY}, {})
     # THEN it is used
     assert settings.link_secret == GOOD_KEY
+
+
+# MESH_AUDIT_KEY ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("given", [{}, {"MESH_AUDIT_KEY": ""}, {"MESH_AUDIT_KEY": "  "}])
+@pytest.mark.parametrize("web", [True, False], ids=["web", "cli"])
+def test_aws_mode_refuses_to_start_without_an_audit_key(
+    aws_env: dict[str, str], given: dict[str, str], web: bool, tmp_path: Path
+) -> None:
+    # GIVEN aws mode with everything else set but no MESH_AUDIT_KEY (unset or blank)
+    env = {name: value for name, value in aws_env.items() if name != "MESH_AUDIT_KEY"}
+    env |= {"MESH_DB": str(tmp_path / "mesh.db"), "MESH_COOKIE_KEY": GOOD_KEY} | given
+    # WHEN the web app or the CLI loads its settings
+    with pytest.raises(SettingError) as refused:
+        load_settings(env, {}, web=web)
+    # THEN one sentence names the setting, says why, and how to make a good one
+    message = str(refused.value)
+    assert message.startswith("MESH_AUDIT_KEY is not set, and aws mode needs a secret")
+    assert "audit log" in message
+    assert 'make one with `python -c "import secrets; print(secrets.token_urlsafe(32))"`.' in (
+        message
+    )
+    assert message.count("\n") == 0
+    # AND no key file beside the database stands in for it
+    assert not (tmp_path / "audit-key").exists()
+
+
+def test_aws_settings_made_without_load_settings_still_refuse_the_key_file(
+    aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    # GIVEN aws-mode settings whose audit key was removed after loading
+    settings = replace(
+        load_settings(aws_env | {"MESH_DB": str(tmp_path / "mesh.db")}, {}), audit_key=None
+    )
+    # WHEN the audit chain's key is looked up
+    with pytest.raises(SettingError, match="MESH_AUDIT_KEY is not set"):
+        audit_key(settings)
+    # THEN no key file was made beside the database
+    assert not settings.audit_key_file.exists()
+
+
+@pytest.mark.parametrize("weak", WEAK)
+@pytest.mark.parametrize("mode", ["aws", "demo"])
+def test_a_weak_audit_key_is_refused_in_any_mode(
+    aws_env: dict[str, str], weak: str, mode: str
+) -> None:
+    # GIVEN MESH_AUDIT_KEY set to a short or repetitive value
+    # WHEN the settings are loaded
+    with pytest.raises(SettingError) as refused:
+        load_settings(aws_env | {"MESH_MODE": mode, "MESH_AUDIT_KEY": weak}, {})
+    # THEN it is refused, naming the setting and how to make a good one
+    assert str(refused.value).startswith("MESH_AUDIT_KEY ")
+    assert "secrets.token_urlsafe(32)" in str(refused.value)
+
+
+def test_aws_mode_keeps_a_random_audit_key(aws_env: dict[str, str]) -> None:
+    # GIVEN aws mode with a random MESH_AUDIT_KEY
+    # WHEN the settings are loaded
+    settings = load_settings(aws_env | {"MESH_AUDIT_KEY": GOOD_KEY}, {})
+    # THEN it keys the chain
+    assert settings.audit_key == GOOD_KEY
+    assert audit_key(settings) == GOOD_KEY
+
+
+def test_demo_without_an_audit_key_makes_and_keeps_its_own_private_key_file(
+    tmp_path: Path,
+) -> None:
+    # GIVEN demo mode with no MESH_AUDIT_KEY, and no key file yet
+    settings = load_settings({"MESH_DB": str(tmp_path / "var" / "demo.db")}, {})
+    assert settings.audit_key is None
+    # WHEN the audit chain's key is needed, twice
+    first = audit_key(settings)
+    again = audit_key(settings)
+    # THEN the demo made a strong key in audit-key beside MESH_DB, private, and reuses it
+    assert check_secret("the demo's audit key", first) == first
+    assert settings.audit_key_file.read_text() == first == again
+    assert oct(settings.audit_key_file.stat().st_mode & 0o777) == "0o600"
 
 
 @pytest.mark.parametrize("trial", range(200))
