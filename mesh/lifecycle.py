@@ -71,6 +71,7 @@ class TickReport:
     errors: list[str] = field(default_factory=list)
     catalog_synced: dict[str, Any] | None = None  # the sync this pass ran, if it was due
     audit_log: dict[str, Any] | None = None  # the check of the rows since the last one
+    sign_in_failures_forgotten: int = 0  # failure counts past the lockout window, deleted
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -99,8 +100,10 @@ class Lifecycle:
         sync: CatalogSync | None = None,
         sync_minutes: int = 15,
         anchor: auditlog.Anchor | None = None,
+        signin_lockout: timedelta = timedelta(minutes=15),
     ) -> None:
         self.market = market
+        self.signin_lockout = signin_lockout  # failures older (and not locking) are forgotten
         self.anchor = anchor  # where tick publishes the audit chain's head
         self.remind_after = remind_after
         self.warn_before = warn_before
@@ -439,6 +442,10 @@ class Lifecycle:
             ("lost notices", self._queue_lost_notices),
         ):
             self._guarded(report, name, lambda p=part: p(report))
+        forgotten: list[int] = []
+        self._guarded(report, "sign-in failures", lambda: forgotten.append(self._forget_failures()))
+        if forgotten:
+            report = replace(report, sign_in_failures_forgotten=forgotten[0])
         if self.market.outbox is not None:
             outbox = self.market.outbox
             counts: list[tuple[int, int]] = []
@@ -456,6 +463,13 @@ class Lifecycle:
         if checked:
             report = replace(report, audit_log=checked[0])
         return report
+
+    def _forget_failures(self) -> int:
+        """Delete failed sign-in counts past the lockout window whose lockout has ended."""
+        now = self.market.clock()
+        return self.market.store.forget_sign_in_failures(
+            at=iso(now), forget_before=iso(now - self.signin_lockout)
+        )
 
     def _check_audit(self, report: TickReport, checked: list[dict[str, Any]]) -> None:
         """Verify the audit rows written since the last check, then publish the head.

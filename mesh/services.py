@@ -371,6 +371,7 @@ def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -
         grant_retry_limit=settings.grant_retry_limit,
         sync=sync,
         sync_minutes=settings.sync_minutes,
+        signin_lockout=timedelta(minutes=settings.signin_lockout_minutes),
     )
     return Services(
         settings=settings,

@@ -1698,6 +1698,20 @@ class Store:
         with self._write() as db:
             db.execute("DELETE FROM sign_in_failures WHERE subject = ?", [subject])
 
+    def forget_sign_in_failures(self, *, at: str, forget_before: str) -> int:
+        """Delete the counts that can no longer lock anyone out: no lockout in force at
+        ``at`` and the last failure before ``forget_before``; return how many went.
+
+        Without this the table keeps a row for every user name ever typed wrong.
+        """
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM sign_in_failures WHERE last_failed_at < ? "
+                "AND (locked_until IS NULL OR locked_until <= ?)",
+                [forget_before, at],
+            )
+            return int(cursor.rowcount)
+
 
 @dataclass(frozen=True, kw_only=True)
 class _Held:

@@ -30,6 +30,7 @@ from streamlit.testing.v1 import AppTest
 
 from mesh import ui
 from mesh.models import Action
+from mesh.moments import iso
 from mesh.settings import DEMO_USERS
 from mesh.signin import WRONG, CookieCodec, Refused, Rules, SignedIn, SignIn, token_id, too_many
 from mesh.store import Store
@@ -705,3 +706,33 @@ def test_the_web_app_sets_up_logging_that_masks_secrets(
     assert not app.exception
     assert COOKIE_KEY not in buffer.getvalue()
     assert f"password={logs.MASK}" in buffer.getvalue()
+
+
+def test_tick_forgets_failure_counts_past_the_lockout_window_but_keeps_live_ones(
+    services: Any,
+) -> None:
+    # GIVEN failure counts: one old and ended, one old but still locked, one recent
+    store = services.marketplace.store
+    now = datetime.now(UTC)
+    lockout = timedelta(minutes=services.settings.signin_lockout_minutes)
+
+    def failed(subject: str, *, ago: timedelta, locked_for: timedelta | None = None) -> None:
+        at = now - ago
+        store.count_sign_in_failure(
+            {subject: 1 if locked_for else 99},
+            at=iso(at),
+            forget_before=iso(at - lockout),
+            locked_until=iso(at + (locked_for or timedelta(0))),
+        )
+
+    failed("user:typo-from-last-week", ago=timedelta(days=7))
+    failed("user:locked-long", ago=lockout * 2, locked_for=lockout * 3)
+    failed("user:carol", ago=timedelta(minutes=1))
+    # WHEN the periodic job runs
+    report = services.lifecycle.tick()
+    # THEN only the old count with no lockout in force is gone
+    with store._connect() as db:
+        left = sorted(row[0] for row in db.execute("SELECT subject FROM sign_in_failures"))
+    assert left == ["user:carol", "user:locked-long"]
+    assert report.sign_in_failures_forgotten == 1
+    assert store.sign_in_locks(["user:locked-long"], at=iso(now))
