@@ -10,6 +10,9 @@ own. One card is open with everything an approver needs and its own comment, App
 Deny: the one picked with Review and decide, else the oldest shown; the others are one text
 and a button, so a run draws about 240 elements instead of about 1,000. Granted access is
 paged and searchable, with one revoke form for the grant picked.
+
+Each decision and retry reads its scope from Glue live; when Glue differs from the catalog
+index, Glue wins and the page says, at the top, that the catalog had changed.
 """
 
 from collections.abc import Callable, Sequence
@@ -34,6 +37,18 @@ GRANTED_OFFSET = "approvals_granted_offset"
 BULK_RESULTS = "approvals_bulk_results"
 PICKED = "approvals_picked"  # the request whose card is open for a decision
 BRIEF_REASON = 160  # characters of the reason a card not open shows
+CATALOG_NOTES = "approvals_catalog_notes"  # how Glue differed from the index, per action
+
+
+def _note_catalog_change(note: str) -> None:
+    """Keep what a decision or retry heard: Glue differed from the index, and Glue won."""
+    st.session_state.setdefault(CATALOG_NOTES, []).append(note)
+
+
+def _catalog_notes() -> None:
+    """Say, once, that the catalog had changed since the last sync and the action used Glue."""
+    for note in dict.fromkeys(st.session_state.pop(CATALOG_NOTES, [])):
+        st.info(ui.md(note))
 
 
 def _decided(outcome: AccessRequest) -> tuple[str, str]:
@@ -56,6 +71,7 @@ def _decide(request_id: str, verb: str) -> None:
         request_id,
         ctx.user.username,
         comment=comment,
+        on_catalog_change=_note_catalog_change,
         done=_decided,
         at=f"pending-{request_id}",
     )
@@ -85,7 +101,13 @@ def _outcome_line(outcome: DecisionOutcome) -> tuple[str, str]:
 
 
 def _decide_and_keep(ids: list[str], verb: str, comment: str) -> None:
-    outcomes = market.decide_many(ids, ctx.user.username, verb=verb, comment=comment)
+    outcomes = market.decide_many(
+        ids,
+        ctx.user.username,
+        verb=verb,
+        comment=comment,
+        on_catalog_change=_note_catalog_change,
+    )
     st.session_state[BULK_RESULTS] = [_outcome_line(o) for o in outcomes]
     st.session_state["bulk-comment"] = ""
 
@@ -150,6 +172,7 @@ def _by_link(token: str, verb: str) -> None:
         ctx.user.username,
         action=verb,
         comment=st.session_state.get("link-comment", ""),
+        on_catalog_change=_note_catalog_change,
         done=_decided,
         at=LINK_BOX,
     )
@@ -326,7 +349,11 @@ def _failed_card(request: AccessRequest) -> None:
         key=f"retry-failed-{request.id}",
         on_click=ui.act,
         args=(market.retry, request.id, ctx.user.username),
-        kwargs={"done": ui.outcome_flash, "at": f"failed-{request.id}"},
+        kwargs={
+            "done": ui.outcome_flash,
+            "at": f"failed-{request.id}",
+            "on_catalog_change": _note_catalog_change,
+        },
     )
     ui.show_flash(at=f"failed-{request.id}")
 
@@ -437,6 +464,7 @@ with ui.guard():
         GRANTED_OFFSET,
     )
 picked = _picked(items)
+_catalog_notes()
 ui.show_flash(
     places=[
         *([LINK_BOX] if link else []),

@@ -17,7 +17,7 @@ from mesh.models import AccessRequest, Status
 from mesh.services import build
 from mesh.settings import load_settings
 from mesh.workflow import Marketplace
-from tests.conftest import lake_formation_entries
+from tests.conftest import client, lake_formation_entries
 from tests.support import APP, COOKIE_KEY, labelled, sign_in, texts
 from tests.test_pages import CAROLS_ACCOUNT, app, open_page, web_env
 from tests.test_policy_pages import TWO_STEP
@@ -478,3 +478,96 @@ def test_admin_bulk_approval_reports_the_step_admins_may_not_approve(
     assert request.id in refused and "refused" in refused
     stored = services.marketplace.store.get(request.id)
     assert stored is not None and stored.status is Status.PENDING_APPROVAL
+
+
+# The catalog changed since the last sync -------------------------------------------------
+
+MARKETING = "222222222222"  # mia's product account in the demo catalog
+
+
+def hand_over(aws: str, database: str, owner: str) -> None:
+    """Give a product to another owner in Glue, as its producer would, without a sync."""
+    glue: Any = client("glue", aws)
+    found = glue.get_database(Name=database)["Database"]
+    glue.update_database(
+        Name=database,
+        DatabaseInput={
+            "Name": database,
+            "Description": found.get("Description", ""),
+            "Parameters": {**found.get("Parameters", {}), "data_owner": owner},
+        },
+    )
+
+
+def flag_column(aws: str, database: str, table: str, column: str) -> None:
+    """Flag one column as PII in Glue, without a sync."""
+    glue: Any = client("glue", aws)
+    found = glue.get_table(DatabaseName=database, Name=table)["Table"]
+    storage = found["StorageDescriptor"]
+    columns = [
+        {**c, "Parameters": {**c.get("Parameters", {}), "pii_flag": "true"}}
+        if c["Name"] == column
+        else c
+        for c in storage["Columns"]
+    ]
+    glue.update_table(
+        DatabaseName=database,
+        TableInput={
+            "Name": table,
+            "Parameters": found.get("Parameters", {}),
+            "StorageDescriptor": {**storage, "Columns": columns},
+            "PartitionKeys": found.get("PartitionKeys", []),
+        },
+    )
+
+
+def test_approval_after_glue_changed_owner_uses_glue_and_says_the_catalog_changed(
+    app: AppTest, market: Marketplace, aws: str
+) -> None:
+    # GIVEN carol's request for sales_orders.customers on sam's page, then Glue hands the
+    # product to Marketing (mia) after the last sync, so the index still names sam
+    [request] = waiting(market, 1)
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    assert pending_cards(app) == [request.id]
+    hand_over(aws, "sales_orders", MARKETING)
+    # WHEN sam approves it on the page
+    labelled(app.container(key=f"pending-{request.id}").button, "Approve").click().run()
+    # THEN the decision followed Glue, not the index: sam is refused, it still waits
+    assert not app.exception
+    stored = market.store.get(request.id)
+    assert stored is not None and stored.status is Status.PENDING_APPROVAL
+    assert any("may not" in e or "cannot" in e for e in texts(app.error)), texts(app.error)
+    # AND the page says the catalog had changed since the last sync, naming the table
+    [note] = [i for i in texts(app.info) if "catalog had changed" in i]
+    assert "sales_orders.customers" in note and "Glue" in note
+    # AND the index now names Marketing, so the request left sam's queue for mia's
+    assert market.index is not None
+    assert market.index.database("sales_orders").owner_account == MARKETING  # type: ignore[union-attr]
+    assert pending_cards(app.run()) == []
+    assert not [i for i in texts(app.info) if "catalog had changed" in i]  # said once
+
+
+def test_bulk_approval_after_glue_flagged_a_column_grants_and_says_the_catalog_changed(
+    app: AppTest, market: Marketplace, aws: str
+) -> None:
+    # GIVEN two requests ticked on sam's page, then a column of their table is flagged as
+    # PII in Glue after the last sync
+    requests = waiting(market, 2)
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    tick(app, requests)
+    assert market.index is not None
+    before = market.index.table_entry("sales_orders", "customers")
+    assert before is not None and "country" not in before.pii_columns
+    flag_column(aws, "sales_orders", "customers", "country")
+    # WHEN he approves the ticked requests
+    labelled(app.container(key="bulk").button, "Approve selected").click().run()
+    # THEN both are granted, and the page says once that the catalog had changed
+    assert not app.exception
+    assert len(texts(app.container(key="bulk").success)) == 2
+    notes = [i for i in texts(app.info) if "catalog had changed" in i]
+    assert len(notes) == 1 and "sales_orders.customers" in notes[0]
+    # AND the index took Glue's live read
+    after = market.index.table_entry("sales_orders", "customers")
+    assert after is not None and "country" in after.pii_columns
