@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from mesh import auditlog, aws, evidence, policy
+from mesh import auditchain, auditlog, aws, evidence, policy
 from mesh.catalog_index import SyncRecord
 from mesh.errors import (
     AwsFailure,
@@ -104,6 +104,8 @@ class Lifecycle:
     ) -> None:
         self.market = market
         self.signin_lockout = signin_lockout  # failures older (and not locking) are forgotten
+        # the last check of the audit chain that found rows or a break (pages show it)
+        self.audit_checked: auditchain.Verification | None = None
         self.anchor = anchor  # where tick publishes the audit chain's head
         self.remind_after = remind_after
         self.warn_before = warn_before
@@ -482,6 +484,7 @@ class Lifecycle:
         found = auditlog.verify_tail(m.store, at=m._now(), anchor=last)
         if found.rows or not found.ok:  # a pass that found nothing new says nothing
             checked.append(found.to_json())
+            self.audit_checked = found
         if not found.ok:
             report.errors.append("audit log: " + "; ".join(found.problems))
             return

@@ -5,8 +5,9 @@ No read here calls Glue: the catalog index answers, else what the request stored
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from mesh import approval, policy
@@ -17,11 +18,13 @@ from mesh.errors import (
 )
 from mesh.models import (
     AccessRequest,
+    Action,
     AuditEvent,
     Scope,
     Status,
     User,
 )
+from mesh.moments import iso
 from mesh.store import (
     AuditFilters,
     AuditRow,
@@ -30,7 +33,28 @@ from mesh.store import (
 from mesh.usecase import UseCase, _status
 
 if TYPE_CHECKING:
-    pass
+    from mesh import metrics
+
+# The audit rows the dashboard counts: outcomes and failed notifications.
+DASHBOARD_ACTIONS = (
+    Action.GRANT_SUCCEEDED.value,
+    Action.DENIED.value,
+    Action.REVOKE_SUCCEEDED.value,
+    Action.NOTIFICATION_FAILED.value,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChainStatus:
+    """What the last verification of the audit chain found, read without verifying again.
+
+    ``checkpoint`` is the newest verified head (row id, time, rows checked), None before
+    any; ``head_id`` is the log's last row, so rows after the checkpoint are not verified
+    yet (the periodic job verifies them).
+    """
+
+    checkpoint: dict[str, Any] | None
+    head_id: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -275,6 +299,99 @@ class Reads(UseCase):
         if filters.request_id is not None:
             self._request(filters.request_id)
         return self.store.iter_audit(filters)
+
+    def audit_chain_for(self, username: str) -> ChainStatus:
+        """The last verified head of the audit chain and the log's last row, for an admin."""
+        self._auditor(username)
+        checkpoint, head = self.store.checkpoint_status()
+        return ChainStatus(checkpoint=checkpoint, head_id=head)
+
+    def notification_counts_for(self, username: str) -> dict[str, int]:
+        """How many outbox messages are in each status, for an admin."""
+        self._admin(username, "only admins read the notification log")
+        return self.store.notification_counts()
+
+    def notifications_for(
+        self, username: str, *, statuses: Sequence[str] = (), newest: int = 200
+    ) -> list[dict[str, Any]]:
+        """The newest outbox messages (in ``statuses``, if any), newest first, for an admin:
+        the outbox holds live decision links."""
+        self._admin(username, "only admins read the notification log")
+        return self.store.notifications(statuses=list(statuses) or None, newest=newest)
+
+    def last_report_for(self, username: str) -> dict[str, Any] | None:
+        """The last drift check's report, for an admin."""
+        self._admin(username, "only admins read the drift report")
+        return self.store.last_report()
+
+    def dashboard_for(
+        self,
+        username: str,
+        *,
+        period: metrics.Period,
+        days: int | None,
+        owner_names: Mapping[str, str] | None = None,
+    ) -> metrics.Dashboard:
+        """The dashboard of an owner, approver or admin over the last ``days`` (None: all).
+
+        It reads what it charts, not the whole store: the pending requests, those a person
+        decided in the window, the outcome and failure rows of the window, and the failed
+        messages; owners see those about their products, admins all.
+        """
+        from mesh import metrics
+
+        user = self._user(username)
+        if not user.can_approve:
+            raise Forbidden(
+                f"User {user.username} is not an owner, approver or admin; only they have "
+                "a dashboard."
+            )
+        now = self.clock()
+        since = now - timedelta(days=days) if days else None
+        after = iso(since) if since is not None else None
+        pending = self.store.requests(statuses=[Status.PENDING_APPROVAL])
+        decided = self.store.requests(decided_since=after or "")
+        events = self.store.audit(filters=AuditFilters(actions=DASHBOARD_ACTIONS, since=after))
+        failed = self.store.notifications(statuses=["failed"])
+        visible = self._visible_ids(user, [e.request_id for e in events], failed)
+        pending = metrics.visible_requests(pending, user)
+        decided = metrics.visible_requests(decided, user)
+        mine = [e for e in events if e.request_id is not None and visible(e.request_id)]
+        by_product = metrics.pending_by_product(pending, now=now)
+        return metrics.Dashboard(
+            headline=metrics.Headline(
+                pending=int(by_product["pending"].sum()),
+                oldest_pending_hours=(
+                    None if by_product.empty else float(by_product["oldest_hours"].max())
+                ),
+                median_decision_hours=metrics.median_decision_hours(decided, since=since),
+                failing_notifications=sum(
+                    1 for n in failed if n["request_id"] and visible(n["request_id"])
+                ),
+            ),
+            pending_by_product=by_product,
+            pending_by_owner=metrics.pending_by_owner(pending, now=now, owner_names=owner_names),
+            time_to_decision=metrics.time_to_decision(decided, period=period, since=since),
+            outcomes=metrics.outcomes_over_time(mine, period=period, now=now, since=since),
+            notification_failures=metrics.notification_failures(
+                mine, period=period, now=now, since=since
+            ),
+        )
+
+    def _visible_ids(
+        self, user: User, event_ids: Sequence[str | None], failed: Sequence[dict[str, Any]]
+    ) -> Callable[[str], bool]:
+        """Whether a request id is about a product ``user`` owns (admins: every request)."""
+        if user.is_admin:
+            return lambda _: True
+        ids = {i for i in event_ids if i} | {n["request_id"] for n in failed if n["request_id"]}
+        owners = self.store.owner_accounts(ids)
+        return lambda request_id: policy.owns(user, owners.get(request_id))
+
+    def _admin(self, username: str, why: str) -> None:
+        user = self._user(username)
+        if not user.is_admin:
+            raise Forbidden(f"User {user.username} is not an admin; {why}.")
 
     def _auditor(self, username: str) -> None:
         user = self._user(username)

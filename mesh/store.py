@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -1030,6 +1030,20 @@ class Store:
             rows = list(db.query("SELECT * FROM notifications WHERE id = ?", [notification_id]))
         return dict(rows[0]) if rows else None
 
+    def owner_accounts(self, request_ids: Iterable[str]) -> dict[str, str | None]:
+        """Each known request's product owner account, by request id."""
+        ids = sorted(set(request_ids))
+        found: dict[str, str | None] = {}
+        with self._connect() as db:
+            for start in range(0, len(ids), 500):  # SQLite's limit on parameters
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                rows = db.execute(
+                    f"SELECT id, owner_account FROM requests WHERE id IN ({marks})", chunk
+                )
+                found.update({row[0]: row[1] for row in rows})
+        return found
+
     def get(self, request_id: str) -> AccessRequest | None:
         with self._connect() as db:
             rows = list(db.query("SELECT * FROM requests WHERE id = ?", [request_id]))
@@ -1040,12 +1054,17 @@ class Store:
         *,
         requester: str | None = None,
         statuses: Sequence[Status] | None = None,
+        decided_since: str | None = None,
     ) -> list[AccessRequest]:
-        """Requests, newest first, optionally of one requester and in some statuses."""
+        """Requests, newest first, optionally of one requester, in some statuses, or decided
+        by a person at or after ``decided_since``."""
         where, params = [], []
         if requester is not None:
             where.append("requester = ?")
             params.append(requester)
+        if decided_since is not None:
+            where.append("decided_at >= ? AND decided_by IS NOT NULL")
+            params.append(decided_since)
         if statuses:
             where.append(f"status IN ({', '.join('?' for _ in statuses)})")
             params.extend(s.value for s in statuses)
@@ -1345,6 +1364,20 @@ class Store:
                 return int(row_id), chain
         return None
 
+    def checkpoint_status(self) -> tuple[dict[str, Any] | None, int]:
+        """The newest checkpoint whose MAC holds (its row, time and rows checked), or None,
+        and the log's last row id: what a page says about the chain without verifying it."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT row_id, chain, at, mac, rows FROM audit_checkpoints "
+                "ORDER BY id DESC LIMIT 20"
+            ).fetchall()
+            (head,) = db.execute(_LAST_ID).fetchone()
+        for row_id, chain, at, mac, count in rows:
+            if mac == auditchain.checkpoint_mac(self.audit_key, row_id=row_id, chain=chain, at=at):
+                return {"row_id": int(row_id), "at": at, "rows": count}, int(head or 0)
+        return None, int(head or 0)
+
     def add_checkpoint(self, *, row_id: int, chain: str, rows: int, at: str) -> None:
         mac = auditchain.checkpoint_mac(self.audit_key, row_id=row_id, chain=chain, at=at)
         with self._write() as db:
@@ -1459,10 +1492,22 @@ class Store:
         with self._connect() as db:
             return [_from_row(row) for row in db.query(sql, {"idle": idle_before})]
 
+    def notification_counts(self) -> dict[str, int]:
+        """How many messages the outbox holds in each status."""
+        with self._connect() as db:
+            rows = db.execute("SELECT status, COUNT(*) FROM notifications GROUP BY status")
+            return {status: int(count) for status, count in rows}
+
     def notifications(
-        self, *, request_id: str | None = None, statuses: Sequence[str] | None = None
+        self,
+        *,
+        request_id: str | None = None,
+        statuses: Sequence[str] | None = None,
+        newest: int | None = None,
     ) -> list[dict[str, Any]]:
-        where, params = [], []
+        """Outbox rows in the order written; with ``newest``, only that many, newest first."""
+        where: list[str] = []
+        params: list[Any] = []
         if request_id is not None:
             where.append("request_id = ?")
             params.append(request_id)
@@ -1472,8 +1517,13 @@ class Store:
         sql = "SELECT * FROM notifications"
         if where:
             sql += " WHERE " + " AND ".join(where)
+        if newest is not None:
+            sql += " ORDER BY id DESC LIMIT ?"
+            params.append(newest)
+        else:
+            sql += " ORDER BY id"
         with self._connect() as db:
-            return [dict(row) for row in db.query(sql + " ORDER BY id", params)]
+            return [dict(row) for row in db.query(sql, params)]
 
     # Decision links and reconcile reports -----------------------------------------------
 

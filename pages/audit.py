@@ -39,10 +39,41 @@ def _newer() -> None:
         paging["cursors"].pop()
 
 
+def chain_note(ctx: ui.Context) -> None:
+    """Say whether the audit chain held when last verified: from the last checkpoint and the
+    last check this process made (start-up or the periodic job), never a pass over the log."""
+    status = ctx.services.marketplace.audit_chain_for(ctx.user.username)
+    found = ctx.services.lifecycle.audit_checked or ctx.services.audit_check
+    if found is not None and not found.ok:
+        st.error(
+            "The audit chain does not verify: "
+            + ui.md("; ".join(found.problems) or "a row was changed or removed")
+            + ". Run `mesh audit verify` on the server and compare with the backups."
+        )
+    elif status.checkpoint is None:
+        st.caption(
+            "The audit chain has not been verified yet; start-up and the periodic job "
+            "verify it (`mesh audit verify` checks it all now)."
+        )
+    else:
+        point = status.checkpoint
+        newer = status.head_id - point["row_id"]
+        st.caption(
+            f"Audit chain verified up to row {point['row_id']:,} "
+            f"({ui.md(ui.when(point['at']))}); "
+            + (
+                f"{newer:,} newer row{'s wait' if newer != 1 else ' waits'} for the next check."
+                if newer > 0
+                else "no row is newer."
+            )
+        )
+
+
 with ui.guard():
     if not ctx.user.is_admin:
         st.error("Only admins can read the audit log.")
         st.stop()
+    chain_note(ctx)
     market = ctx.services.marketplace
     known_actors, known_actions = market.audit_choices_for(ctx.user.username)
     cols = st.columns(4)

@@ -3,8 +3,6 @@
 Owners see the requests for their products; admins see every request.
 """
 
-from datetime import timedelta
-
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -133,17 +131,9 @@ with ui.guard():
             key="dashboard_period",
         )
     )
-    now = market.clock()
-    days = WINDOWS[window]
-    board = metrics.dashboard(
-        ctx.user,
-        requests=market.store.requests(),
-        events=market.store.audit(),
-        notifications=market.store.notifications(),
-        now=now,
-        period=period,
-        since=now - timedelta(days=days) if days else None,
-        owner_names=owner_names(ctx),
+    # the use case checks the role again and reads only what the window charts
+    board = market.dashboard_for(
+        ctx.user.username, period=period, days=WINDOWS[window], owner_names=owner_names(ctx)
     )
 
     head = board.headline

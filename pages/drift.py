@@ -23,7 +23,7 @@ with ui.guard():
     if run or fix:
         with st.spinner("Reading Lake Formation permissions…"):
             ctx.services.lifecycle.reconcile(ctx.user, fix=fix)
-    report = ctx.services.marketplace.store.last_report()
+    report = ctx.services.marketplace.last_report_for(ctx.user.username)
     if report is None:
         st.info("No check has run yet.")
     else:

@@ -5,6 +5,8 @@ import streamlit as st
 
 from mesh import ui
 
+SHOWN = 200  # messages read and listed at most, newest first
+
 ctx = ui.context()
 st.title("Notifications")
 st.caption(
@@ -16,12 +18,18 @@ with ui.guard():
     if not ctx.user.is_admin:
         st.error("Only admins can read the notification log.")
         st.stop()
-    rows = ctx.services.marketplace.store.notifications()
-    if not rows:
+    market = ctx.services.marketplace
+    counts = market.notification_counts_for(ctx.user.username)
+    if not counts:
         st.info("Nothing has been sent yet.")
         st.stop()
-    frame = pd.DataFrame(rows)[
-        [
+    # the filter runs in SQL, and only the newest messages are read: the outbox only grows
+    status = st.multiselect("Status", sorted(counts), key="outbox_status")
+    rows = market.notifications_for(ctx.user.username, statuses=status, newest=SHOWN)
+    matching = sum(n for s, n in counts.items() if not status or s in status)
+    shown = pd.DataFrame(
+        rows,
+        columns=[
             "id",
             "created_at",
             "request_id",
@@ -32,12 +40,14 @@ with ui.guard():
             "attempts",
             "error",
             "subject",
-        ]
-    ].sort_values("id", ascending=False)
-    frame["error"] = frame["error"].fillna("")
-    status = st.multiselect("Status", sorted(frame["status"].unique()), key="outbox_status")
-    shown = frame[frame["status"].isin(status)] if status else frame
-    st.caption(f"{len(shown)} of {len(frame)} messages, newest first")
+        ],
+    )
+    shown["error"] = shown["error"].fillna("")
+    total = sum(counts.values())
+    st.caption(
+        f"{matching} of {total} messages, newest first"
+        + (f"; the newest {len(shown)} shown" if matching > len(shown) else "")
+    )
     st.dataframe(
         shown,
         hide_index=True,

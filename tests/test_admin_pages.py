@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sqlite3
 from datetime import date
 from typing import Any
 
@@ -11,7 +12,7 @@ import boto3
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from mesh import auditlog
+from mesh import auditlog, ui
 from mesh.services import Services, build
 from mesh.settings import load_settings
 from mesh.store import AuditFilters, NewEvent, Store
@@ -127,6 +128,44 @@ def test_notification_status_filter_narrows_the_message_picker_and_shows_the_who
     assert chosen["request_id"] == waiting.id
     assert len(chosen["error"]) > 20
     assert [e for e in texts(app.error) if chosen["error"] in e]
+
+
+def test_notifications_page_reads_the_newest_200_and_counts_the_rest_in_sql(
+    app: AppTest, services: Services
+) -> None:
+    # GIVEN 230 sent messages and 3 failed ones in the outbox
+    store = services.marketplace.store
+    for n in range(233):
+        status = "failed" if n in (5, 100, 230) else "sent"
+        store.add_notification(
+            {
+                "request_id": f"r-bulk{n:04d}",
+                "kind": "decision",
+                "channel": "sns",
+                "target": "arn:aws:sns:us-east-1:123456789012:mesh-decisions",
+                "subject": f"message {n}",
+                "body": "body",
+                "status": status,
+                "attempts": 1,
+                "error": "boom" if status == "failed" else None,
+                "created_at": f"2026-01-01T00:{n // 60:02d}:{n % 60:02d}.000Z",
+            },
+            [],
+        )
+    # WHEN ada opens the notifications page
+    sign_in(app, "ada")
+    app.switch_page("pages/notifications.py").run()
+    # THEN the newest 200 are listed, newest first, with the count of all of them
+    assert not app.exception, app.exception
+    table = app.dataframe[0].value
+    assert list(table["subject"])[:2] == ["message 232", "message 231"]
+    assert len(table) == 200
+    assert "233 of 233 messages, newest first; the newest 200 shown" in texts(app.caption)
+    # WHEN she keeps the failed ones, THEN all three show, found in SQL (one is older
+    # than the newest 200)
+    app.multiselect(key="outbox_status").select("failed").run()
+    assert list(app.dataframe[0].value["subject"]) == ["message 230", "message 100", "message 5"]
+    assert "3 of 233 messages, newest first" in texts(app.caption)
 
 
 # Audit log at size: pages, filters in SQL, CSV on request ---------------------------------------
@@ -246,3 +285,55 @@ def test_audit_csv_is_made_only_when_asked_and_holds_the_filtered_rows(
     # WHEN the page runs again, THEN the CSV is not made again
     app.run()
     assert len(exports) == 1
+
+
+# The audit chain's last verification on the Audit page ----------------------------------------
+
+
+def chain_caption(app: AppTest) -> str:
+    return next(c.value for c in app.caption if c.value.startswith("Audit chain verified"))
+
+
+def test_audit_page_says_up_to_which_row_the_chain_was_verified(
+    app: AppTest, services: Services
+) -> None:
+    # GIVEN five rows in the log (the web app verifies them when it starts)
+    bot_rows(services, 5)
+    # WHEN ada signs in (her sign-in adds rows after that check) and opens the audit log
+    sign_in(app, "ada")
+    app.switch_page("pages/audit.py").run()
+    # THEN the page names the last verified row and time, and how many rows are newer,
+    # as the store's last checkpoint says
+    assert not app.exception, app.exception
+    assert not app.error, [e.value for e in app.error]
+    checkpoint, head = services.marketplace.store.checkpoint_status()
+    assert checkpoint is not None and checkpoint["row_id"] >= 5
+    newer = head - checkpoint["row_id"]
+    assert newer > 0
+    assert chain_caption(app) == (
+        f"Audit chain verified up to row {checkpoint['row_id']:,} "
+        f"({ui.md(ui.when(checkpoint['at']))}); "
+        f"{newer:,} newer row{'s wait' if newer != 1 else ' waits'} for the next check."
+    )
+
+
+def test_audit_page_says_when_the_chain_does_not_verify(app: AppTest, services: Services) -> None:
+    # GIVEN a log whose row 2 was edited behind the app's back (triggers dropped)
+    bot_rows(services, 3)
+    store = services.marketplace.store
+    with sqlite3.connect(store.path) as connection:
+        connection.execute("DROP TRIGGER audit_no_update")
+        connection.execute("UPDATE audit SET actor = 'someone' WHERE id = 2")
+        connection.execute(
+            "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
+            "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+        )
+    connection.close()
+    # WHEN ada signs in (the web app's start-up check finds the break) and opens the log
+    sign_in(app, "ada")
+    app.switch_page("pages/audit.py").run()
+    # THEN the page says the chain does not verify, naming the row, instead of a checkpoint
+    assert not app.exception, app.exception
+    [error] = [e for e in texts(app.error) if e.startswith("The audit chain does not verify")]
+    assert "row 2" in error
+    assert not [c for c in app.caption if c.value.startswith("Audit chain verified")]

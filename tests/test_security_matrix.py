@@ -41,6 +41,7 @@ from mesh import cli
 from mesh.demo import data
 from mesh.errors import AwsFailure, Forbidden, MeshError
 from mesh.links import LinkAction
+from mesh.metrics import Period
 from mesh.models import GrantSpec, Status, User
 from mesh.services import Services, activate_policy, build
 from mesh.settings import DEMO_USERS, load_settings
@@ -104,6 +105,15 @@ ALLOW: dict[str, set[str]] = {
     "audit CSV export": {"ada"},
     "policy activate": {"ada"},
     "sync": {"ada"},
+    # what the admin pages read: the outbox (live decision links), the drift report, the
+    # audit chain's last verification
+    "notification log": {"ada"},
+    "notification counts": {"ada"},
+    "drift report": {"ada"},
+    "audit chain status": {"ada"},
+    # the dashboard: owners, approvers and admins have one; it counts carol's pending
+    # request only for its owner (sam) and admins (hank and priya get one without it)
+    "dashboard counts it": {"sam", "ada"},
 }
 # The two-step policy (owner, then privacy-office; admins_approve: false): step 2, after
 # sam approved step 1, is approved by priya (her group) only; an admin may still deny, as
@@ -535,6 +545,36 @@ CASES: dict[str, Case] = {
         lambda m: "",
         lambda m, u, _: sync(m, u),
         lambda m, _, done: done.error is None and m.index.last_sync() is not None,
+    ),
+    "notification log": Case(
+        pending,
+        lambda m, u, r: m.marketplace.notifications_for(u),
+        lambda m, r, rows: isinstance(rows, list),
+        read=True,
+    ),
+    "notification counts": Case(
+        pending,
+        lambda m, u, r: m.marketplace.notification_counts_for(u),
+        lambda m, r, counts: isinstance(counts, dict),
+        read=True,
+    ),
+    "drift report": Case(
+        lambda m: str(m.lifecycle.reconcile(fix=False)["checked_at"]),
+        lambda m, u, r: m.marketplace.last_report_for(u),
+        lambda m, r, report: report is not None and report["checked_at"] == r,
+        read=True,
+    ),
+    "audit chain status": Case(
+        pending,
+        lambda m, u, r: m.marketplace.audit_chain_for(u),
+        lambda m, r, status: status.head_id > 0,
+        read=True,
+    ),
+    "dashboard counts it": Case(
+        pending,
+        lambda m, u, r: m.marketplace.dashboard_for(u, period=Period.DAY, days=None),
+        lambda m, r, board: board.headline.pending == 1,
+        read=True,
     ),
 }
 
