@@ -1030,6 +1030,32 @@ class Store:
             rows = list(db.query("SELECT * FROM notifications WHERE id = ?", [notification_id]))
         return dict(rows[0]) if rows else None
 
+    def step_notifications(
+        self, request_ids: Iterable[str], *, kinds: Sequence[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The notifications of ``kinds`` written since each request's current step began,
+        in the order written, by request id (a request without any is left out).
+
+        One query for a page of requests; a request the store does not know counts all
+        of its rows.
+        """
+        ids = sorted(set(request_ids))
+        found: dict[str, list[dict[str, Any]]] = {}
+        kind_marks = ", ".join("?" for _ in kinds)
+        with self._connect() as db:
+            for start in range(0, len(ids), 500):  # SQLite's limit on parameters
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                rows = db.query(
+                    "SELECT n.* FROM notifications n LEFT JOIN requests r ON r.id = n.request_id "
+                    f"WHERE n.request_id IN ({marks}) AND n.kind IN ({kind_marks}) "
+                    "AND n.created_at >= coalesce(r.step_started_at, '') ORDER BY n.id",
+                    [*chunk, *kinds],
+                )
+                for row in rows:
+                    found.setdefault(row["request_id"], []).append(dict(row))
+        return found
+
     def owner_accounts(self, request_ids: Iterable[str]) -> dict[str, str | None]:
         """Each known request's product owner account, by request id."""
         ids = sorted(set(request_ids))

@@ -14,7 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from mesh.models import AccessRequest, Status
-from mesh.services import build
+from mesh.services import Services, build
 from mesh.settings import load_settings
 from mesh.workflow import Marketplace
 from tests.conftest import client, lake_formation_entries
@@ -571,3 +571,58 @@ def test_bulk_approval_after_glue_flagged_a_column_grants_and_says_the_catalog_c
     # AND the index took Glue's live read
     after = market.index.table_entry("sales_orders", "customers")
     assert after is not None and "country" in after.pii_columns
+
+
+# Owners not notified, for a page of the queue ----------------------------------------------
+
+
+def set_notice(services: Services, request: AccessRequest, status: str, error: str | None) -> None:
+    """Give the approval request the request's submit recorded this status and error."""
+    [row] = [
+        r
+        for r in services.marketplace.store.notifications(request_id=request.id)
+        if r["kind"] == "approval_request"
+    ]
+    services.marketplace.store.finish_notification(
+        row["id"], {"status": status, "error": error}, []
+    )
+
+
+def test_owners_not_notified_of_a_page_are_read_in_one_query_with_each_cause(
+    services: Services, market: Marketplace
+) -> None:
+    # GIVEN four waiting requests: one whose owner got the message, one whose message
+    # failed, one still pending, and one whose message went out before its current step
+    # began (a new step asks new approvers)
+    sent, failed, pending, old_step = waiting(market, 4)
+    set_notice(services, sent, "sent", None)
+    set_notice(services, failed, "failed", "AccessDenied: no ProducerWorkflowRole")
+    set_notice(services, pending, "pending", None)
+    set_notice(services, old_step, "sent", None)
+    with services.marketplace.store._write() as db:
+        db.execute(
+            "UPDATE requests SET step_started_at = '9999-01-01T00:00:00+00:00' WHERE id = ?",
+            [old_step.id],
+        )
+    unknown = "r-00000000"
+    # WHEN the page asks about all of them, and a request id the store does not know
+    statements: list[str] = []
+    with services.marketplace.store._connect() as db:
+        db.conn.set_trace_callback(statements.append)
+    try:
+        causes = services.outbox.owner_not_notified(
+            [sent.id, failed.id, pending.id, old_step.id, unknown]
+        )
+    finally:
+        with services.marketplace.store._connect() as db:
+            db.conn.set_trace_callback(None)
+    # THEN each cause is as before, and the one notified is left out
+    assert causes == {
+        failed.id: "failed: AccessDenied: no ProducerWorkflowRole",
+        pending.id: "pending: not delivered yet",
+        old_step.id: "no notification recorded",
+        unknown: "no notification recorded",
+    }
+    # AND it took one query, not two per request (sqlite-utils wraps it in a savepoint)
+    queries = [s for s in statements if not s.startswith(("SAVEPOINT", "RELEASE"))]
+    assert len(queries) == 1, queries
