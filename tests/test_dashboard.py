@@ -17,6 +17,7 @@ from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 from mesh import ui
+from mesh.metrics import Period
 from mesh.models import Status
 from mesh.services import Services
 from mesh.workflow import utc_now
@@ -327,3 +328,33 @@ def test_decisions_in_minutes_are_charted_in_minutes(app: AppTest, services: Ser
         "Time to decision (minutes)"
     )
     assert charts(app)[CHARTS["decisions"]]["median"].round(6).tolist() == [4.0]
+
+
+# What a run reads --------------------------------------------------------------------------
+
+
+def test_dashboard_reads_only_the_rows_it_charts_not_the_whole_store(
+    queue: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN ten days of activity, and every read of requests, audit rows and messages noted
+    store = queue.marketplace.store
+    reads: list[tuple[str, dict[str, Any]]] = []
+    for name in ("requests", "audit", "notifications"):
+        real = getattr(store, name)
+
+        def noted(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+            reads.append((_name, kwargs))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, noted)
+    # WHEN ada's dashboard for the last 7 days is built
+    board = queue.marketplace.dashboard_for("ada", period=Period.DAY, days=7)
+    # THEN each read was narrowed in SQL: pending or decided in the window, the window's
+    # outcome and failure rows, the failed messages; none read a whole table
+    assert board.headline.pending == 2
+    assert reads and all(
+        kwargs.get("statuses") or kwargs.get("decided_since") or kwargs.get("filters")
+        for _, kwargs in reads
+    )
+    [(_, audit)] = [r for r in reads if r[0] == "audit"]
+    assert audit["filters"].since is not None and audit["filters"].actions
