@@ -18,6 +18,7 @@ from typing import IO, Any, Protocol
 
 from mesh import auditchain
 from mesh.errors import InvalidInput
+from mesh.files import private_dir
 from mesh.store import AUDIT_COLUMNS, AuditRow, Store
 
 # OWASP, "CSV Injection": a spreadsheet runs a cell that starts with one of these as a
@@ -151,7 +152,7 @@ class FileAnchor:
 
     def publish(self, store: Store, head: Mapping[str, Any]) -> None:
         path = self.where(store)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)  # a folder Mesh makes is 0700, like var/
         fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
             with os.fdopen(fd, "w") as handle:

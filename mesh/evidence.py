@@ -6,9 +6,11 @@ forge one (``status='granted'``, no approval, no audit row). So before any grant
 may explain what Lake Formation holds, the request's own audit rows must show, each with a
 MAC that holds (mesh/auditchain.py):
 
-- its submission, by its requester, for its account and scope;
+- its submission, by its requester, for its account, scope (columns included) and duration
+  or end date;
 - the policy's verdict (the latest one, for a request judged again on retry);
 - each approval that verdict required, step by step, by people other than the requester;
+- an expiry no later than the one its latest grant recorded;
 - and nothing that ended it (denied, cancelled, revoked, expired).
 
 Otherwise the request is unexplained: nothing is granted for it, and it is reported.
@@ -79,6 +81,7 @@ def check(store: Store, request: AccessRequest, *, ending: bool = False) -> Evid
         problems.append("no verified audit row records its submission")
     else:
         problems += _submission_problems(submitted, request)
+    problems += _expiry_problems(good, request)
     verdicts = [
         e for e in good if e.action == Action.POLICY_EVALUATED.value and e.actor == POLICY_ACTOR
     ]
@@ -123,7 +126,37 @@ def _submission_problems(row: AuditEvent, request: AccessRequest) -> list[str]:
         problems.append(f"it was submitted for account {row.details.get('account')}")
     if row.scope != str(request.scope):
         problems.append(f"it was submitted for {row.scope}, not {request.scope}")
+    # How long: recorded since 2026-12 (a submission row from before names neither, and the
+    # request's own columns are all there is).
+    for key, value in (
+        ("duration_seconds", request.duration_seconds),
+        ("expires_on", request.expires_on),
+    ):
+        if key in row.details and row.details[key] != value:
+            problems.append(
+                f"it was submitted with {key.replace('_', ' ')} {row.details[key]}, not {value}"
+            )
     return problems
+
+
+def _expiry_problems(rows: Sequence[AuditEvent], request: AccessRequest) -> list[str]:
+    """An expiry later than (or cleared from) the one the first verified grant recorded.
+
+    A grant keeps the expiry it was first given (granting.py), so the first row is the one
+    the request's column must match; later grants of the same request record their own.
+    """
+    first = next((e for e in rows if e.action == Action.GRANT_SUCCEEDED.value), None)
+    if first is None:
+        return []
+    recorded = first.details.get("expires_at")
+    if not isinstance(recorded, str):
+        return []
+    if request.expires_at is None or request.expires_at > recorded:
+        return [
+            f"it expires {'never' if request.expires_at is None else request.expires_at}, "
+            f"and audit row {first.id} granted it until {recorded}"
+        ]
+    return []
 
 
 def _approval_problems(
@@ -146,18 +179,44 @@ def _approval_problems(
         return [f"the verdict in audit row {verdict.id} needs approval but names no step"]
     problems = []
     for number, step in enumerate(steps, start=1):
-        people = {
-            e.actor
+        approvals = [
+            e
             for e in rows
             if e.id > verdict.id
             and e.action == Action.APPROVED.value
             and e.details.get("step") in ((number, None) if legacy else (number,))
             and e.actor != request.requester
-        }
-        need = step.quorum if isinstance(step.quorum, int) else 1
-        if len(people) < need:
+        ]
+        people = {e.actor for e in approvals}
+        need = _quorum(step, approvals)
+        if need is None:
+            problems.append(
+                f"step {number} ({step.approvers}) needs all its approvers, and no verified "
+                "approval records how many they are"
+            )
+        elif len(people) < need:
             problems.append(
                 f"step {number} ({step.approvers}) needs {need} verified approval"
                 f"{'s' if need != 1 else ''} and has {len(people)}"
             )
     return problems
+
+
+def _quorum(step: Step, approvals: Sequence[AuditEvent]) -> int | None:
+    """How many distinct approvers fill ``step``: any is one, n is n, and "all" what the
+    store counted against when it recorded the step's latest approval (``needed``: who was
+    in the group then, but the requester). None for an "all" step whose approvals do not
+    record it: none yet, or approvals written before they recorded it, which cannot show
+    that everyone approved."""
+    if step.quorum == "any":
+        return 1
+    if isinstance(step.quorum, int) and not isinstance(step.quorum, bool):
+        return max(1, step.quorum)
+    if step.quorum != "all":
+        try:
+            return max(1, int(step.quorum))  # a quorum read back as text: "2"
+        except (TypeError, ValueError):
+            return None
+    recorded = [e.details.get("needed") for e in approvals]
+    counted = [n for n in recorded if isinstance(n, int) and not isinstance(n, bool)]
+    return max(1, counted[-1]) if counted else None

@@ -133,6 +133,8 @@ class Requesting(Granting):
                 account=account,
                 reason=reason,
                 owner_account=db.owner_account,
+                duration_seconds=request.duration_seconds,
+                expires_on=request.expires_on,
             ),
             self._policy_event(request, verdict),
         ]

@@ -29,7 +29,7 @@ from sqlite_utils.migrations import Migrations
 
 from mesh import auditchain, files
 from mesh.errors import InvalidInput, SettingError, StorageError
-from mesh.models import OWNER_STEP, AccessRequest, AuditEvent, Status, Step
+from mesh.models import OWNER_STEP, AccessRequest, Action, AuditEvent, Status, Step
 
 migrations = Migrations("mesh")
 
@@ -937,7 +937,15 @@ class Store:
                 f"UPDATE requests SET {assignments} WHERE id = ?",
                 [*[_column_value(v) for v in changes.values()], approval.request_id],
             )
-            self._append(db, [*events, *(step_events if complete else [])])
+            # Each approval records the quorum it was counted against ("all" is who was in
+            # the group then), so the evidence for a grant can count against it too.
+            counted = [
+                replace(e, details={**e.details, "needed": needed})
+                if e.action == Action.APPROVED.value
+                else e
+                for e in events
+            ]
+            self._append(db, [*counted, *(step_events if complete else [])])
             request = _from_row(db["requests"].get(approval.request_id))  # type: ignore[union-attr]
             return request, complete
 

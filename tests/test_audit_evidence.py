@@ -160,3 +160,89 @@ def test_another_requests_rows_are_no_evidence_for_this_one(store: Store) -> Non
     )
     # THEN this request is still unexplained
     assert not evidence.check(store, REQUEST).ok
+
+
+# Quorum "all" and n: the count the store used -------------------------------------------
+
+ALL_STEP = [Step(approvers="privacy-office", quorum="all").to_json()]
+
+
+def test_an_all_step_needs_as_many_approvers_as_its_approvals_recorded(store: Store) -> None:
+    # GIVEN a verdict whose one step needs everyone in privacy-office (three people then)
+    submitted(store, needs_approval=True, steps=ALL_STEP)
+    # WHEN one of the three approved
+    store.append(row("priya", "approved", step=1, needed=3))
+    # THEN one approval does not explain a grant
+    found = evidence.check(store, REQUEST)
+    assert found.problems == ["step 1 (privacy-office) needs 3 verified approvals and has 1"]
+    # WHEN the other two approve, THEN it does
+    store.append(row("pia", "approved", step=1, needed=3), row("pat", "approved", step=1, needed=3))
+    assert evidence.check(store, REQUEST).ok
+
+
+def test_an_all_step_whose_approvals_record_no_count_is_unexplained(store: Store) -> None:
+    # GIVEN an "all" step and an approval that does not say how many were needed
+    submitted(store, needs_approval=True, steps=ALL_STEP)
+    store.append(row("priya", "approved", step=1))
+    # THEN nothing shows that everyone approved
+    found = evidence.check(store, REQUEST)
+    assert found.problems == [
+        "step 1 (privacy-office) needs all its approvers, and no verified approval records "
+        "how many they are"
+    ]
+
+
+def test_a_quorum_of_two_is_not_filled_by_one_approval_however_often_it_is_recorded(
+    store: Store,
+) -> None:
+    submitted(store, needs_approval=True, steps=[Step(approvers="owner", quorum=2).to_json()])
+    store.append(row("sam", "approved", step=1, needed=1), row("sam", "approved", step=1))
+    found = evidence.check(store, REQUEST)
+    assert found.problems == ["step 1 (owner) needs 2 verified approvals and has 1"]
+
+
+# How long: the duration and end date submitted --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("submitted_with", "stored"),
+    [
+        ({"duration_seconds": 86400, "expires_on": None}, {"duration_seconds": None}),
+        ({"duration_seconds": 86400, "expires_on": None}, {"duration_seconds": 10**9}),
+        ({"duration_seconds": None, "expires_on": "2026-02-01"}, {"expires_on": None}),
+        ({"duration_seconds": None, "expires_on": "2026-02-01"}, {"expires_on": "2099-01-01"}),
+    ],
+)
+def test_a_request_whose_duration_differs_from_its_submission_is_unexplained(
+    store: Store, submitted_with: dict[str, Any], stored: dict[str, Any]
+) -> None:
+    # GIVEN a time-boxed submission, and the stored request made longer or permanent since
+    timed = AccessRequest(**{**REQUEST.__dict__, **submitted_with})
+    store.append(
+        row("carol", "request_submitted", account=REQUEST.account, **submitted_with),
+        row("policy", "policy_evaluated", needs_approval=False, steps=[]),
+    )
+    assert evidence.check(store, timed).ok
+    forged = AccessRequest(**{**timed.__dict__, **stored})
+    # THEN the evidence refuses it and names the difference
+    found = evidence.check(store, forged)
+    assert not found.ok and "it was submitted with" in found.problems[0]
+
+
+def test_a_granted_request_whose_expiry_was_moved_later_or_cleared_is_unexplained(
+    store: Store,
+) -> None:
+    # GIVEN a day's access, granted until 2 January
+    timed = AccessRequest(**{**REQUEST.__dict__, "duration_seconds": 86400})
+    store.append(
+        row("carol", "request_submitted", account=REQUEST.account, duration_seconds=86400),
+        row("policy", "policy_evaluated", needs_approval=False, steps=[]),
+        row("policy", "grant_succeeded", expires_at="2026-01-02T00:00:00.000Z"),
+    )
+    granted = AccessRequest(**{**timed.__dict__, "expires_at": "2026-01-02T00:00:00.000Z"})
+    assert evidence.check(store, granted, ending=True).ok
+    # THEN the same request stored with a later expiry, or none, is unexplained
+    for expires_at in ("2099-01-01T00:00:00.000Z", None):
+        moved = AccessRequest(**{**granted.__dict__, "expires_at": expires_at})
+        found = evidence.check(store, moved, ending=True)
+        assert any("audit row 3 granted it until 2026-01-02" in p for p in found.problems)

@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -369,3 +370,84 @@ def test_all_ten_ways_are_detected(aws_env: dict[str, str], aws: str) -> None:
         if detected(w, forged):
             caught.append(name)
     assert len(caught) == 10, sorted(set(WAYS) - set(caught))
+
+
+ALL_OF_THEM = """\
+version: 1
+levels:
+  - name: public
+    match: {pii_flag: [false, no, "0", n, ""]}
+  - name: pii
+    match: {pii_flag: [true, yes, "1", y]}
+groups:
+  stewards: {members: [sam, hank]}
+admins_approve: false
+rules:
+  public: {auto_approve: true}
+  pii:
+    steps:
+      - {approvers: stewards, quorum: all}
+"""
+
+
+def test_a_forged_status_after_one_of_two_approvals_of_an_all_step_grants_nothing(
+    aws_env: dict[str, str], aws: str, tmp_path: Path
+) -> None:
+    # GIVEN a PII request whose one step needs both stewards, and one of them approved
+    policy = tmp_path / "all-of-them.yaml"
+    policy.write_text(ALL_OF_THEM)
+    world = make_world({**aws_env, "MESH_POLICY": str(policy)}, aws)
+    market = world.services.marketplace
+    assert market.approve(world.waiting.id, "sam").status is Status.PENDING_APPROVAL
+    before = world.lake_formation()
+    # WHEN the stored request is moved on to granting by hand, as if the step were full
+    with world.raw() as c:
+        c.execute(
+            "UPDATE requests SET status = 'granting', decided_by = 'sam', updated_at = ? "
+            "WHERE id = ?",
+            [LONG_AGO, world.waiting.id],
+        )
+    # THEN the chain holds, but the evidence counts one approval of the two the step needed
+    assert world.verify().ok
+    forged = market.store.get(world.waiting.id)
+    assert forged is not None
+    assert "step 1 (stewards) needs 2 verified approvals and has 1" in (
+        evidence.check(market.store, forged).problems
+    )
+    # AND reconcile --fix, the periodic job and a retry grant nothing
+    try_every_grant_path(world, world.waiting.id)
+    assert world.lake_formation() == before
+
+
+def test_a_time_boxed_grant_made_permanent_in_the_file_is_unexplained(world: World) -> None:
+    # GIVEN carol's week on the PII table, submitted with its duration and approved by sam
+    market = world.services.marketplace
+    with world.raw() as c:  # the waiting request (no end) makes way for a time-boxed one
+        c.execute("UPDATE requests SET status = 'cancelled' WHERE id = ?", [world.waiting.id])
+    week = market.submit(
+        "carol",
+        database="sales_orders",
+        table="customers",
+        account=CAROL,
+        reason="churn study",
+        duration=timedelta(days=7),
+    )
+    granted = market.approve(week.id, "sam")
+    assert granted.status is Status.GRANTED and granted.expires_at
+    store = market.store
+    assert evidence.check(store, granted, ending=True).ok
+    # WHEN the file is edited so it never expires
+    with world.raw() as c:
+        c.execute(
+            "UPDATE requests SET duration_seconds = NULL, expires_at = NULL WHERE id = ?",
+            [week.id],
+        )
+    # THEN the evidence refuses it, naming the duration submitted and the expiry granted
+    forged = store.get(week.id)
+    assert forged is not None and forged.expires_at is None
+    problems = evidence.check(store, forged, ending=True).problems
+    assert any("submitted with duration seconds 604800, not None" in p for p in problems)
+    assert any(f"granted it until {granted.expires_at}" in p for p in problems)
+    # AND the drift check reports it as a request without evidence
+    report = world.services.lifecycle.reconcile(fix=True)
+    assert week.id in [u["request_id"] for u in report["unexplained_requests"]]
