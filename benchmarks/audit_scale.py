@@ -153,7 +153,7 @@ def page_runs(path: Path, samples: dict[str, Any]) -> dict[str, list[float]]:
     import mesh.ui
     from mesh.workflow import Marketplace
 
-    store = Store(path)
+    store = Store(path, audit_key=KEY)
     market = Marketplace(store=store, catalog=None, grants=None, users=OneUser())  # type: ignore[arg-type]
     services = SimpleNamespace(marketplace=market, users=OneUser())
     mesh.ui.services = lambda: services  # type: ignore[assignment]  # the frame's part, done
@@ -195,7 +195,7 @@ def page_runs(path: Path, samples: dict[str, Any]) -> dict[str, list[float]]:
 
 def store_runs(path: Path, samples: dict[str, Any]) -> dict[str, list[float]]:
     """Time what the page asks the store on each run (one page, its count, the choices)."""
-    store = Store(path)
+    store = Store(path, audit_key=KEY)
     filters = {
         "none": AuditFilters(),
         "request id": AuditFilters(request_id=samples["request_id"]),

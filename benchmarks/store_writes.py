@@ -92,7 +92,7 @@ def counting_writes(store: Store) -> Iterator[list[int]]:
 
 def submits(folder: Path, n: int) -> tuple[list[float], int]:
     """Submit ``n`` requests that are granted at once; their times (s) and write count."""
-    store = Store(folder / "mesh.db")
+    store = Store(folder / "mesh.db", key_file_beside=True)  # the demo's key file
     store.migrate()
     market = Marketplace(store=store, catalog=FakeCatalog(), grants=FakeGrants(), users=OneUser())
     times = []

@@ -468,6 +468,23 @@ def _event_from_row(row: Mapping[str, Any]) -> AuditEvent:
     )
 
 
+# The test suite sets this (tests/conftest.py): a store it makes without an audit key keeps
+# one in a file beside its database. Nothing else may: see Store.audit_key.
+KEY_FILE_BESIDE_BY_DEFAULT = False
+
+
+def key_file_beside(db: str | Path) -> Callable[[], str]:
+    """The demo's audit key: the private file ``audit-key`` beside the database at ``db``,
+    made on first use."""
+
+    def find() -> str:
+        from mesh.links import load_or_create_secret
+
+        return load_or_create_secret(Path(db).parent / "audit-key")
+
+    return find
+
+
 class Store:
     """Requests, audit log and sessions in one SQLite file."""
 
@@ -477,8 +494,10 @@ class Store:
         *,
         busy_timeout: float = BUSY_TIMEOUT,
         audit_key: str | Callable[[], str] | None = None,
+        key_file_beside: bool = False,
     ) -> None:
         self.path = Path(path)
+        self._key_beside = key_file_beside
         self.busy_timeout = busy_timeout
         self._local = threading.local()  # this thread's _Held connection to this store
         self._audit_key = auditchain.key_bytes(audit_key) if isinstance(audit_key, str) else None
@@ -486,19 +505,26 @@ class Store:
 
     @property
     def audit_key(self) -> bytes:
-        """The key of the audit chain: MESH_AUDIT_KEY, else the file beside the database.
+        """The key of the audit chain, read on first use (a store never written or verified
+        never asks for it).
 
-        Read on first use (a store that is never written or verified never makes the file).
-        The file (``audit-key``, mode 0600) is the demo's; aws mode should set
-        MESH_AUDIT_KEY, kept away from the database (services.audit_key warns otherwise).
+        ``audit_key`` is MESH_AUDIT_KEY, or a function that finds it (services.audit_key:
+        the setting, else, in demo mode only, the private file beside MESH_DB; aws mode
+        refuses to start without the setting). A store made without one has no key, and
+        raises SettingError here, unless its maker asked for the key file beside the
+        database (``key_file_beside``, as the demo, the tests and the benchmarks do): that
+        file is readable by whoever can write the database, so it never protects aws mode.
         """
         if self._audit_key is None:
             if self._find_key is not None:
                 secret = self._find_key()
+            elif self._key_beside or KEY_FILE_BESIDE_BY_DEFAULT:
+                secret = key_file_beside(self.path)()
             else:
-                from mesh.links import load_or_create_secret
-
-                secret = load_or_create_secret(self.path.parent / "audit-key")
+                raise SettingError(
+                    f"The store {self.path} was opened without the audit chain's key: set "
+                    "MESH_AUDIT_KEY (see the README's settings)."
+                )
             self._audit_key = auditchain.key_bytes(secret)
         return self._audit_key
 

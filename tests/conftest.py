@@ -19,6 +19,7 @@ import botocore.loaders
 import botocore.session
 import pytest
 
+import mesh.store
 from mesh.demo import data, standin
 from mesh.services import Services, build
 from mesh.settings import DEMO_USERS, Settings, load_settings
@@ -27,6 +28,10 @@ from mesh.workflow import Marketplace
 from tests.support import AUDIT_KEY
 
 REGION = "us-east-1"
+
+# A store a test makes without an audit key keeps one beside its database, as the demo does
+# (production code never does: Store.audit_key).
+mesh.store.KEY_FILE_BESIDE_BY_DEFAULT = True
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
+import mesh.store
 from mesh import auditchain, auditlog
 from mesh.cli import main
 from mesh.errors import Forbidden, SettingError
@@ -79,6 +80,25 @@ def test_an_append_reads_only_the_last_row_of_the_log(store: Store) -> None:
         db.conn.set_trace_callback(None)
     reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "audit" in s]
     assert reads == ["SELECT id, chain FROM audit ORDER BY id DESC LIMIT 1"]
+
+
+def test_a_store_made_without_a_key_refuses_to_chain_unless_asked_for_the_key_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a store made without a key, outside the test suite's default
+    monkeypatch.setattr(mesh.store, "KEY_FILE_BESIDE_BY_DEFAULT", False)
+    bare = Store(tmp_path / "mesh.db")
+    bare.migrate(create=True)
+    # THEN writing an audit row names the missing setting, and no key file appears
+    with pytest.raises(SettingError, match="without the audit chain's key: set MESH_AUDIT_KEY"):
+        bare.append(event(1))
+    assert not (tmp_path / "audit-key").exists()
+    # WHEN its maker asks for the demo's key file beside the database
+    demo = Store(tmp_path / "mesh.db", key_file_beside=True)
+    demo.append(event(1))
+    # THEN the file is made private, and another store asking the same reads the same key
+    assert (tmp_path / "audit-key").stat().st_mode & 0o777 == 0o600
+    assert auditlog.verify(Store(tmp_path / "mesh.db", key_file_beside=True)).ok
 
 
 def test_another_key_does_not_verify_the_chain(store: Store) -> None:
