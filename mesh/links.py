@@ -8,7 +8,9 @@ the action, expires, and is single-use (its nonce is recorded when a decision is
 
 from __future__ import annotations
 
+import os
 import secrets
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +21,8 @@ from urllib.parse import urlencode
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
-from mesh.errors import InvalidInput
+from mesh.errors import InvalidInput, SettingError
+from mesh.files import private_dir
 
 SALT = "mesh-decision-link"
 
@@ -91,19 +94,33 @@ class LinkSigner:
 
 
 def load_or_create_secret(path: Path) -> str:
-    """The server's link secret, kept in a private file beside the database.
+    """The server's link secret (or the demo's audit key), kept in a private file.
 
     The web app checks links that the CLI or the periodic job may have made, so every
-    process on the server must sign with the same secret.
+    process on the server must sign with the same secret. Processes and threads starting
+    at once race to make it: the secret is written whole to a temporary file first and
+    then linked into place, which fails if another got there first (then theirs is used),
+    so nobody reads a file that is still empty or half written.
     """
     if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
+        return _read_secret(path)
+    private_dir(path.parent)
     secret = secrets.token_urlsafe(48)
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600
     try:
-        with path.open("x") as handle:
-            path.chmod(0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(secret)
-    except FileExistsError:  # another process made it first: use theirs
-        return path.read_text().strip()
+        try:
+            os.link(partial, path)  # appears whole, and never replaces another's
+        except FileExistsError:  # another process or thread made it first: use theirs
+            return _read_secret(path)
+    finally:
+        Path(partial).unlink(missing_ok=True)
+    return secret
+
+
+def _read_secret(path: Path) -> str:
+    secret = path.read_text().strip()
+    if not secret:  # never sign with an empty secret (a file cut short before this fix)
+        raise SettingError(f"{path} is empty; remove it, and a new secret is made on start.")
     return secret
