@@ -55,6 +55,12 @@ def checkpoint_mac(key: bytes, *, row_id: int, chain: str, at: str) -> str:
     return hmac.digest(key, f"head\n{row_id}\n{chain}\n{at}".encode(), "sha256").hex()
 
 
+def published_mac(key: bytes, *, row_id: int, chain: str, at: str, where: str) -> str:
+    """The MAC of a note that the head was published to the anchor at ``where`` (a file's
+    path): another domain than checkpoint_mac, so a note never passes for a checkpoint."""
+    return hmac.digest(key, f"published\n{row_id}\n{chain}\n{at}\n{where}".encode(), "sha256").hex()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Break:
     """The first row where the chain does not hold, and why."""
@@ -144,6 +150,8 @@ def compare_anchor(
 
     ``chain_at`` holds the stored chain of the anchor's row (absent when there is no row).
     """
+    if "missing" in anchor:
+        return str(anchor["missing"])
     try:
         row_id, chain, at = int(anchor["row_id"]), str(anchor["chain"]), str(anchor["at"])
         mac = str(anchor["mac"])

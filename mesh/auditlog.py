@@ -161,12 +161,30 @@ class FileAnchor:
             os.replace(partial, path)
         finally:
             Path(partial).unlink(missing_ok=True)
+        store.add_published(
+            row_id=int(head["row_id"]), chain=str(head["chain"]), at=str(head["at"]),
+            where=str(path.resolve()),
+        )  # fmt: skip
 
     def last(self, store: Store) -> dict[str, Any] | None:
+        """The head last published, or None before the first publication.
+
+        A file missing after a head was published to it (the store's MAC'd note says so)
+        is a break: whoever cut the log's tail may have deleted the anchor too.
+        """
+        path = self.where(store)
         try:
-            text = self.where(store).read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return None
+            published = store.last_published(str(path.resolve()))
+            if published is None:
+                return None
+            return {
+                "missing": f"the anchor {path} is missing, though the head (row "
+                f"{published['row_id']}) was published to it at {published['at']}: it was "
+                "deleted, and the log's tail may have been cut; restore the anchor from a "
+                "backup, or compare with `mesh audit verify --anchor`"
+            }
         try:
             found = json.loads(text)
         except ValueError:

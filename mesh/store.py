@@ -9,6 +9,7 @@ written in one ``BEGIN IMMEDIATE`` transaction; AWS is never called inside one.
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import random
@@ -1444,6 +1445,33 @@ class Store:
             db["audit_checkpoints"].insert(  # type: ignore[union-attr]
                 {"at": at, "row_id": row_id, "chain": chain, "rows": rows, "mac": mac}
             )
+
+    def add_published(self, *, row_id: int, chain: str, at: str, where: str) -> None:
+        """Note that the head was published to the anchor at ``where``: a checkpoints row
+        (``rows`` -1) whose MAC covers ``where``, so a missing anchor is a break, not a
+        first run (FileAnchor.last)."""
+        mac = auditchain.published_mac(
+            self.audit_key, row_id=row_id, chain=chain, at=at, where=where
+        )
+        with self._write() as db:
+            db["audit_checkpoints"].insert(  # type: ignore[union-attr]
+                {"at": at, "row_id": row_id, "chain": chain, "rows": -1, "mac": mac}
+            )
+
+    def last_published(self, where: str) -> dict[str, Any] | None:
+        """The newest note whose MAC holds that the head was published to ``where``."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT row_id, chain, at, mac FROM audit_checkpoints WHERE rows = -1 "
+                "ORDER BY id DESC LIMIT 20"
+            ).fetchall()
+        for row_id, chain, at, mac in rows:
+            expected = auditchain.published_mac(
+                self.audit_key, row_id=row_id, chain=chain, at=at, where=where
+            )
+            if hmac.compare_digest(mac, expected):
+                return {"row_id": int(row_id), "at": at}
+        return None
 
     def verified_rows(self, request_id: str) -> list[tuple[AuditEvent, bool]]:
         """A request's audit rows in order, each with whether its MAC holds.

@@ -441,6 +441,51 @@ def test_a_demo_started_afresh_starts_a_new_anchor(aws: str, tmp_path: Path) -> 
     assert not again.lifecycle.tick().errors
 
 
+def test_an_anchor_deleted_with_the_tail_it_published_is_a_break_for_tick_and_verify(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a request, checked and its head published beside the store by tick
+    services = build(load_settings(cli_env, {}))
+    market = services.marketplace
+    market.submit(
+        "carol", database="sales_orders", table="orders", account="444455556666", reason="r"
+    )
+    assert not services.lifecycle.tick().errors
+    anchor = market.store.path.parent / "audit-anchor.json"
+    assert anchor.exists() and main(["audit", "verify"]) == 0
+    capsys.readouterr()
+    # WHEN the anchor is deleted and the log's last row cut (triggers dropped and restored)
+    anchor.unlink()
+    head = market.store.audit_head()[0]
+    with raw(market.store) as connection:
+        connection.execute("DROP TRIGGER audit_no_delete")
+        connection.execute("DELETE FROM audit WHERE id = ?", [head])
+        connection.execute(
+            "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
+            "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+        )
+    # THEN tick reports the missing anchor and publishes no new one
+    report = services.lifecycle.tick()
+    assert any("audit-anchor.json is missing" in e for e in report.errors), report.errors
+    assert not anchor.exists()
+    # AND audit verify exits 1 naming it
+    assert main(["audit", "verify"]) == 1
+    assert "was published to it at" in capsys.readouterr().err
+
+
+def test_an_anchor_published_elsewhere_before_is_not_missing_here(services: Services) -> None:
+    # GIVEN a head published to another file, then that file gone
+    store = services.marketplace.store
+    store.append(event(1))
+    elsewhere = auditlog.FileAnchor(store.path.parent / "old" / "head.json")
+    elsewhere.publish(store, auditlog.head_record(store, at="2026-01-02T00:00:00.000Z"))
+    assert (elsewhere.where(store).parent.stat().st_mode & 0o777) == 0o700
+    elsewhere.where(store).unlink()
+    # THEN an anchor at a new place starts afresh, and the old one reads as missing
+    assert auditlog.FileAnchor(store.path.parent / "new.json").last(store) is None
+    assert "missing" in (elsewhere.last(store) or {})
+
+
 def test_tick_publishes_the_head_to_the_central_topic_with_sns(
     aws_env: dict[str, str], aws: str
 ) -> None:
