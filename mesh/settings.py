@@ -42,6 +42,12 @@ class Mode(StrEnum):
     AWS = "aws"
 
 
+# Where tick publishes the audit chain's head when MESH_AUDIT_ANCHOR is unset: the file
+# audit-anchor.json beside the store's (catches a deleted tail; set file: or sns to keep it
+# out of reach of whoever holds the database).
+DEFAULT_ANCHOR = "beside"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Setting:
     name: str
@@ -274,7 +280,7 @@ class Settings:
     link_secret: str | None = None
     link_ttl_hours: int = 72
     audit_key: str | None = None
-    audit_anchor: str = "off"  # off, sns, beside (the store's file), or file:PATH (absolute)
+    audit_anchor: str = DEFAULT_ANCHOR  # off, sns, beside, or file:PATH (absolute)
     org_accounts: str | None = None
     max_sensitive_days: int | None = None
     require_expiry_sensitive: bool = False
@@ -545,7 +551,7 @@ _DEMO_ORG = "123456789012,111111111111,222222222222,333333333333,444455556666,55
 def _anchor(raw: str | None) -> str:
     """MESH_AUDIT_ANCHOR as off, sns, beside (unset), or file: with an absolute path."""
     if raw is None:
-        return "beside"  # audit-anchor.json beside the store's file
+        return DEFAULT_ANCHOR
     value = raw.strip()
     if value.lower() in ("off", "sns"):
         return value.lower()

@@ -4,6 +4,7 @@ own audit trail; and the CSV export's formula neutralisation."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import sqlite3
@@ -17,7 +18,7 @@ from mesh import auditchain, auditlog
 from mesh.cli import main
 from mesh.errors import Forbidden, SettingError
 from mesh.services import Services, build
-from mesh.settings import load_settings
+from mesh.settings import Settings, load_settings
 from mesh.store import AUDIT_CHAIN, AUDIT_COLUMNS, AuditFilters, NewEvent, Store, migrations
 
 KEY = "audit-chain-tests-key-4fT9qLw2XcV7bN1mZ8rK3sD6"
@@ -363,6 +364,16 @@ def test_audit_settings_read_the_anchor_and_refuse_a_weak_key(aws_env: dict[str,
         load_settings({**aws_env, "MESH_AUDIT_ANCHOR": "s3"}, {})
     with pytest.raises(SettingError, match="MESH_AUDIT_KEY"):
         load_settings({**aws_env, "MESH_AUDIT_KEY": "a" * 40}, {})
+
+
+def test_the_anchor_has_one_default_whether_settings_are_loaded_or_made(
+    aws_env: dict[str, str],
+) -> None:
+    # GIVEN MESH_AUDIT_ANCHOR unset
+    loaded = load_settings(aws_env, {}).audit_anchor
+    # THEN the loader and the Settings class agree: the file beside the store
+    made = {f.name: f.default for f in dataclasses.fields(Settings)}["audit_anchor"]
+    assert loaded == made == "beside"
 
 
 def test_aws_mode_without_an_audit_key_refuses_to_start_rather_than_keep_it_beside_the_db(
