@@ -4,7 +4,13 @@ Debug output ends up in tickets (every unexpected failure says to rerun with MES
 so nothing a log line carries may be used to act as someone: a filter on the root logger's
 handlers masks AWS keys and session tokens, signatures, bearer and JWT-like tokens, decision
 link tokens and passwords in the message, its arguments and its traceback. botocore's wire
-logs (each request and response in full) stay off unless MESH_LOG_AWS_WIRE asks for them.
+logs (each request and response in full) stay off unless MESH_LOG_AWS_WIRE asks for them,
+whoever set the root logger up.
+
+What the masking covers: every handler on the root logger and on any other logger that has
+handlers when logging is set up (a host that hangs a handler on ``mesh`` or ``botocore``
+before the app starts). A handler added later to a logger other than the root is not
+covered: call :func:`protect` on that logger after adding it.
 """
 
 from __future__ import annotations
@@ -89,10 +95,28 @@ _FILTER = RedactingFilter()
 
 
 def protect(logger: logging.Logger | None = None) -> None:
-    """Put the redacting filter on every handler of ``logger`` (the root logger by default)."""
-    for handler in (logger or logging.getLogger()).handlers:
-        if _FILTER not in handler.filters:
-            handler.addFilter(_FILTER)
+    """Put the redacting filter on every handler of ``logger``; by default, on every handler
+    of the root logger and of every other logger known now (a handler on a child logger sees
+    a record before the root's handlers do, so the root's filter alone would not cover it)."""
+    if logger is not None:
+        loggers = [logger]
+    else:
+        known = logging.Logger.manager.loggerDict.values()
+        loggers = [logging.getLogger(), *(x for x in known if isinstance(x, logging.Logger))]
+    for each in loggers:
+        for handler in each.handlers:
+            if _FILTER not in handler.filters:
+                handler.addFilter(_FILTER)
+
+
+def hold_wire_logs(env: Mapping[str, str], level: int) -> bool:
+    """Keep botocore, urllib3 and the like at WARNING or above unless MESH_LOG_AWS_WIRE is on
+    (then at ``level``); return whether it is on. Done whoever set up the root logger: a host
+    logging at DEBUG would otherwise print every AWS request and response."""
+    wire = _on(env.get(WIRE_SETTING))
+    for library in WIRE_LOGGERS:
+        logging.getLogger(library).setLevel(level if wire else max(level, logging.WARNING))
+    return wire
 
 
 def _on(raw: str | None) -> bool:
@@ -118,9 +142,7 @@ def configure(env: Mapping[str, str], *, stream: TextIO | None = None) -> int:
         root.addHandler(handler)
     root.setLevel(level)
     protect()
-    wire = _on(env.get(WIRE_SETTING))
-    for library in WIRE_LOGGERS:
-        logging.getLogger(library).setLevel(level if wire else max(level, logging.WARNING))
+    wire = hold_wire_logs(env, level)
     if wire and level <= logging.DEBUG:
         logging.getLogger("mesh").warning(
             "%s is on: every AWS request and response is logged; the known secrets in them "
@@ -136,13 +158,16 @@ _configured = False
 def configure_once(env: Mapping[str, str]) -> None:
     """Set logging up for a server process (the web app) on its first call; later calls do
     nothing. When something else already gave the root logger a handler (Streamlit's test
-    runner, a host embedding the app), its levels are left alone and only the redacting
-    filter is added."""
+    runner, a host embedding the app), the root's level is left alone, the redacting filter is
+    added to every handler, and the AWS libraries are still held at WARNING unless
+    MESH_LOG_AWS_WIRE asks for their lines."""
     global _configured
     if _configured:
         return
     _configured = True
-    if logging.getLogger().handlers:
+    root = logging.getLogger()
+    if root.handlers:
         protect()
+        hold_wire_logs(env, root.getEffectiveLevel())
     else:
         configure(env)

@@ -71,6 +71,34 @@ _shared_loader = functools.cache(botocore.loaders.create_loader)
 
 
 @pytest.fixture(autouse=True)
+def logging_as_it_was() -> Iterator[None]:
+    """Each test leaves the process's logging as it found it.
+
+    The CLI run in this process (cli.main) sets the root level from MESH_LOG (error by
+    default) and holds the AWS libraries' loggers; the web app's set-up runs once per
+    process. Without this, a later test saw an earlier test's levels and filters.
+    """
+    import logging
+
+    from mesh import logs
+
+    names = ("", "mesh", *logs.WIRE_LOGGERS)
+    levels = {name: logging.getLogger(name).level for name in names}
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    masked = {h for h in handlers if logs._FILTER in h.filters}
+    configured = logs._configured
+    yield
+    root.handlers[:] = handlers
+    for handler in handlers:
+        if handler not in masked:
+            handler.removeFilter(logs._FILTER)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    logs._configured = configured
+
+
+@pytest.fixture(autouse=True)
 def one_botocore_loader(monkeypatch: pytest.MonkeyPatch) -> None:
     """Let every boto3 session share one botocore data loader (read-only data), for speed."""
     monkeypatch.setattr(botocore.session, "create_loader", _shared_loader)

@@ -460,24 +460,66 @@ def test_configure_once_in_a_fresh_process_logs_at_mesh_log_level_with_secrets_m
     assert "wire line" not in done.stderr
 
 
-def test_configure_once_leaves_a_host_s_logging_alone_but_masks_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # GIVEN a root logger some host set up already (here, pytest's), at its own level
-    root = logging.getLogger()
+@pytest.fixture
+def host_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A root logger a host set up already, at INFO, writing into a buffer; the web app's
+    set-up not yet run in this process. conftest puts logging back as it was afterwards."""
     monkeypatch.setattr(logs, "_configured", False)
-    level = root.level
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
     root.addHandler(handler)
-    try:
-        # WHEN the web app's set-up runs with MESH_LOG=error
-        logs.configure_once({"MESH_LOG": "error"})
-        logging.getLogger("mesh").warning("password=%s", WRONG_PASSWORD)
-    finally:
-        root.removeHandler(handler)
-        for each in root.handlers:
-            each.removeFilter(logs._FILTER)
+    yield root, buffer
+    root.removeHandler(handler)
+
+
+def test_configure_once_leaves_a_host_s_logging_alone_but_masks_it(
+    host_logging: tuple[logging.Logger, io.StringIO],
+) -> None:
+    # GIVEN a root logger some host set up already, at INFO
+    root, buffer = host_logging
+    # WHEN the web app's set-up runs with MESH_LOG=error and mesh logs a secret
+    logs.configure_once({"MESH_LOG": "error"})
+    logging.getLogger("mesh").info("password=%s", WRONG_PASSWORD)
     # THEN the host's level stands, and its handlers mask secrets
-    assert root.level == level
+    assert root.level == logging.INFO
     assert buffer.getvalue() == f"password={logs.MASK}\n"
+
+
+@pytest.mark.parametrize("wire", ["", "on"])
+def test_configure_once_under_a_host_logging_at_debug_holds_aws_wire_logs_unless_asked(
+    host_logging: tuple[logging.Logger, io.StringIO], wire: str
+) -> None:
+    # GIVEN a host whose root logger is at DEBUG
+    root, buffer = host_logging
+    root.setLevel(logging.DEBUG)
+    # WHEN the web app's set-up runs, with or without MESH_LOG_AWS_WIRE, and botocore logs
+    logs.configure_once({"MESH_LOG": "debug", logs.WIRE_SETTING: wire})
+    logging.getLogger("botocore.endpoint").debug("wire line token=%s", LINK_SECRET)
+    logging.getLogger("urllib3.connectionpool").debug("pool line")
+    # THEN the wire lines come only when asked, and masked then
+    if wire:
+        assert buffer.getvalue() == f"wire line token={logs.MASK}\npool line\n"
+    else:
+        assert buffer.getvalue() == ""
+
+
+def test_configure_once_masks_a_handler_a_host_hung_on_a_child_logger(
+    host_logging: tuple[logging.Logger, io.StringIO],
+) -> None:
+    # GIVEN a host that also writes mesh's lines through a handler of its own on "mesh"
+    mesh_log = logging.getLogger("mesh")
+    own = io.StringIO()
+    handler = logging.StreamHandler(own)
+    mesh_log.addHandler(handler)
+    try:
+        # WHEN the web app's set-up runs and mesh.ui logs a session token
+        logs.configure_once({"MESH_LOG": "error"})
+        logging.getLogger("mesh.ui").warning("session token=%s", ROLE_SESSION_TOKEN)
+    finally:
+        mesh_log.removeHandler(handler)
+        handler.removeFilter(logs._FILTER)
+    # THEN that handler's line is masked too
+    assert own.getvalue() == f"session token={logs.MASK}\n"
+    assert found_markers(own.getvalue(), STATIC_MARKERS) == []
