@@ -1,4 +1,5 @@
-"""Approvals at size in a real browser (issue 9): decisions in bulk, and the paged queues.
+"""Approvals at size in a real browser (issue 9): decisions in bulk, the paged queues, and the
+note when Glue changed after the last sync.
 
 One demo, started as a user starts it, and one browser context each for sam (the Sales
 owner), carol and dan, who stay signed in as people do. The requests are made through the
@@ -17,6 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
@@ -233,6 +235,60 @@ def test_bulk_deny_without_a_comment_is_refused_and_nothing_is_lost(mesh: Mesh) 
         expect(bar(sam).get_by_test_id("stAlert").filter(has_text=request.id)).to_contain_text(
             "denied"
         )
+
+
+# The catalog changed since the last sync ------------------------------------------------------
+
+
+def flag_in_glue(mesh: Mesh, database: str, table: str, column: str) -> None:
+    """Flag one column as PII in the stand-in's Glue, as its producer would, with no sync."""
+    glue: Any = mesh.services.catalog.client
+    found = glue.get_table(DatabaseName=database, Name=table)["Table"]
+    storage = found["StorageDescriptor"]
+    columns = [
+        {**c, "Parameters": {**c.get("Parameters", {}), "pii_flag": "true"}}
+        if c["Name"] == column
+        else c
+        for c in storage["Columns"]
+    ]
+    glue.update_table(
+        DatabaseName=database,
+        TableInput={
+            "Name": table,
+            "Parameters": found.get("Parameters", {}),
+            "StorageDescriptor": {**storage, "Columns": columns},
+            "PartitionKeys": found.get("PartitionKeys", []),
+        },
+    )
+
+
+def test_approval_after_glue_changed_says_the_catalog_changed_and_grants(mesh: Mesh) -> None:
+    sam, market = mesh.sam, mesh.services.marketplace
+    # GIVEN ada's request for sales_orders.customers waiting for sam, then a column of the
+    # table is flagged as PII in Glue after the last sync
+    request = ask(mesh, "ada", "sales_orders.customers", fresh_account(), "segment study")
+    assert market.index is not None
+    before = market.index.table_entry("sales_orders", "customers")
+    assert before is not None and "segment" not in before.pii_columns
+    flag_in_glue(mesh, "sales_orders", "customers", "segment")
+    # WHEN sam opens its card on Approvals and approves it
+    open_approvals(sam)
+    expect(card(sam, request.id)).to_contain_text(request.id)
+    review = card(sam, request.id).get_by_role("button", name="Review and decide")
+    if review.count():  # not the oldest waiting: open its card first
+        review.click()
+        wait_until_idle(sam)
+    card(sam, request.id).get_by_role("button", name="Approve", exact=True).click()
+    # THEN the page says the catalog had changed and the decision went on what Glue says now
+    note = sam.get_by_test_id("stAlert").filter(has_text="catalog had changed")
+    expect(note).to_contain_text("sales_orders.customers")
+    expect(note).to_contain_text("Glue says now")
+    expect_not_broken(sam)
+    # AND it is granted, and the index took Glue's read
+    stored = market.store.get(request.id)
+    assert stored is not None and stored.status.value == "granted"
+    after = market.index.table_entry("sales_orders", "customers")
+    assert after is not None and "segment" in after.pii_columns
 
 
 # The queues, paged --------------------------------------------------------------------------
