@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
+import streamlit_authenticator as stauth
 
 from mesh import approval, browse, logs, notices, policy
 from mesh.catalog_index import CatalogIndex, Query, ResultPage
@@ -30,6 +31,7 @@ from mesh.models import AccessRequest, Action, Database, Role, Scope, Status, Ta
 from mesh.policy import DURATION_CHOICES
 from mesh.services import Services, build, demo_endpoint
 from mesh.settings import Mode, Settings, load_settings
+from mesh.signin import Rules, SignIn
 from mesh.store import Approval, NewEvent
 from mesh.workflow import iso, utc_now
 
@@ -49,6 +51,8 @@ class Keys:
     PENDING_LINK = "mesh_pending_decision_link"
     LAST_ACCOUNT = "mesh_last_account"
     AUDIT_PAGES = "mesh_audit_pages"  # the audit page's filters and its pages' cursors
+    USERNAME = "username"  # the signed-in user's name (context() reads it)
+    SESSION_ENDED = "mesh_session_ended"  # a click found the session over: say so once
 
 
 PAGES_DIR = "pages"
@@ -415,7 +419,7 @@ class Context:
 def context() -> Context:
     """For a page: the services and the signed-in user, re-read from the users file."""
     svc = services()
-    user = svc.users.get(st.session_state.get("username"))
+    user = svc.users.get(st.session_state.get(Keys.USERNAME))
     if user is None:
         # Streamlit runs a pages/ file on its own when it is the first URL a fresh server
         # sees; send that visit through the frame, which signs in and gates by role.
@@ -460,13 +464,58 @@ def refused(what: str, why: str) -> None:
     services().marketplace.store.append(
         NewEvent(
             at=iso(utc_now()),
-            actor=str(st.session_state.get("username") or "(unknown)"),
+            actor=str(st.session_state.get(Keys.USERNAME) or "(unknown)"),
             action=Action.ACTION_REFUSED.value,
             request_id=None,
             scope="",
             details={"what": what, "why": why, "client": client},
         )
     )
+
+
+def signin_use_cases(svc: Services) -> SignIn:
+    """The sign-in use cases over this process's store and users file."""
+    return SignIn(
+        svc.marketplace.store,
+        svc.users,
+        Rules.from_settings(svc.settings),
+        check=stauth.Hasher.check_pw,
+    )
+
+
+def session_open(what: str) -> bool:
+    """Check this browser's server-side session before a write; when it is over, refuse,
+    audit the refusal, and forget the session so that the run shows the sign-in form."""
+    svc = services()
+    session_id = st.session_state.get(Keys.SESSION_TOKEN)
+    resumed = (
+        signin_use_cases(svc).resume(session_id, client=client_ip())
+        if isinstance(session_id, str) and session_id
+        else "no session"
+    )
+    if isinstance(resumed, User) and resumed.username == st.session_state.get(Keys.USERNAME):
+        return True
+    why = resumed if isinstance(resumed, str) else "the session belongs to another user"
+    try:
+        refused(what, f"the session is over: {why}")
+    except Exception:  # auditing a refusal must not hide the refusal itself
+        log.exception("could not audit a refused action")
+    forget_session(svc)
+    st.session_state[Keys.SESSION_ENDED] = True
+    return False
+
+
+def forget_session(svc: Services) -> None:
+    """Forget this browser's session and delete its cookie (never try that cookie again)."""
+    for key in (Keys.SESSION_TOKEN, Keys.USERNAME):
+        st.session_state.pop(key, None)
+    st.session_state[Keys.COOKIE_OUT] = ""
+    try:
+        st.session_state[Keys.COOKIE_TRIED] = st.context.cookies.get(
+            svc.users.directory().cookie_name
+        )
+    except Exception:  # noqa: BLE001 - no client context (a bare script run)
+        pass
 
 
 @contextmanager
@@ -489,11 +538,18 @@ def act(fn: Any, *args: Any, done: Any = None, at: str | None = None, **kwargs: 
 
     ``at`` names the card whose button was pressed: a refusal shows inside it (see
     show_flash), or at the top of the page when that card is gone. True when it succeeded.
+
+    Callbacks run before the script, so before the frame's session check: the session is
+    checked here first, and a click in a session that has ended (sign-out in another tab,
+    expiry, idle time, a new password) changes nothing and shows the sign-in form.
     """
+    what = getattr(fn, "__name__", "action")
+    if not session_open(what):
+        return False
     try:
         result = fn(*args, **kwargs)
     except MeshError as exc:
-        audit_refusal(exc, what=getattr(fn, "__name__", "action"))
+        audit_refusal(exc, what=what)
         flash(md(exc.message), "error", at=at)
         return False
     except Exception:  # a person never sees a stack trace

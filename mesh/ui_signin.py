@@ -17,7 +17,6 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
-import streamlit_authenticator as stauth
 
 from mesh.models import User
 from mesh.services import Services
@@ -32,25 +31,17 @@ from mesh.ui import (
     cookie_key,
     describe_user,
     flash,
+    forget_session,
     md,
+    signin_use_cases,
 )
 
-USERNAME = "username"  # the signed-in user's name in session state (ui.context reads it)
+USERNAME = Keys.USERNAME
 ENDED = "Your session has ended; sign in again."
 
 
-def client_address() -> str:
-    """The address of this browser's connection (Streamlit says None for loopback)."""
-    return client_ip()
-
-
 def _use_cases(svc: Services) -> SignIn:
-    return SignIn(
-        svc.marketplace.store,
-        svc.users,
-        Rules.from_settings(svc.settings),
-        check=stauth.Hasher.check_pw,
-    )
+    return signin_use_cases(svc)
 
 
 def _codec(svc: Services) -> CookieCodec:
@@ -68,7 +59,9 @@ def sign_in(svc: Services) -> User:
     elsewhere); a session that is over shows the form again.
     """
     use_cases = _use_cases(svc)
-    client = client_address()
+    client = client_ip()
+    if st.session_state.pop(Keys.SESSION_ENDED, False):  # a click found it over (ui.act)
+        st.warning(ENDED)
     if st.session_state.pop(Keys.SIGN_OUT, False):
         _sign_out(svc, use_cases, client)
     session_id = st.session_state.get(Keys.SESSION_TOKEN)
@@ -148,12 +141,7 @@ def _sign_out(svc: Services, use_cases: SignIn, client: str) -> None:
     session_id = st.session_state.get(Keys.SESSION_TOKEN)
     if session_id:
         use_cases.sign_out(session_id, st.session_state.get(USERNAME) or "", client=client)
-    _forget()
-    st.session_state[Keys.COOKIE_OUT] = ""
-    try:  # the cookie this browser session started with is over too: never try it again
-        st.session_state[Keys.COOKIE_TRIED] = st.context.cookies.get(_cookie_name(svc))
-    except Exception:  # noqa: BLE001 - no client context (a bare script run)
-        pass
+    forget_session(svc)  # the cookie this browser session started with is over too
 
 
 def cookie_writer(svc: Services) -> None:

@@ -183,15 +183,79 @@ def test_sign_out_revokes_the_server_side_session(app: AppTest, market: Marketpl
     # GIVEN carol signed in, with an open server-side session
     sign_in(app, "carol")
     token = token_id(app.session_state[ui.Keys.SESSION_TOKEN])
-    assert market.store.session_is_open(token, "carol")
+    assert not market.store.session(token).revoked_at  # type: ignore[union-attr]
     # WHEN she clicks Sign out
     app.sidebar.button(key="sign_out").click().run()
     # THEN the session is revoked and the login form is back
     assert not app.exception
-    assert not market.store.session_is_open(token, "carol")
+    assert market.store.session(token).ended_why == "signed out"  # type: ignore[union-attr]
     assert ui.Keys.SESSION_TOKEN not in app.session_state
     assert labelled(app.text_input, "Username")
     assert not titles(app)
+
+
+# A click in a session that has ended ----------------------------------------------------
+# Widget callbacks run before the script (and so before the frame's session check): each
+# write checks the server-side session itself.
+
+LONG_AGO = "2000-01-01T00:00:00+00:00"
+ENDINGS = {  # the column that ends it, and its value
+    "expired": ("expires_at", LONG_AGO),
+    "signed out elsewhere": ("revoked_at", LONG_AGO),
+    "idle": ("last_seen_at", LONG_AGO),
+    "password changed": ("password_fp", "0" * 32),
+}
+
+
+def end_session(app: AppTest, market: Marketplace, how: str) -> None:
+    """End this tab's session in the store, as another tab, the clock or a new password would."""
+    column, value = ENDINGS[how]
+    token = token_id(app.session_state[ui.Keys.SESSION_TOKEN])
+    with market.store._write() as db:
+        db.execute(f"UPDATE sessions SET {column} = ? WHERE token_id = ?", [value, token])
+
+
+def refusals(market: Marketplace, actor: str) -> list[dict[str, Any]]:
+    return [e.details for e in market.store.audit(actor=actor, action=Action.ACTION_REFUSED.value)]
+
+
+@pytest.mark.parametrize("how", list(ENDINGS))
+def test_approve_in_a_session_that_has_ended_changes_nothing(
+    app: AppTest, market: Marketplace, pending_pii_request: AccessRequest, how: str
+) -> None:
+    # GIVEN sam on the Approvals page, then his session ends on the server
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    box = app.container(key=f"pending-{pending_pii_request.id}")
+    end_session(app, market, how)
+    # WHEN he clicks Approve in the tab he still has open
+    labelled(box.button, "Approve").click().run()
+    # THEN nothing is decided, the refusal is audited, and the sign-in form is back
+    assert not app.exception
+    assert market.store.get(pending_pii_request.id).status is Status.PENDING_APPROVAL
+    assert not market.store.approvals(pending_pii_request.id)
+    [refusal] = refusals(market, "sam")
+    assert refusal["what"] == "approve" and refusal["why"].startswith("the session is over")
+    assert labelled(app.text_input, "Username")
+    assert "Your session has ended; sign in again." in texts(app.warning)
+    assert ui.Keys.SESSION_TOKEN not in app.session_state
+
+
+def test_cancel_in_a_session_that_has_ended_changes_nothing(
+    app: AppTest, market: Marketplace, pending_pii_request: AccessRequest
+) -> None:
+    # GIVEN carol on My requests, then her session expires on the server
+    sign_in(app, "carol")
+    open_page(app, "my_requests")
+    end_session(app, market, "expired")
+    # WHEN she clicks Cancel request
+    app.button(key=f"cancel-{pending_pii_request.id}").click().run()
+    # THEN the request still waits, the refusal is audited, and the form is back
+    assert not app.exception
+    assert market.store.get(pending_pii_request.id).status is Status.PENDING_APPROVAL
+    [refusal] = refusals(market, "carol")
+    assert refusal["what"] == "cancel" and "expired" in refusal["why"]
+    assert labelled(app.text_input, "Username")
 
 
 # Every page, every role ------------------------------------------------------------------
