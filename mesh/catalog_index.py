@@ -543,14 +543,41 @@ def _words(name: str) -> str:
 def _differences(
     before: dict[str, tuple[Any, ...]], after: dict[str, tuple[Any, ...]]
 ) -> list[str]:
+    """Say per scope what the live read changed: its level, approval, PII or owner."""
     changed = []
     for name, old in before.items():
         new = after.get(name, ())
         if not old:
             changed.append(f"{name} was not in the catalog index")
         elif old != new:
-            changed.append(f"{name} changed since the last sync")
+            changed.append(f"{name}: " + ", ".join(_what_changed(old, new)))
     return changed
+
+
+def _what_changed(old: tuple[Any, ...], new: tuple[Any, ...]) -> list[str]:
+    level, approval, pii, owner = old
+    new_level, new_approval, new_pii, new_owner = new
+    said = []
+    if owner != new_owner:
+        said.append(f"its owner is now account {new_owner}")
+    if level != new_level:
+        said.append(f"its level is now {new_level} (was {level})")
+    if approval != new_approval:
+        said.append("it now needs approval" if new_approval else "it no longer needs approval")
+    if pii != new_pii:
+        said.append(f"its PII is now {_pii_text(new_pii)} (was {_pii_text(pii)})")
+    return said or ["its catalog entry changed"]
+
+
+def _pii_text(value: Any) -> str:
+    """Render a PII summary or a JSON list of PII columns for a sentence."""
+    try:
+        names = json.loads(value) if isinstance(value, str) and value.startswith("[") else None
+    except ValueError:
+        names = None
+    if isinstance(names, list):
+        return ", ".join(str(n) for n in names) if names else "none"
+    return str(value) if value else "none"
 
 
 __all__ = [

@@ -541,6 +541,8 @@ def test_approval_after_glue_changed_owner_uses_glue_and_says_the_catalog_change
     # AND the page says the catalog had changed since the last sync, naming the table
     [note] = [i for i in texts(app.info) if "catalog had changed" in i]
     assert "sales_orders.customers" in note and "Glue" in note
+    # AND says what changed: the owner Glue names now
+    assert f"its owner is now account {MARKETING}" in note, note
     # AND the index now names Marketing, so the request left sam's queue for mia's
     assert market.index is not None
     assert market.index.database("sales_orders").owner_account == MARKETING  # type: ignore[union-attr]
@@ -568,6 +570,7 @@ def test_bulk_approval_after_glue_flagged_a_column_grants_and_says_the_catalog_c
     assert len(texts(app.container(key="bulk").success)) == 2
     notes = [i for i in texts(app.info) if "catalog had changed" in i]
     assert len(notes) == 1 and "sales_orders.customers" in notes[0]
+    assert "its PII is now" in notes[0] and "country" in notes[0], notes[0]
     # AND the index took Glue's live read
     after = market.index.table_entry("sales_orders", "customers")
     assert after is not None and "country" in after.pii_columns
