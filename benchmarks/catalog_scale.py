@@ -110,7 +110,7 @@ def ratio(value: float, target: float) -> str:
 
 
 def environment(endpoint: str, db: Path) -> None:
-    from tests.support import AUDIT_KEY, COOKIE_KEY
+    from tests.support import AUDIT_KEY, COOKIE_KEY, LINK_SECRET
 
     os.environ.update(
         {
@@ -119,6 +119,7 @@ def environment(endpoint: str, db: Path) -> None:
             "MESH_USERS": str(ROOT / "mesh" / "demo" / "users.yaml"),
             "MESH_COOKIE_KEY": COOKIE_KEY,
             "MESH_AUDIT_KEY": AUDIT_KEY,
+            "MESH_LINK_SECRET": LINK_SECRET,
             "MESH_NOTIFY": "off",
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_ACCESS_KEY_ID": "bench",

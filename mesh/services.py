@@ -24,7 +24,7 @@ from mesh.models import Action, Status, User
 from mesh.notify import SnsNotifier
 from mesh.org import AwsOrganization, Organization, StaticOrganization, UnknownOrganization
 from mesh.outbox import Outbox
-from mesh.settings import AUDIT_KEY_REQUIRED, Mode, Settings, check_secret
+from mesh.settings import AUDIT_KEY_REQUIRED, LINK_SECRET_REQUIRED, Mode, Settings, check_secret
 from mesh.store import NewEvent, PolicyRecord, Store
 from mesh.sync import CatalogSync
 from mesh.users import UserFile
@@ -80,7 +80,12 @@ def _organization(settings: Settings, factory: ClientFactory) -> Organization:
 
 
 def _links(settings: Settings) -> LinkSigner:
+    """Sign decision links with MESH_LINK_SECRET, else (demo only) the private file beside
+    MESH_DB; aws mode refuses the file, which whoever reads the database's folder could read
+    (load_settings refuses first; this guards settings made some other way)."""
     secret = settings.link_secret
+    if secret is None and settings.mode is Mode.AWS:
+        raise SettingError(LINK_SECRET_REQUIRED)
     if secret is None:
         private_dir(settings.link_secret_file.parent)
         secret = load_or_create_secret(settings.link_secret_file)

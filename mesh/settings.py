@@ -35,6 +35,13 @@ AUDIT_KEY_REQUIRED = (
     "random characters, kept apart from the database and its backups, to key the audit log's "
     f"hash chain; make one with `{MAKE_A_SECRET}`."
 )
+# The demo keeps its link secret in a file beside MESH_DB too; in aws mode whoever can read the
+# database's folder could then forge approve and deny links.
+LINK_SECRET_REQUIRED = (
+    f"MESH_LINK_SECRET is not set, and aws mode needs a secret of at least {MIN_SECRET_LENGTH} "
+    "random characters, kept apart from the database's folder and its backups, to sign "
+    f"decision links; make one with `{MAKE_A_SECRET}`."
+)
 
 
 class Mode(StrEnum):
@@ -147,7 +154,7 @@ SETTINGS = (
     ),
     Setting(
         name="MESH_LINK_SECRET",
-        default="random, kept in link-secret beside MESH_DB",
+        default="demo: random, kept in link-secret beside MESH_DB; aws mode: required",
         help="secret that signs decision links (as strong as the cookie key); every process "
         "on the server must share it",
     ),
@@ -567,6 +574,13 @@ def _checked_secret(name: str, raw: str | None) -> str | None:
     return None if raw is None else check_secret(name, raw)
 
 
+def _link_secret(get: Any, *, demo: bool) -> str | None:
+    raw = get("MESH_LINK_SECRET")
+    if raw is None and not demo:
+        raise SettingError(LINK_SECRET_REQUIRED)
+    return _checked_secret("MESH_LINK_SECRET", raw)
+
+
 def _lifecycle(get: Any, *, demo: bool) -> dict[str, Any]:
     """The access-lifecycle settings: notifications, links, expiry, reminders."""
     base_url = get("MESH_BASE_URL") or "http://localhost:8501"
@@ -583,7 +597,7 @@ def _lifecycle(get: Any, *, demo: bool) -> dict[str, Any]:
         "producer_topic": get("MESH_PRODUCER_TOPIC") or "DataLakeSharingApproval",
         "decision_topic_arn": _topic_setting("MESH_DECISION_TOPIC_ARN", get, demo),
         "admin_topic_arn": _topic_setting("MESH_ADMIN_TOPIC_ARN", get, demo),
-        "link_secret": _checked_secret("MESH_LINK_SECRET", get("MESH_LINK_SECRET")),
+        "link_secret": _link_secret(get, demo=demo),
         "link_ttl_hours": _positive_int("MESH_LINK_TTL_HOURS", get("MESH_LINK_TTL_HOURS"), 72),
         # The demo's partner account (777788889999) is outside its Organization.
         "org_accounts": _org(get("MESH_ORG_ACCOUNTS") or (_DEMO_ORG if demo else None)),

@@ -25,7 +25,7 @@ from mesh.services import Services, build
 from mesh.settings import DEMO_USERS, Settings, load_settings
 from mesh.store import Store
 from mesh.workflow import Marketplace
-from tests.support import AUDIT_KEY
+from tests.support import AUDIT_KEY, LINK_SECRET
 
 REGION = "us-east-1"
 
@@ -161,6 +161,7 @@ def aws_env(aws: str, tmp_path: Path) -> dict[str, str]:
         "MESH_DB": str(tmp_path / "mesh.db"),
         "MESH_USERS": str(DEMO_USERS),
         "MESH_AUDIT_KEY": AUDIT_KEY,
+        "MESH_LINK_SECRET": LINK_SECRET,
         "AWS_ENDPOINT_URL": aws,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",

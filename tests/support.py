@@ -47,6 +47,8 @@ APP = Path(__file__).resolve().parent.parent / "app.py"
 COOKIE_KEY = "a-test-cookie-key-that-is-long-enough-0123456789"
 # aws mode refuses to start without MESH_AUDIT_KEY; a fixed key keeps failures reproducible.
 AUDIT_KEY = "tests-audit-key-Hq7Wn2Kd9Lp4Xr6Tz1Vb8Mc3Fs5Gy0"
+# aws mode refuses to start without MESH_LINK_SECRET too (the demo keeps a file beside MESH_DB).
+LINK_SECRET = "tests-link-secret-Rb4Zt8Qm1Wx6Jn3Pv9Ks2Dh7Lc5"
 PASSWORD = "mesh-demo"
 _MARKDOWN_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
 

@@ -45,7 +45,7 @@ from mesh.settings import DEMO_USERS, load_settings
 from mesh.store import NewEvent, Store
 from mesh.workflow import Marketplace
 from tests.conftest import REGION, reset_moto
-from tests.support import AUDIT_KEY, Cli, Outcome, assert_one_sentence_on_stderr
+from tests.support import AUDIT_KEY, LINK_SECRET, Cli, Outcome, assert_one_sentence_on_stderr
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -176,6 +176,7 @@ def make_world(endpoint: str, folder: Path) -> World:
         "MESH_DB": str(folder / "mesh.db"),
         "MESH_USERS": str(users_file),
         "MESH_AUDIT_KEY": AUDIT_KEY,
+        "MESH_LINK_SECRET": LINK_SECRET,
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",

@@ -58,6 +58,7 @@ from tests.support import (
     APP,
     AUDIT_KEY,
     COOKIE_KEY,
+    LINK_SECRET,
     Cli,
     Users,
     assert_one_sentence_on_stderr,
@@ -419,6 +420,7 @@ def wired(seeded: str, tmp_path_factory: pytest.TempPathFactory) -> Services:
         "MESH_DB": str(template),
         "MESH_USERS": str(DEMO_USERS),
         "MESH_AUDIT_KEY": AUDIT_KEY,
+        "MESH_LINK_SECRET": LINK_SECRET,
         "MESH_NOTIFY": "off",
     }
     with pytest.MonkeyPatch.context() as patch:
@@ -807,6 +809,7 @@ def cli(
         "MESH_DB": str(tmp_path / "mesh.db"),
         "MESH_USERS": str(DEMO_USERS),
         "MESH_AUDIT_KEY": AUDIT_KEY,
+        "MESH_LINK_SECRET": LINK_SECRET,
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -890,6 +893,7 @@ def app(
         "MESH_USERS": str(DEMO_USERS),
         "MESH_COOKIE_KEY": COOKIE_KEY,
         "MESH_AUDIT_KEY": AUDIT_KEY,
+        "MESH_LINK_SECRET": LINK_SECRET,
         "MESH_NOTIFY": "off",
     }
     for name, value in env.items():

@@ -22,7 +22,7 @@ import pytest
 
 from mesh.demo import data
 from mesh.settings import DEMO_USERS, PROJECT_ROOT
-from tests.support import AUDIT_KEY
+from tests.support import AUDIT_KEY, LINK_SECRET
 
 REGION = "us-east-1"
 CENTRAL = "123456789012"
@@ -71,6 +71,7 @@ def cli(external_moto: str, tmp_path: Path):  # type: ignore[no-untyped-def]
             "MESH_MODE": "aws",
             "MESH_USERS": str(DEMO_USERS),
             "MESH_AUDIT_KEY": AUDIT_KEY,
+            "MESH_LINK_SECRET": LINK_SECRET,
             "MESH_DB": str(tmp_path / "m.db"),
             "AWS_ENDPOINT_URL": external_moto,
             "AWS_REGION": REGION,

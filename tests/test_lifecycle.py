@@ -1689,6 +1689,7 @@ def runner(
         "MESH_DB": str(rig.store.path),
         "MESH_USERS": str(DEMO_USERS),
         "MESH_AUDIT_KEY": AUDIT_KEY,
+        "MESH_LINK_SECRET": LINK_SECRET,
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -25,7 +25,7 @@ from mesh.signin import token_id
 from mesh.store import Store
 from mesh.workflow import Marketplace
 from tests.conftest import lake_formation_entries
-from tests.support import APP, AUDIT_KEY, COOKIE_KEY, labelled, sign_in, texts
+from tests.support import APP, AUDIT_KEY, COOKIE_KEY, LINK_SECRET, labelled, sign_in, texts
 
 CAROLS_ACCOUNT = "444455556666"
 
@@ -79,6 +79,7 @@ def settings_env(moto_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyP
         "MESH_USERS": str(DEMO_USERS),
         "MESH_COOKIE_KEY": COOKIE_KEY,
         "MESH_AUDIT_KEY": AUDIT_KEY,
+        "MESH_LINK_SECRET": LINK_SECRET,
         "AWS_ENDPOINT_URL": moto_endpoint,
     }
     for name, value in env.items():

@@ -23,6 +23,7 @@ import string
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from mesh.aws import ClientFactory
 from mesh.demo import data
 from mesh.errors import SettingError
 from mesh.services import build
-from mesh.settings import DEMO_USERS, load_settings
+from mesh.settings import DEMO_USERS, Settings, load_settings
 from mesh.store import Store
 from tests.conftest import REGION, reset_moto
 from tests.support import APP, AUDIT_KEY, PASSWORD, sign_in
@@ -335,7 +336,7 @@ def umask_022() -> Iterator[None]:
     os.umask(previous)
 
 
-def test_database_folder_and_link_secret_are_private_under_umask_022(
+def test_database_folder_and_backup_are_private_under_umask_022(
     marked_moto: str, tmp_path: Path, umask_022: None
 ) -> None:
     # GIVEN umask 022 and a store path whose folders do not exist yet
@@ -344,7 +345,8 @@ def test_database_folder_and_link_secret_are_private_under_umask_022(
     # backup taken
     Store(db).migrate(create=True)
     env = {**moto_env(marked_moto), "MESH_MODE": "aws", "MESH_DB": str(db),
-           "MESH_USERS": str(DEMO_USERS), "MESH_AUDIT_KEY": AUDIT_KEY}  # fmt: skip
+           "MESH_USERS": str(DEMO_USERS), "MESH_AUDIT_KEY": AUDIT_KEY,
+           "MESH_LINK_SECRET": LINK_SECRET}  # fmt: skip
     services = build(load_settings(env, {}))
     services.marketplace.submit(
         "carol",
@@ -359,7 +361,6 @@ def test_database_folder_and_link_secret_are_private_under_umask_022(
     services.marketplace.store.backup(backup)
     # THEN every file is 0600 and every folder made is 0700
     files = [db, db.with_name("mesh.db-wal"), db.with_name("mesh.db-shm"), backup]
-    files.append(services.settings.link_secret_file)
     assert {str(f.relative_to(tmp_path)): oct(mode(f)) for f in files} == {
         str(f.relative_to(tmp_path)): "0o600" for f in files
     }
@@ -376,6 +377,7 @@ def test_mesh_init_in_a_subprocess_makes_a_private_database_under_umask_022(
         "MESH_DB": str(db),
         "MESH_USERS": str(DEMO_USERS),
         "MESH_AUDIT_KEY": AUDIT_KEY,
+        "MESH_LINK_SECRET": LINK_SECRET,
     }
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MESH_", "AWS_"))}
     # WHEN `mesh init` makes the database
@@ -404,19 +406,76 @@ def test_an_existing_open_database_is_made_private_when_migrated(tmp_path: Path)
     assert oct(mode(db)) == "0o600"
 
 
-def test_a_weak_link_secret_in_its_file_is_refused(marked_moto: str, tmp_path: Path) -> None:
-    # GIVEN a link-secret file beside the store holding one character
-    db = tmp_path / "mesh.db"
-    Store(db).migrate(create=True)
+def demo_settings(db: Path) -> Settings:
+    """Demo settings for a store at ``db`` (the demo keeps its link secret in a file)."""
+    return load_settings({"MESH_DB": str(db)}, {})
+
+
+def test_the_demo_s_link_secret_file_is_private_under_umask_022(
+    marked_moto: str, tmp_path: Path, umask_022: None
+) -> None:
+    # GIVEN umask 022 and a demo store whose folders do not exist yet
+    db = tmp_path / "var" / "deep" / "demo.db"
+    # WHEN the demo's services are built (the link secret made)
+    services = build(demo_settings(db), endpoint=marked_moto)
+    # THEN the link-secret file is 0600 in a 0700 folder, and it signs links
+    secret = services.settings.link_secret_file
+    assert (secret.name, oct(mode(secret)), oct(mode(secret.parent))) == (
+        "link-secret",
+        "0o600",
+        "0o700",
+    )
+    assert len(secret.read_text()) >= 32
+
+
+def test_a_weak_link_secret_in_the_demo_s_file_is_refused(marked_moto: str, tmp_path: Path) -> None:
+    # GIVEN a demo's link-secret file beside the store holding one character
+    db = tmp_path / "demo.db"
     (tmp_path / "link-secret").write_text("a")
-    env = {**moto_env(marked_moto), "MESH_MODE": "aws", "MESH_DB": str(db),
-           "MESH_USERS": str(DEMO_USERS), "MESH_AUDIT_KEY": AUDIT_KEY}  # fmt: skip
     # WHEN the services are built
     with pytest.raises(SettingError) as refused:
-        build(load_settings(env, {}))
+        build(demo_settings(db), endpoint=marked_moto)
     # THEN it is refused, saying how to make a good one
     assert "link secret" in str(refused.value)
     assert "secrets.token_urlsafe(32)" in str(refused.value)
+
+
+@pytest.mark.parametrize("web", [False, True])
+def test_aws_mode_without_a_link_secret_refuses_to_start_even_with_a_file_beside_the_db(
+    mesh_env: dict[str, str], tmp_path: Path, web: bool
+) -> None:
+    # GIVEN aws mode without MESH_LINK_SECRET, and a good link-secret file beside MESH_DB
+    env = {k: v for k, v in mesh_env.items() if k != "MESH_LINK_SECRET"}
+    (tmp_path / "link-secret").write_text(secrets.token_urlsafe(32))
+    # WHEN the CLI's or the web app's settings are loaded
+    with pytest.raises(SettingError) as refused:
+        load_settings(env, {}, web=web)
+    # THEN start-up is refused, naming the setting and how to make one
+    assert "MESH_LINK_SECRET is not set" in refused.value.message
+    assert "secrets.token_urlsafe(32)" in refused.value.message
+
+
+def test_aws_settings_made_without_a_link_secret_are_refused_by_the_services(
+    mesh_env: dict[str, str],
+) -> None:
+    # GIVEN aws-mode settings made some other way than load_settings, without the link secret
+    settings = replace(load_settings(mesh_env, {}), link_secret=None)
+    # WHEN the services are built
+    with pytest.raises(SettingError) as refused:
+        build(settings)
+    # THEN they refuse rather than sign links with a file beside the database
+    assert "MESH_LINK_SECRET is not set" in refused.value.message
+    assert not settings.link_secret_file.exists()
+
+
+def test_aws_mode_refuses_a_weak_link_secret(mesh_env: dict[str, str]) -> None:
+    # GIVEN aws mode with a one-character MESH_LINK_SECRET
+    # WHEN the settings are loaded
+    with pytest.raises(SettingError) as refused:
+        load_settings({**mesh_env, "MESH_LINK_SECRET": "a"}, {})
+    # THEN it is refused, saying how to make a good one
+    assert "MESH_LINK_SECRET" in refused.value.message
+    assert "secrets.token_urlsafe(32)" in refused.value.message
 
 
 def test_write_private_makes_a_0600_file_in_a_0700_folder_under_umask_022(

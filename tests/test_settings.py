@@ -24,7 +24,7 @@ from mesh.settings import (
     read_secrets,
     secret_bits,
 )
-from tests.support import AUDIT_KEY
+from tests.support import AUDIT_KEY, LINK_SECRET
 
 # 43 characters of secrets.token_urlsafe(32), fixed so that a failure can be reproduced.
 GOOD_KEY = "Xq3vP9_kT2mLr8ZcYw4NbHs7EaUf1GdJ0oKiQe5RtVx"
@@ -53,7 +53,12 @@ def users_file(tmp_path: Path) -> Path:
 def aws_env(users_file: Path) -> dict[str, str]:
     """The least an aws-mode CLI needs: the mode, a users file and the audit key (shadows
     conftest's)."""
-    return {"MESH_MODE": "aws", "MESH_USERS": str(users_file), "MESH_AUDIT_KEY": AUDIT_KEY}
+    return {
+        "MESH_MODE": "aws",
+        "MESH_USERS": str(users_file),
+        "MESH_AUDIT_KEY": AUDIT_KEY,
+        "MESH_LINK_SECRET": LINK_SECRET,
+    }
 
 
 # Defaults ------------------------------------------------------------------------------------
@@ -80,7 +85,9 @@ def test_unset_number_takes_its_documented_default(name: str, field: str) -> Non
 
 
 @pytest.mark.parametrize(
-    "env", [{}, {"MESH_MODE": "aws", "MESH_AUDIT_KEY": AUDIT_KEY}], ids=["demo", "aws"]
+    "env",
+    [{}, {"MESH_MODE": "aws", "MESH_AUDIT_KEY": AUDIT_KEY, "MESH_LINK_SECRET": LINK_SECRET}],
+    ids=["demo", "aws"],
 )
 def test_default_database_lives_under_the_project_and_is_documented(
     env: dict[str, str], users_file: Path
@@ -98,7 +105,13 @@ def test_demo_and_aws_modes_default_to_different_databases(users_file: Path) -> 
     # WHEN the settings are loaded in each mode
     demo = load_settings({}, {})
     real = load_settings(
-        {"MESH_MODE": "aws", "MESH_USERS": str(users_file), "MESH_AUDIT_KEY": AUDIT_KEY}, {}
+        {
+            "MESH_MODE": "aws",
+            "MESH_USERS": str(users_file),
+            "MESH_AUDIT_KEY": AUDIT_KEY,
+            "MESH_LINK_SECRET": LINK_SECRET,
+        },
+        {},
     )
     # THEN the demo's requests never land in the real database
     assert demo.db_path != real.db_path
@@ -146,6 +159,7 @@ def test_secrets_toml_is_used_when_the_environment_is_silent(tmp_path: Path) -> 
     path.write_text(
         f'MESH_MODE = "aws"\nMESH_USERS = "{users}"\n'
         f'MESH_COOKIE_KEY = "{GOOD_KEY}"\nMESH_AUDIT_KEY = "{AUDIT_KEY}"\n'
+        f'MESH_LINK_SECRET = "{LINK_SECRET}"\n'
         "MESH_CATALOG_TTL = 45\n",
         encoding="utf-8",
     )
@@ -223,7 +237,12 @@ def test_unreadable_secrets_toml_is_a_setting_error(tmp_path: Path) -> None:
 )
 def test_mode_is_read_trimmed_and_case_insensitive(raw: str, mode: Mode, users_file: Path) -> None:
     # GIVEN MESH_MODE spelled in some case, with whitespace
-    env = {"MESH_MODE": raw, "MESH_USERS": str(users_file), "MESH_AUDIT_KEY": AUDIT_KEY}
+    env = {
+        "MESH_MODE": raw,
+        "MESH_USERS": str(users_file),
+        "MESH_AUDIT_KEY": AUDIT_KEY,
+        "MESH_LINK_SECRET": LINK_SECRET,
+    }
     # WHEN the settings are loaded
     # THEN the mode is read
     assert load_settings(env, {}).mode is mode

@@ -18,7 +18,7 @@ from mesh.cli import main
 from mesh.errors import InvalidInput, MeshError, SettingError, StorageError, failure_of
 from mesh.settings import DEMO_USERS
 from mesh.store import NewEvent, Store, migrations
-from tests.support import AUDIT_KEY, Outcome, assert_one_sentence_on_stderr
+from tests.support import AUDIT_KEY, LINK_SECRET, Outcome, assert_one_sentence_on_stderr
 
 ALL_MIGRATIONS = [migration.name for migration in migrations._migrations]
 
@@ -461,6 +461,7 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: Any, tmp_path: Path) -> Callabl
     monkeypatch.setenv("MESH_DB", str(tmp_path / "var" / "mesh.db"))
     monkeypatch.setenv("MESH_USERS", str(DEMO_USERS))
     monkeypatch.setenv("MESH_AUDIT_KEY", AUDIT_KEY)
+    monkeypatch.setenv("MESH_LINK_SECRET", LINK_SECRET)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # no AWS call may be made
 
     def run(*argv: str) -> Outcome:

@@ -31,7 +31,7 @@ from mesh.settings import DEMO_USERS, load_settings
 from mesh.store import Store
 from mesh.workflow import Marketplace
 from tests.conftest import REGION, client, dumps, lake_formation_entries, reset_moto
-from tests.support import AUDIT_KEY
+from tests.support import AUDIT_KEY, LINK_SECRET
 
 CENTRAL = data.CENTRAL_ACCOUNT
 SALES, MARKETING = "111111111111", "222222222222"
@@ -63,6 +63,7 @@ def module_env(
         "MESH_DB": str(template),
         "MESH_USERS": str(DEMO_USERS),
         "MESH_AUDIT_KEY": AUDIT_KEY,
+        "MESH_LINK_SECRET": LINK_SECRET,
         "AWS_ENDPOINT_URL": moto_endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
