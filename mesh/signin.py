@@ -38,6 +38,7 @@ WRONG = "Wrong user name or password."
 _COST = re.compile(r"^\$2[aby]\$(\d\d)\$")
 _NAME_LIMIT = 64  # the most of a typed user name that the audit log keeps
 COOKIE_ALGORITHM = "HS256"
+COOKIE_AUDIT_WINDOW = timedelta(minutes=1)  # one audit row per address for refused cookies
 
 
 def too_many(minutes: int) -> str:
@@ -153,6 +154,14 @@ def _name(typed: str) -> str:
     return cleaned[:_NAME_LIMIT] or "(empty)"
 
 
+def unknown_name(typed: str) -> str:
+    """What the audit log and the throttle keep of a user name that does not exist: a
+    marker that cannot be read back, since a password typed into the name box ends up here
+    (the same typed text gives the same marker, so its attempts are still counted)."""
+    digest = hashlib.sha256(_name(typed).encode()).hexdigest()[:8]
+    return f"unknown user (sha256 {digest})"
+
+
 class SignIn:
     """The sign-in use cases: attempt, resume a session, sign out."""
 
@@ -178,40 +187,46 @@ class SignIn:
     # Password sign-in ---------------------------------------------------------------------
 
     def attempt(self, username: str, password: str, *, client: str) -> SignedIn | Refused:
-        """Check a password, unless the name or address is locked out; throttle failures."""
-        name = _name(username)
+        """Check a password, unless the name or address is locked out; throttle failures.
+
+        The attempt is counted before its password is checked, in the transaction that
+        reads the lockout: parallel attempts (many tabs, many processes) get at most the
+        limit of checks between them, and a right password takes its count back.
+        """
+        user, stored = self._credentials(_name(username))
+        name = _name(username) if user is not None else unknown_name(username)
         subjects = {f"user:{name}": self.rules.max_failures}
-        subjects[f"address:{client}"] = self.rules.address_max_failures
+        address = f"address:{client}"
+        subjects[address] = self.rules.address_max_failures
         now = self.clock()
-        locked = self._locked_minutes(list(subjects), now)
-        if locked:
-            self.store.append(
-                _event(Action.SIGN_IN_FAILED, name, at=now, client=client, why="locked out")
-            )
-            return Refused(message=too_many(locked))
-        user, stored = self._credentials(name)
-        ok = self._matches(password, stored or dummy_hash(self._cost()).decode())
-        if user is not None and stored and ok:
-            self.store.clear_sign_in_failures(f"user:{name}")
-            return self._open(user, stored, client=client)
-        why = "unknown user" if user is None else "wrong password"
-        counts = self.store.count_sign_in_failure(
+        typed = {} if user is not None else {"typed_length": len(username)}
+        until, counts = self.store.claim_sign_in_attempt(
             subjects,
             at=iso(now),
             forget_before=iso(now - self.rules.lockout),
             locked_until=iso(now + self.rules.lockout),
-            events=[_event(Action.SIGN_IN_FAILED, name, at=now, client=client, why=why)],
-            lock_event=lambda subject: _event(
-                Action.SIGN_IN_LOCKED,
-                name,
-                at=now,
-                client=client,
-                locked=subject,
-                minutes=self._minutes(self.rules.lockout),
+            locked_out=lambda: _event(
+                Action.SIGN_IN_FAILED, name, at=now, client=client, why="locked out", **typed
             ),
         )
-        if any(failures >= subjects[s] for s, failures in counts.items()):
-            return Refused(message=too_many(self._minutes(self.rules.lockout)))
+        if until is not None:
+            return Refused(message=too_many(self._minutes(datetime.fromisoformat(until) - now)))
+        ok = self._matches(password, stored or dummy_hash(self._cost()).decode())
+        if user is not None and stored and ok:
+            self.store.clear_sign_in_failures(f"user:{name}")
+            self.store.release_sign_in_attempt(address, limit=self.rules.address_max_failures)
+            return self._open(user, stored, client=client)
+        why = "unknown user" if user is None else "wrong password"
+        events = [_event(Action.SIGN_IN_FAILED, name, at=now, client=client, why=why, **typed)]
+        minutes = self._minutes(self.rules.lockout)
+        reached = [s for s, failures in counts.items() if failures >= subjects[s]]
+        events += [
+            _event(Action.SIGN_IN_LOCKED, name, at=now, client=client, locked=s, minutes=minutes)
+            for s in reached
+        ]
+        self.store.append(*events)
+        if reached:
+            return Refused(message=too_many(minutes))
         self.sleep(self.rules.delay(max(counts.values(), default=1)))
         return Refused(message=WRONG)
 
@@ -236,13 +251,6 @@ class SignIn:
                 cost = int(match.group(1))
                 costs[cost] = costs.get(cost, 0) + 1
         return max(costs, key=lambda c: costs[c]) if costs else 12
-
-    def _locked_minutes(self, subjects: list[str], now: datetime) -> int:
-        left = [
-            datetime.fromisoformat(until) - now
-            for until in self.store.sign_in_locks(subjects, at=iso(now)).values()
-        ]
-        return self._minutes(max(left)) if left else 0
 
     @staticmethod
     def _minutes(span: timedelta) -> int:
@@ -314,16 +322,23 @@ class SignIn:
         return None
 
     def refuse_cookie(self, *, client: str, why: str) -> None:
-        """Audit a cookie that did not decode (forged, another algorithm, expired)."""
-        self.store.append(
-            _event(
+        """Audit a cookie that did not decode (forged, another algorithm, expired): the
+        first from an address in each minute; the rest are counted, and the next audited
+        row says how many went unaudited before it."""
+        now = self.clock()
+        self.store.note_refused_cookie(
+            f"cookie:{client}",
+            at=iso(now),
+            window_ends=iso(now + COOKIE_AUDIT_WINDOW),
+            event=lambda unaudited: _event(
                 Action.SESSION_REFUSED,
                 "(unknown)",
-                at=self.clock(),
+                at=now,
                 client=client,
                 why=why,
                 by_cookie=True,
-            )
+                unaudited_before=unaudited,
+            ),
         )
 
     def sign_out(self, session_id: str, username: str, *, client: str) -> None:

@@ -280,6 +280,13 @@ def _audit_chain(db: sqlite_utils.Database) -> None:
             )
 
 
+@migrations(name="0014_sign_in_refusals")
+def _sign_in_refusals(db: sqlite_utils.Database) -> None:
+    # Attempts refused while a subject is locked out are counted, not each audited: only the
+    # first of a lockout writes an audit row, so guessing on cannot grow the log.
+    db["sign_in_failures"].add_column("refused", int)  # type: ignore[union-attr]
+
+
 @dataclass(frozen=True, kw_only=True)
 class Approval:
     """One person's approval of one step of a request."""
@@ -1743,17 +1750,6 @@ class Store:
             ended_why=row["ended_why"] or "",
         )
 
-    def session_is_open(self, token_id: str, username: str) -> bool:
-        with self._connect() as db:
-            rows = list(
-                db.query(
-                    "SELECT 1 FROM sessions WHERE token_id = ? AND username = ? "
-                    "AND revoked_at IS NULL",
-                    [token_id, username],
-                )
-            )
-        return bool(rows)
-
     def touch_session(self, token_id: str, *, at: str) -> None:
         with self._write() as db:
             db.execute(
@@ -1773,64 +1769,98 @@ class Store:
             )
             self._append(db, events)
 
-    def revoke_session(self, token_id: str, *, at: str) -> None:
-        self.end_session(token_id, at=at, why="signed out")
-
     # Sign-in throttling -----------------------------------------------------------------
 
-    def sign_in_locks(self, subjects: Sequence[str], *, at: str) -> dict[str, str]:
-        """The subjects locked out at ``at``, with the end of each lockout."""
-        marks = ", ".join("?" for _ in subjects)
-        with self._connect() as db:
-            rows = db.query(
-                f"SELECT subject, locked_until FROM sign_in_failures WHERE subject IN ({marks}) "
-                "AND locked_until > ?",
-                [*subjects, at],
-            )
-            return {row["subject"]: row["locked_until"] for row in rows}
-
-    def count_sign_in_failure(
+    def claim_sign_in_attempt(
         self,
         limits: Mapping[str, int],
         *,
         at: str,
         forget_before: str,
         locked_until: str,
-        events: Sequence[NewEvent] = (),
-        lock_event: Callable[[str], NewEvent] | None = None,
-    ) -> dict[str, int]:
-        """Count one failed sign-in for each subject, in one transaction with its audit rows.
+        locked_out: Callable[[], NewEvent],
+    ) -> tuple[str | None, dict[str, int]]:
+        """Count an attempt before its password is checked, in the transaction that reads
+        the lockout, so that parallel attempts never get more checks than the limit.
 
-        A count older than ``forget_before`` (or from an ended lockout) starts again; a
-        subject that reaches its limit is locked until ``locked_until``. The counts after
-        this failure are returned.
+        A subject locked at ``at`` refuses the attempt: it counts as refused, and only the
+        first refusal of a lockout writes ``locked_out()`` to the audit log. Returns the end
+        of the lockout (None when the attempt may go on) and each subject's count with this
+        attempt; a subject that reaches its limit is locked until ``locked_until``.
         """
-        counts: dict[str, int] = {}
         with self._write() as db:
-            for subject, limit in limits.items():
-                rows = list(db.query("SELECT * FROM sign_in_failures WHERE subject = ?", [subject]))
-                old = rows[0] if rows else None
-                stale = (
-                    old is None
-                    or old["last_failed_at"] < forget_before
-                    or (old["locked_until"] is not None and old["locked_until"] <= at)
+            marks = ", ".join("?" for _ in limits)
+            rows = {
+                row["subject"]: row
+                for row in db.query(
+                    f"SELECT * FROM sign_in_failures WHERE subject IN ({marks})", list(limits)
                 )
-                failures = 1 if stale or old is None else int(old["failures"]) + 1
-                lock = locked_until if failures >= limit else None
+            }
+            locked = {s: r for s, r in rows.items() if r["locked_until"] and r["locked_until"] > at}
+            if locked:
+                first = any(not r["refused"] for r in locked.values())
+                db.execute(
+                    "UPDATE sign_in_failures SET refused = COALESCE(refused, 0) + 1 "
+                    f"WHERE subject IN ({', '.join('?' for _ in locked)})",
+                    list(locked),
+                )
+                if first:
+                    self._append(db, [locked_out()])
+                return max(r["locked_until"] for r in locked.values()), {}
+            counts: dict[str, int] = {}
+            for subject, limit in limits.items():
+                old = rows.get(subject)
+                stale = old is None or old["last_failed_at"] < forget_before or old["locked_until"]
+                counts[subject] = 1 if stale or old is None else int(old["failures"]) + 1
                 db["sign_in_failures"].insert(  # type: ignore[union-attr]
                     {
                         "subject": subject,
-                        "failures": failures,
+                        "failures": counts[subject],
                         "last_failed_at": at,
-                        "locked_until": lock,
+                        "locked_until": locked_until if counts[subject] >= limit else None,
+                        "refused": 0,
                     },
                     replace=True,
                 )
-                counts[subject] = failures
-                if lock is not None and lock_event is not None:
-                    events = [*events, lock_event(subject)]
-            self._append(db, events)
-        return counts
+            return None, counts
+
+    def release_sign_in_attempt(self, subject: str, *, limit: int) -> None:
+        """Take back one counted attempt that succeeded (and the lockout it may have set)."""
+        with self._write() as db:
+            db.execute(
+                "UPDATE sign_in_failures SET failures = MAX(failures - 1, 0), "
+                "locked_until = CASE WHEN failures - 1 < ? THEN NULL ELSE locked_until END "
+                "WHERE subject = ?",
+                [limit, subject],
+            )
+
+    def note_refused_cookie(
+        self, subject: str, *, at: str, window_ends: str, event: Callable[[int], NewEvent]
+    ) -> bool:
+        """Audit a refused cookie at most once per window per ``subject`` (a client address).
+
+        The rest are counted in the subject's sign_in_failures row; the next audited row
+        says, through ``event(count)``, how many went unaudited since the one before. True
+        when this one was audited.
+        """
+        with self._write() as db:
+            rows = list(db.query("SELECT * FROM sign_in_failures WHERE subject = ?", [subject]))
+            old = rows[0] if rows else None
+            if old is not None and old["locked_until"] and old["locked_until"] > at:
+                db.execute(
+                    "UPDATE sign_in_failures SET failures = failures + 1, last_failed_at = ? "
+                    "WHERE subject = ?",
+                    [at, subject],
+                )
+                return False
+            unaudited = int(old["failures"]) - 1 if old is not None else 0
+            db["sign_in_failures"].insert(  # type: ignore[union-attr]
+                {"subject": subject, "failures": 1, "last_failed_at": at,
+                 "locked_until": window_ends, "refused": 0},
+                replace=True,
+            )  # fmt: skip
+            self._append(db, [event(unaudited)])
+            return True
 
     def clear_sign_in_failures(self, subject: str) -> None:
         with self._write() as db:
