@@ -264,6 +264,12 @@ SETTINGS = (
         default="30",
         help="a sign-in session ends after this many minutes without a page run",
     ),
+    Setting(
+        name="MESH_TRUSTED_PROXY",
+        default="off",
+        help="on when a reverse proxy on this host (deploy/nginx/mesh.conf) is in front of the "
+        "app: only then does the X-Forwarded-For entry it adds name the client's address",
+    ),
 )
 
 
@@ -304,6 +310,7 @@ class Settings:
     signin_delay_ms: int = 500
     session_hours: int = 12
     session_idle_minutes: int = 30
+    trusted_proxy: bool = False
     policy_path: Path | None = None
     # The names set in the environment or secrets.toml (not left to their defaults).
     explicit: frozenset[str] = frozenset()
@@ -638,4 +645,4 @@ def _sign_in(get: Any) -> dict[str, Any]:
     }
     return {
         field: _positive_int(name, get(name), default) for field, (name, default) in numbers.items()
-    }
+    } | {"trusted_proxy": _switch("MESH_TRUSTED_PROXY", get("MESH_TRUSTED_PROXY"), False)}

@@ -439,23 +439,44 @@ def audit_refusal(exc: MeshError, *, what: str) -> None:
 
 
 def client_ip() -> str:
-    """The address of this browser's connection, for sign-in throttling and the audit log.
-
-    Streamlit says None for a loopback peer. A loopback peer is the reverse proxy on this
-    host (the app listens on 127.0.0.1 behind it), or someone on the host itself: then the
-    last X-Forwarded-For entry, the one the proxy added for its own peer, is the client.
-    Earlier entries are whatever the client sent, so they are never used.
-    """
+    """The address of this browser's connection, for sign-in throttling and the audit log."""
     try:
-        address = st.context.ip_address
-        forwarded = st.context.headers.get("X-Forwarded-For") if not address else None
+        peer = st.context.ip_address
+        forwarded = st.context.headers.get("X-Forwarded-For")
     except Exception:  # noqa: BLE001 - no client context (a bare script run)
-        return "127.0.0.1"
-    if isinstance(address, str) and address:
-        return address
-    if isinstance(forwarded, str) and forwarded.strip():
-        return forwarded.split(",")[-1].strip()[:64] or "127.0.0.1"
-    return "127.0.0.1"
+        return LOOPBACK
+    trusted = services().settings.trusted_proxy
+    return client_address(
+        peer if isinstance(peer, str) else None,
+        forwarded if isinstance(forwarded, str) else None,
+        trusted_proxy=trusted,
+    )
+
+
+LOOPBACK = "127.0.0.1"
+
+
+def client_address(peer: str | None, forwarded: str | None, *, trusted_proxy: bool) -> str:
+    """Decide the client's address from what Streamlit says and the X-Forwarded-For header.
+
+    ``peer`` is ``st.context.ip_address``: None for a loopback peer. Streamlit 1.67 serves
+    through uvicorn, whose proxy-headers middleware (on by default, trusting
+    FORWARDED_ALLOW_IPS = 127.0.0.1,::1) has already replaced a loopback peer with the last
+    X-Forwarded-For entry that is not loopback. So:
+    - with a trusted proxy (MESH_TRUSTED_PROXY, nginx in front on this host), that is the
+      entry nginx added for its own peer: the client. A loopback ``peer`` left over means
+      every entry was loopback; the last is used. Earlier entries are whatever the client
+      sent, and are never used.
+    - without one, a header that names the very address we got may have been sent by a
+      process on this host to pick the address it is counted under: it counts as loopback.
+      A peer that is not loopback and sent no such header is the client.
+    """
+    last = forwarded.split(",")[-1].strip()[:64] if forwarded and forwarded.strip() else ""
+    if trusted_proxy:
+        return peer or last or LOOPBACK
+    if peer is None or (last and peer == last):
+        return LOOPBACK
+    return peer
 
 
 def refused(what: str, why: str) -> None:

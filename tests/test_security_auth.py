@@ -31,7 +31,7 @@ from streamlit.testing.v1 import AppTest
 from mesh import ui
 from mesh.models import Action
 from mesh.moments import iso
-from mesh.settings import DEMO_USERS
+from mesh.settings import DEMO_USERS, load_settings
 from mesh.signin import (
     WRONG,
     CookieCodec,
@@ -715,30 +715,40 @@ def test_a_cookie_replayed_after_sign_out_signs_nobody_in(
 # The client address -----------------------------------------------------------------------
 
 
-class FakeContext:
-    def __init__(self, ip: str | None, forwarded: str | None) -> None:
-        self.ip_address = ip
-        self.headers = {"X-Forwarded-For": forwarded} if forwarded else {}
-
-
 @pytest.mark.parametrize(
-    ("ip", "forwarded", "client"),
+    ("peer", "forwarded", "trusted", "client"),
     [
-        # a peer that is not loopback is the client, whatever headers it sends
-        ("198.51.100.7", "10.0.0.1", "198.51.100.7"),
-        # loopback is the proxy on this host: the entry it added is the client
-        (None, "203.0.113.9", "203.0.113.9"),
-        # what the client put in front of it is never used
-        (None, "1.2.3.4, 203.0.113.9", "203.0.113.9"),
-        # loopback without a proxy
-        (None, None, "127.0.0.1"),
+        # No proxy declared ------------------------------------------------------------------
+        # a peer that is not loopback is the client, whatever it says another is
+        ("198.51.100.7", None, False, "198.51.100.7"),
+        ("198.51.100.7", "10.0.0.1", False, "198.51.100.7"),
+        # a process on this host that claims an address (uvicorn put it in the peer) is
+        # counted as loopback
+        ("203.0.113.9", "203.0.113.9", False, "127.0.0.1"),
+        ("203.0.113.9", "1.2.3.4, 203.0.113.9", False, "127.0.0.1"),
+        # loopback, with or without the header
+        (None, None, False, "127.0.0.1"),
+        (None, "203.0.113.9", False, "127.0.0.1"),
+        # A proxy on this host (MESH_TRUSTED_PROXY) ----------------------------------------
+        # uvicorn already took the entry nginx added: that is the client
+        ("203.0.113.9", "1.2.3.4, 203.0.113.9", True, "203.0.113.9"),
+        # every entry loopback: the last one
+        (None, "127.0.0.1", True, "127.0.0.1"),
+        (None, "1.2.3.4, 203.0.113.9", True, "203.0.113.9"),
+        # no header: loopback
+        (None, None, True, "127.0.0.1"),
+        (None, " ", True, "127.0.0.1"),
     ],
 )
-def test_the_client_address_is_the_peer_or_what_the_local_proxy_added(
-    ip: str | None, forwarded: str | None, client: str, monkeypatch: pytest.MonkeyPatch
+def test_the_client_address_trusts_the_forwarded_header_only_behind_a_declared_proxy(
+    peer: str | None, forwarded: str | None, trusted: bool, client: str
 ) -> None:
-    monkeypatch.setattr(ui.st, "context", FakeContext(ip, forwarded))
-    assert ui.client_ip() == client
+    assert ui.client_address(peer, forwarded, trusted_proxy=trusted) == client
+
+
+def test_the_trusted_proxy_setting_is_off_unless_set() -> None:
+    assert load_settings({}, {}).trusted_proxy is False
+    assert load_settings({"MESH_TRUSTED_PROXY": "on"}, {}).trusted_proxy is True
 
 
 # The CLI ----------------------------------------------------------------------------------
