@@ -20,11 +20,15 @@ Every page is opened for every role through navigation, as tests/test_pages.py d
 not registered for a role cannot be reached, and the same page script run directly (as
 Streamlit runs a pages/ file on its own) refuses without showing data.
 
-The last test prints the summary: cases, allowed-when-should-deny, denied-when-should-allow.
+Every case records what it observed in a module-scoped recorder; when the module's cases
+have run (all of them, or any subset: one test, a -k selection, a split run), the recorder
+prints the summary (cases, allowed-when-should-deny, denied-when-should-allow) and fails
+the run if anything was allowed that should be denied, or refused that should be allowed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -66,7 +70,7 @@ USERS = ("carol", "sam", "hank", "priya", "ada", "nobody")
 SIGNED_IN = ("carol", "sam", "hank", "priya", "ada")  # nobody cannot sign in
 
 # What each case observed, for the summary: (case, should be allowed, observed).
-RESULTS: list[tuple[str, bool, str]] = []
+Results = list[tuple[str, bool, str]]
 
 
 # The truth table: use cases ------------------------------------------------------------------
@@ -632,9 +636,11 @@ def observe(mesh: Services, case: Case, user: str) -> tuple[str, list[str]]:
     return observed, changed
 
 
-def check(name: str, mesh: Services, case: Case, user: str, allowed: bool) -> None:
+def check(
+    results: Results, name: str, mesh: Services, case: Case, user: str, allowed: bool
+) -> None:
     observed, changed = observe(mesh, case, user)
-    RESULTS.append((name, allowed, observed))
+    results.append((name, allowed, observed))
     if allowed:
         assert observed == "allowed", f"{user} should be allowed to {name}, got {observed}"
     else:
@@ -647,22 +653,22 @@ def check(name: str, mesh: Services, case: Case, user: str, allowed: bool) -> No
 
 @pytest.mark.parametrize(("action", "user", "allowed"), table(ALLOW))
 def test_use_case_allows_exactly_the_roles_of_the_truth_table(
-    mesh: Services, action: str, user: str, allowed: bool
+    matrix: Results, mesh: Services, action: str, user: str, allowed: bool
 ) -> None:
     # GIVEN what the action acts on (made by carol, decided by sam where needed)
     # WHEN the user does it, as a page or the CLI calls the use case
     # THEN it is done when the table allows it, else refused with nothing changed
-    check(f"{action}-{user}", mesh, CASES[action], user, allowed)
+    check(matrix, f"{action}-{user}", mesh, CASES[action], user, allowed)
 
 
 @pytest.mark.parametrize(("action", "user", "allowed"), table(ALLOW_TWO_STEP))
 def test_two_step_second_step_is_decided_by_its_group_and_denied_by_admins(
-    two_step: Services, action: str, user: str, allowed: bool
+    matrix: Results, two_step: Services, action: str, user: str, allowed: bool
 ) -> None:
     # GIVEN the two-step policy and carol's request at step 2 (privacy-office)
     # WHEN the user decides it
     # THEN only a member of the step's group approves it; an admin may only deny it
-    check(f"{action}-{user}", two_step, TWO_STEP_CASES[action], user, allowed)
+    check(matrix, f"{action}-{user}", two_step, TWO_STEP_CASES[action], user, allowed)
 
 
 @pytest.mark.parametrize(("user", "code"), [("carol", Forbidden.exit_code), ("ada", 0)])
@@ -758,7 +764,7 @@ def shows_data(at: AppTest, mesh: Services) -> list[str]:
 
 @pytest.mark.parametrize("user", SIGNED_IN)
 def test_navigation_reaches_exactly_the_pages_of_the_truth_table(
-    web: Services, running_server: None, user: str
+    matrix: Results, web: Services, running_server: None, user: str
 ) -> None:
     # GIVEN the user signed in through the login form
     at = AppTest.from_file(APP, default_timeout=30)
@@ -775,7 +781,7 @@ def test_navigation_reaches_exactly_the_pages_of_the_truth_table(
             ok = not at.exception and texts(at.title)[:1] == [TITLES[name]]
             seen = at.exception or texts(at.title) + texts(at.error)
             observed = "allowed" if ok else f"broken: {seen}"
-        RESULTS.append((f"page {name}-{user}", user in allowed, observed))
+        matrix.append((f"page {name}-{user}", user in allowed, observed))
         # THEN exactly the pages registered for their roles are reached, and they run
         if observed != ("allowed" if user in allowed else "refused"):
             wrong.append(f"{name}: {observed}")
@@ -799,7 +805,7 @@ def test_navigation_reaches_exactly_the_pages_of_the_truth_table(
     ],
 )
 def test_page_run_directly_refuses_without_showing_data(
-    web: Services, name: str, user: str
+    matrix: Results, web: Services, name: str, user: str
 ) -> None:
     # GIVEN a page not registered for the user's roles, run on its own (as Streamlit runs a
     # pages/ file by itself), in the session of the signed-in user
@@ -811,7 +817,7 @@ def test_page_run_directly_refuses_without_showing_data(
     # THEN it says no, shows nothing of the data, and no stack trace
     shown = shows_data(at, web)
     refused = not at.exception and bool(at.error) and not shown
-    RESULTS.append((f"direct {name}-{user}", False, "refused" if refused else "allowed"))
+    matrix.append((f"direct {name}-{user}", False, "refused" if refused else "allowed"))
     assert not at.exception, at.exception
     assert at.error, f"{name} run directly for {user} says nothing"
     assert not shown, f"{name} run directly for {user} shows {shown}"
@@ -820,40 +826,84 @@ def test_page_run_directly_refuses_without_showing_data(
 # The summary ---------------------------------------------------------------------------------
 
 
-def test_summary_allows_nothing_that_should_be_denied(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    # GIVEN every case above that ran (xfailed holes included)
-    if not RESULTS:
-        pytest.skip("no case of the matrix ran in this session")
-    # WHEN they are counted: done (or changed something) when the table says no; refused,
-    # or done silently, or failed otherwise, when the table says yes
+def summarise(results: Results) -> tuple[str, list[str]]:
+    """The summary line of ``results``, and each case that went wrong but for the known
+    holes (xfail): done (or changed something) when the table says no; refused, done
+    silently or failed otherwise when the table says yes; denied without a domain error."""
     leaks = [
         case
-        for case, allowed, seen in RESULTS
+        for case, allowed, seen in results
         if not allowed and (seen == "allowed" or seen.startswith("refused but changed"))
     ]
     unsaid = [
         f"{case}: {seen}"
-        for case, allowed, seen in RESULTS
+        for case, allowed, seen in results
         if not allowed and seen != "refused" and case not in leaks
     ]
     blocked = [
-        f"{case}: {seen}" for case, allowed, seen in RESULTS if allowed and seen != "allowed"
+        f"{case}: {seen}" for case, allowed, seen in results if allowed and seen != "allowed"
     ]
     known = {f"{a}-{u}" for a, u in HOLES} | {f"direct {p}-{u}" for p, u in PAGE_HOLES}
     summary = (
-        f"security matrix: {len(RESULTS)} cases; allowed-when-should-deny {len(leaks)} "
+        f"security matrix: {len(results)} cases; allowed-when-should-deny {len(leaks)} "
         f"({len([c for c in leaks if c in known])} of them known holes in other owners' "
         f"files, xfail); denied without a domain error {len(unsaid)}; "
         f"denied-when-should-allow {len(blocked)}"
     )
-    with capsys.disabled():
+    wrong = [f"allowed-when-should-deny: {c}" for c in leaks if c not in known]
+    wrong += [f"denied without a domain error: {c}" for c in unsaid if c.split(":")[0] not in known]
+    wrong += [f"denied-when-should-allow: {c}" for c in blocked]
+    return summary, wrong
+
+
+@pytest.fixture(scope="module")
+def matrix(request: pytest.FixtureRequest) -> Iterator[Results]:
+    """Where each case of this module records what it observed; once the module's cases have
+    run (all or some), print the summary and fail if anything went wrong.
+
+    The summary counts exactly the cases that ran in this process, so it holds for one test,
+    a -k selection or a split run alike (a module-global list and a last test that read it
+    skipped, or summed nothing, when the module was not run whole and in order).
+    """
+    results: Results = []
+    yield results
+    if not results:
+        return
+    summary, wrong = summarise(results)
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         print("\n" + summary)
-        for case in leaks + unsaid + blocked:
-            print(f"  wrong: {case}")
+        for line in wrong:
+            print(f"  wrong: {line}")
     # THEN nothing was allowed that should be denied, every refusal said so, and nothing
     # was refused that should be allowed, but for the holes listed as xfail
-    assert [c for c in leaks if c not in known] == [], summary
-    assert [c for c in unsaid if c.split(":")[0] not in known] == [], summary
-    assert blocked == [], summary
+    assert wrong == [], summary
+
+
+# The summary's own rules -------------------------------------------------------------------
+
+
+def test_summary_counts_a_leak_a_silent_refusal_and_a_block_and_passes_a_clean_run() -> None:
+    # GIVEN results with one case of each kind of wrong, and a clean set
+    dirty: Results = [
+        ("approve-carol", False, "allowed"),
+        ("revoke-hank", False, "refused but changed lake formation"),
+        ("cancel-sam", False, "silent"),
+        ("approve-sam", True, "refused"),
+        ("submit-carol", True, "allowed"),
+        ("deny-carol", False, "refused"),
+    ]
+    clean = [r for r in dirty if r[0] in ("submit-carol", "deny-carol")]
+    # WHEN each is summarised
+    summary, wrong = summarise(dirty)
+    clean_summary, clean_wrong = summarise(clean)
+    # THEN the dirty one counts 2 leaks, 1 silent refusal and 1 block; the clean one nothing
+    assert "6 cases; allowed-when-should-deny 2 (0 of them" in summary
+    assert "denied without a domain error 1; denied-when-should-allow 1" in summary
+    assert wrong == [
+        "allowed-when-should-deny: approve-carol",
+        "allowed-when-should-deny: revoke-hank",
+        "denied without a domain error: cancel-sam: silent",
+        "denied-when-should-allow: approve-sam: refused",
+    ]
+    assert "allowed-when-should-deny 0" in clean_summary and clean_wrong == []
