@@ -22,7 +22,7 @@ from mesh import approval, auditlog, browse, logs
 from mesh.approval import Verdict
 from mesh.catalog_index import Query
 from mesh.errors import AwsFailure, Forbidden, InvalidInput, MeshError, SettingError
-from mesh.models import AccessRequest, Action, AuditEvent
+from mesh.models import AccessRequest, AuditEvent
 from mesh.policy import LONGEST_ACCESS
 from mesh.services import (
     Services,
@@ -35,8 +35,8 @@ from mesh.services import (
     open_store,
 )
 from mesh.settings import Mode, Settings, load_settings, resolve_path
-from mesh.store import AuditFilters, NewEvent
-from mesh.workflow import Marketplace, iso, utc_now
+from mesh.store import AuditFilters
+from mesh.workflow import Marketplace
 
 log = logging.getLogger("mesh")
 
@@ -746,15 +746,8 @@ def _reader_gone() -> int:
 def _audit_refusal(services: Services, args: argparse.Namespace, exc: Forbidden) -> None:
     """Audit what a role did not allow (``--as USER``), as the web app does."""
     try:
-        services.marketplace.store.append(
-            NewEvent(
-                at=iso(utc_now()),
-                actor=str(getattr(args, "user", None) or "cli"),
-                action=Action.ACTION_REFUSED.value,
-                request_id=None,
-                scope="",
-                details={"what": f"cli {args.verb}", "why": exc.message},
-            )
+        services.marketplace.record_refusal(
+            str(getattr(args, "user", None) or "cli"), what=f"cli {args.verb}", why=exc.message
         )
     except MeshError:  # auditing a refusal must not hide the refusal itself
         log.warning("could not audit a refused action", exc_info=True)

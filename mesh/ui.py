@@ -27,13 +27,13 @@ from mesh import approval, browse, logs, notices, policy
 from mesh.catalog_index import CatalogIndex, Query, ResultPage
 from mesh.demo import standin
 from mesh.errors import Forbidden, InvalidInput, MeshError
-from mesh.models import AccessRequest, Action, Database, Role, Scope, Status, Table, User
+from mesh.models import AccessRequest, Database, Role, Scope, Status, Table, User
 from mesh.policy import DURATION_CHOICES
 from mesh.services import Services, build, demo_endpoint
 from mesh.settings import Mode, Settings, load_settings
 from mesh.signin import Rules, SignIn
-from mesh.store import Approval, NewEvent
-from mesh.workflow import iso, utc_now
+from mesh.store import Approval
+from mesh.workflow import utc_now
 
 log = logging.getLogger("mesh.ui")
 
@@ -179,9 +179,9 @@ class _Process:
 _PROCESS = _Process()
 
 
-def reset_process() -> None:
-    """Stop the background job and forget the services: a fresh process, for tests (the
-    fixture that clears Streamlit's caches between tests calls it)."""
+def reset_process_for_tests() -> None:
+    """Test hook, never called by the app: stop the background job and forget the services,
+    as in a fresh process (tests/conftest.py calls it between tests, with the caches)."""
     global _PROCESS
     with _PROCESS.lock:
         if _PROCESS.job is not None:
@@ -480,17 +480,9 @@ def client_address(peer: str | None, forwarded: str | None, *, trusted_proxy: bo
 
 
 def refused(what: str, why: str) -> None:
-    """Append an action_refused row for the signed-in person (or "(unknown)")."""
-    client = client_ip()
-    services().marketplace.store.append(
-        NewEvent(
-            at=iso(utc_now()),
-            actor=str(st.session_state.get(Keys.USERNAME) or "(unknown)"),
-            action=Action.ACTION_REFUSED.value,
-            request_id=None,
-            scope="",
-            details={"what": what, "why": why, "client": client},
-        )
+    """Audit an action_refused row for the signed-in person (or "(unknown)")."""
+    services().marketplace.record_refusal(
+        str(st.session_state.get(Keys.USERNAME) or ""), what=what, why=why, client=client_ip()
     )
 
 

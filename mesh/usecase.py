@@ -80,6 +80,20 @@ class UseCase:
         self.links = links
         self.policy = policy  # this process's policy, as the store records policies
 
+    def record_refusal(self, actor: str, *, what: str, why: str, **details: Any) -> None:
+        """Audit an action that was refused before it ran (a role that does not allow it,
+        a session that has ended): one ``action_refused`` row, for the web app and the CLI."""
+        self.store.append(
+            NewEvent(
+                at=iso(self.clock()),
+                actor=actor or "(unknown)",
+                action=Action.ACTION_REFUSED.value,
+                request_id=None,
+                scope="",
+                details={"what": what, "why": why, **details},
+            )
+        )
+
     def check_policy(self) -> None:
         """Refuse to change requests unless this process runs the policy in force.
 

@@ -60,7 +60,7 @@ def clear_streamlit_caches() -> Iterator[None]:
         st.cache_resource.clear()
         ui = sys.modules.get("mesh.ui")
         if ui is not None:
-            ui.reset_process()
+            ui.reset_process_for_tests()
 
     clear()
     yield
