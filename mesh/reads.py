@@ -26,6 +26,7 @@ from mesh.models import (
 )
 from mesh.moments import iso
 from mesh.store import (
+    Approval,
     AuditFilters,
     AuditRow,
     PendingRow,
@@ -69,6 +70,16 @@ class PendingItem:
     # Admins may always deny; approving is open to them only where the step lets them.
     may_approve: bool = True
     why_not_approve: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestView:
+    """One of a requester's requests with its approvals (and, while it waits, where it
+    stands), for the My requests page."""
+
+    request: AccessRequest
+    approvals: list[Approval]
+    progress: str = ""
 
 
 class Reads(UseCase):
@@ -134,6 +145,23 @@ class Reads(UseCase):
         return self.store.requests(
             requester=username and username.strip().lower(), statuses=statuses
         )
+
+    def my_requests(self, username: str) -> list[RequestView]:
+        """Every request ``username`` made, with their approvals read in one query."""
+        mine = self.requests(username=username)
+        approvals = self.store.approvals_of([r.id for r in mine])
+        return [
+            RequestView(
+                request=r,
+                approvals=approvals.get(r.id, []),
+                progress=(
+                    self.progress(r, approvals.get(r.id, []))
+                    if r.status is Status.PENDING_APPROVAL
+                    else ""
+                ),
+            )
+            for r in mine
+        ]
 
     def pending_for(self, username: str) -> list[PendingItem]:
         """Every pending request ``username`` may decide now, oldest first (see pending_page)."""

@@ -985,20 +985,30 @@ class Store:
 
     def approvals(self, request_id: str) -> list[Approval]:
         """Every approval of a request, in the order they were given."""
+        return self.approvals_of([request_id]).get(request_id, [])
+
+    def approvals_of(self, request_ids: Sequence[str]) -> dict[str, list[Approval]]:
+        """The approvals of each of ``request_ids``, in the order given, in one query (the
+        ids go in as one JSON parameter, so a page of any size is one statement)."""
         with self._connect() as db:
-            return [
-                Approval(
-                    request_id=row["request_id"],
-                    step=row["step"],
-                    username=row["username"],
-                    acting_as=row["acting_as"] or "",
-                    at=row["at"],
-                    comment=row["comment"] or "",
+            rows = db.query(
+                "SELECT * FROM approvals WHERE request_id IN (SELECT value FROM json_each(?)) "
+                "ORDER BY id",
+                [json.dumps(list(request_ids))],
+            )
+            found: dict[str, list[Approval]] = {}
+            for row in rows:
+                found.setdefault(row["request_id"], []).append(
+                    Approval(
+                        request_id=row["request_id"],
+                        step=row["step"],
+                        username=row["username"],
+                        acting_as=row["acting_as"] or "",
+                        at=row["at"],
+                        comment=row["comment"] or "",
+                    )
                 )
-                for row in db.query(
-                    "SELECT * FROM approvals WHERE request_id = ? ORDER BY id", [request_id]
-                )
-            ]
+            return found
 
     def claim_escalation(
         self, request_id: str, *, step: int, at: str, events: Sequence[NewEvent]

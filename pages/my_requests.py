@@ -49,7 +49,8 @@ def _actions(request: AccessRequest) -> None:
 
 
 with ui.guard():
-    mine = market.requests(username=ctx.user.username)
+    views = market.my_requests(ctx.user.username)  # approvals read in one query
+    mine = [v.request for v in views]
     unseen = [r for r in mine if not r.decision_seen]
     if unseen:
         st.info(
@@ -73,16 +74,16 @@ with ui.guard():
     )
     statuses = SHOWN.get(shown or "All")
     # What changed last comes first, and what the requester has not seen before anything.
-    latest = sorted(mine, key=lambda r: r.updated_at, reverse=True)
-    for request in sorted(latest, key=lambda r: r.decision_seen):
+    latest = sorted(views, key=lambda v: v.request.updated_at, reverse=True)
+    for view in sorted(latest, key=lambda v: v.request.decision_seen):
+        request = view.request
         if statuses is not None and request.status not in statuses:
             continue
-        progress = market.progress(request) if request.status is Status.PENDING_APPROVAL else ""
         with st.container(border=True, key=f"req-{request.id}"):
             ui.request_card(
                 request,
-                approvals=market.store.approvals(request.id),
-                progress=progress,
+                approvals=view.approvals,
+                progress=view.progress,
                 new=not request.decision_seen,
             )
             ui.show_flash(at=f"req-{request.id}")

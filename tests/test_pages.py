@@ -808,6 +808,36 @@ def test_my_requests_says_who_decided_when_and_their_comment_in_words(
     assert not app.dataframe
 
 
+def test_my_requests_reads_every_cards_approvals_in_one_query(
+    app: AppTest, market: Marketplace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN carol with three requests, two waiting and one granted at once
+    made = [
+        market.submit("carol", database="sales_orders", table=t, account=CAROLS_ACCOUNT, reason="r")
+        for t in ("customers", "orders")
+    ]
+    made.append(
+        market.submit("carol", database="hr_people", table=None, account=CAROLS_ACCOUNT, reason="r")
+    )
+    reads: list[str] = []
+    for name in ("approvals", "approvals_of"):
+        original = getattr(Store, name)
+
+        def counted(self: Store, *args: Any, _name: str = name, _f: Any = original) -> Any:
+            reads.append(_name)
+            return _f(self, *args)
+
+        monkeypatch.setattr(Store, name, counted)
+    sign_in(app, "carol")
+    reads.clear()
+    # WHEN she opens My requests
+    open_page(app, "my_requests")
+    # THEN every card shows, and their approvals were read in one query
+    assert not app.exception
+    assert all(app.container(key=f"req-{r.id}") for r in made)
+    assert reads == ["approvals_of"]
+
+
 def test_granted_access_for_an_outside_account_shows_ram_commands_as_code(
     app: AppTest, market: Marketplace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
