@@ -414,7 +414,11 @@ class Granting(UseCase):
         made: list[dict[str, Any]],
         call: dict[str, Any],
     ) -> AccessRequest:
-        code, message = failure_of(exc, f"An unexpected error stopped the grant ({exc}).")
+        # A person reads this on the request's card: a sentence, never the exception's text
+        # (which may hold a repr, an ARN or worse); failure_of logs it in full, masked.
+        code, message = failure_of(
+            exc, "An unexpected error stopped the grant; the details are in the server log."
+        )
         if isinstance(exc, AwsFailure) or not isinstance(exc, MeshError):
             message += " Fix the cause, then retry the request."
         failed = self.store.transition(

@@ -399,7 +399,9 @@ class Lifecycle:
         call: dict[str, Any],
     ) -> AccessRequest:
         m = self.market
-        code, message = failure_of(exc, f"An unexpected error stopped the revoke ({exc}).")
+        code, message = failure_of(
+            exc, "An unexpected error stopped the revoke; the details are in the server log."
+        )
         failed = m.store.transition(
             request.id,
             allowed_from=[Status.REVOKING],
@@ -528,7 +530,7 @@ class Lifecycle:
         try:
             work()
         except Exception as exc:  # noqa: BLE001 - one failure never stops the whole pass
-            _, message = failure_of(exc, f"an unexpected error ({type(exc).__name__})")
+            _, message = failure_of(exc, "an unexpected error; the details are in the log")
             report.errors.append(f"{what}: {message}")
 
     def _take_over_grants(self, report: TickReport) -> None:

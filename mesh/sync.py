@@ -74,9 +74,9 @@ class CatalogSync:
             self.index.set_fingerprint()
         except MeshError as exc:
             error = exc.message
-        except Exception as exc:  # recorded on the run, logged in full
+        except Exception:  # logged in full (masked); admins see a sentence on the run
             log.exception("catalog sync failed")
-            error = f"an unexpected error ({type(exc).__name__}: {exc})"
+            error = "an unexpected error stopped the sync; the details are in the server log"
         return self.index.finish_sync(
             sync_id,
             at=_iso(self.clock()),

@@ -1,0 +1,152 @@
+"""What a failed grant, revoke or catalog sync tells people (issue 10, follow-up 3).
+
+The request's error is shown on the Approvals and My requests cards, and a sync's error to
+admins after "Sync now": each is a sentence a person understands, with the AWS error code
+when AWS refused (a named state with its cause), and never an exception's text, a Python
+repr or a traceback. The details go to the log, masked.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from mesh import logs
+from mesh.aws import call
+from mesh.grants import LakeFormation
+from mesh.models import GrantSpec, Status
+from mesh.services import Services
+
+CAROL = "444455556666"
+# An unexpected error whose text holds what a person must never see: a repr and a token.
+TOKEN = secrets.token_urlsafe(32)
+LEAKY = RuntimeError(f"<botocore.client.LakeFormation object at 0x7f> token={TOKEN}")
+REQUEST_ID = "4c3a9e1e-0b0f-4a9e-9c1d-7e7f0d5b2a11"
+
+
+@pytest.fixture
+def server_log() -> Iterator[io.StringIO]:
+    """The process's log as the CLI sets it up (errors, masked), into a buffer; conftest
+    puts logging back as it was afterwards."""
+    buffer = io.StringIO()
+    logs.configure({"MESH_LOG": "error"}, stream=buffer)
+    yield buffer
+
+
+def raising(monkeypatch: pytest.MonkeyPatch, method: str, exc: Exception) -> None:
+    """Make LakeFormation.<method> fail with ``exc`` (a ClientError goes through aws.call,
+    as a real refusal does)."""
+
+    def fail(self: LakeFormation, spec: GrantSpec) -> dict[str, Any]:
+        if isinstance(exc, ClientError):
+
+            def refused() -> dict[str, Any]:
+                raise exc
+
+            return call("Lake Formation", "GrantPermissions", refused)
+        raise exc
+
+    monkeypatch.setattr(LakeFormation, method, fail)
+
+
+def submit_orders(services: Services) -> str:
+    """carol asks for a table that needs no approval, so it is granted at once."""
+    request = services.marketplace.submit(
+        "carol", database="sales_orders", table="orders", account=CAROL, reason="weekly report"
+    )
+    return request.id
+
+
+def assert_a_sentence(text: str) -> None:
+    assert TOKEN not in text and REQUEST_ID not in text
+    for python in ("RuntimeError", "Traceback", "object at 0x", "<", "token="):
+        assert python not in text, text
+
+
+def test_an_unexpected_error_in_a_grant_shows_a_sentence_and_logs_the_details_masked(
+    services: Services, monkeypatch: pytest.MonkeyPatch, server_log: io.StringIO
+) -> None:
+    # GIVEN Lake Formation's adapter failing with an unexpected error holding a repr and a token
+    raising(monkeypatch, "grant", LEAKY)
+    # WHEN carol's request is granted
+    request = services.marketplace.store.get(submit_orders(services))
+    # THEN it failed under a named code, with a sentence that names no Python detail
+    assert request is not None and request.status is Status.FAILED
+    assert request.error_code == "Unexpected"
+    assert request.error == (
+        "An unexpected error stopped the grant; the details are in the server log. "
+        "Fix the cause, then retry the request."
+    )
+    assert_a_sentence(request.error)
+    # AND the log has the details, with the token masked
+    assert "RuntimeError" in server_log.getvalue()
+    assert "Traceback" in server_log.getvalue()
+    assert TOKEN not in server_log.getvalue()
+
+
+def test_aws_refusing_a_grant_shows_its_error_code_and_message_but_no_request_id(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN Lake Formation refusing grants, its response carrying a request id
+    refusal = ClientError(
+        {
+            "Error": {"Code": "AccessDeniedException", "Message": "Insufficient permissions"},
+            "ResponseMetadata": {"RequestId": REQUEST_ID, "HTTPStatusCode": 400},
+        },
+        "GrantPermissions",
+    )
+    raising(monkeypatch, "grant", refusal)
+    # WHEN carol's request is granted
+    request = services.marketplace.store.get(submit_orders(services))
+    # THEN the cause is named with AWS's code and message, as a sentence
+    assert request is not None and request.status is Status.FAILED
+    assert request.error_code == "AccessDeniedException"
+    assert request.error is not None
+    assert "(AccessDeniedException: Insufficient permissions)" in request.error
+    assert_a_sentence(request.error)
+
+
+def test_an_unexpected_error_in_a_revoke_shows_a_sentence(
+    services: Services, monkeypatch: pytest.MonkeyPatch, server_log: io.StringIO
+) -> None:
+    # GIVEN carol's granted request, and Lake Formation's adapter failing unexpectedly
+    request_id = submit_orders(services)
+    raising(monkeypatch, "revoke", LEAKY)
+    # WHEN sam revokes it
+    services.lifecycle.revoke(request_id, "sam", comment="project over")
+    # THEN it is revoke_failed with a sentence that names no Python detail
+    request = services.marketplace.store.get(request_id)
+    assert request is not None and request.status is Status.REVOKE_FAILED
+    assert request.error_code == "Unexpected"
+    assert request.error is not None
+    assert request.error.startswith(
+        "An unexpected error stopped the revoke; the details are in the server log."
+    )
+    assert_a_sentence(request.error)
+    assert TOKEN not in server_log.getvalue()
+
+
+def test_an_unexpected_error_in_a_catalog_sync_shows_admins_a_sentence(
+    services: Services, monkeypatch: pytest.MonkeyPatch, server_log: io.StringIO
+) -> None:
+    # GIVEN a catalog whose listing fails with an unexpected error
+    def fail() -> Any:
+        raise LEAKY
+
+    monkeypatch.setattr(services.sync.catalog, "databases", fail)
+    # WHEN an admin clicks "Sync now"
+    record = services.sync.run(actor="ada")
+    # THEN the run's error is a sentence; the log has the details, masked
+    assert record.error == (
+        "an unexpected error stopped the sync; the details are in the server log"
+    )
+    assert "catalog sync failed" in server_log.getvalue()
+    assert "RuntimeError" in server_log.getvalue()
+    assert TOKEN not in server_log.getvalue()
+    assert logging.getLogger().level == logging.ERROR
