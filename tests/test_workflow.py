@@ -831,7 +831,8 @@ def test_a_decision_refreshes_the_index_from_glue_and_says_the_catalog_changed(
             market.deny(request.id, "sam", comment="no", on_catalog_change=notes.append)
     # THEN the live read won, the caller heard that the catalog had changed, and the index
     # now names the new owner, so the queues follow it without reading Glue
-    assert len(notes) == 1 and f"{database}.people changed" in notes[0]
+    said = f"{database}.people: its owner is now account {MARKETING}"
+    assert len(notes) == 1 and said in notes[0], notes
     assert market.index.database(database).owner_account == MARKETING  # type: ignore[union-attr]
     assert [p.request.id for p in market.pending_for("mia")] == [request.id]
     # AND a decision that finds the index up to date says nothing
