@@ -242,6 +242,24 @@ def test_approve_in_a_session_that_has_ended_changes_nothing(
     assert ui.Keys.SESSION_TOKEN not in app.session_state
 
 
+def test_approve_selected_in_a_session_that_has_ended_changes_nothing(
+    app: AppTest, market: Marketplace, pending_pii_request: AccessRequest
+) -> None:
+    # GIVEN sam has ticked a request in the bulk bar, then signs out in another tab
+    sign_in(app, "sam")
+    open_page(app, "approvals")
+    app.checkbox(key=f"select-{pending_pii_request.id}").check().run()
+    end_session(app, market, "signed out elsewhere")
+    # WHEN he clicks Approve selected
+    labelled(app.container(key="bulk").button, "Approve selected").click().run()
+    # THEN nothing is decided and the refusal is audited
+    assert not app.exception
+    assert market.store.get(pending_pii_request.id).status is Status.PENDING_APPROVAL
+    [refusal] = refusals(market, "sam")
+    assert refusal["what"] == "_decide_and_keep" and "already ended" in refusal["why"]
+    assert labelled(app.text_input, "Username")
+
+
 def test_cancel_in_a_session_that_has_ended_changes_nothing(
     app: AppTest, market: Marketplace, pending_pii_request: AccessRequest
 ) -> None:
