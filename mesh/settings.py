@@ -80,6 +80,23 @@ SETTINGS = (
         help="users file: streamlit-authenticator format plus roles, accounts, owner_of",
     ),
     Setting(
+        name="MESH_AUTH",
+        default="password",
+        help="`password` signs in with the users file; `oidc` through the identity provider "
+        "in secrets.toml [auth], with roles from MESH_ROLE_MAP",
+    ),
+    Setting(
+        name="MESH_ROLE_MAP",
+        default="none; required with MESH_AUTH=oidc",
+        help="role map file (YAML): identity-provider groups and users to roles, accounts, "
+        "owner_of and approver groups; never together with MESH_USERS",
+    ),
+    Setting(
+        name="MESH_GROUPS_CLAIM",
+        default="groups",
+        help="the ID token claim holding a person's groups (cognito:groups on Cognito)",
+    ),
+    Setting(
         name="MESH_COOKIE_KEY",
         default="random per start in demo mode; required in aws",
         help="secret that signs the login cookie (32+ random characters, 128+ bits: see "
@@ -312,6 +329,9 @@ class Settings:
     session_idle_minutes: int = 30
     trusted_proxy: bool = False
     policy_path: Path | None = None
+    auth: str = "password"  # password or oidc
+    role_map_path: Path | None = None
+    groups_claim: str = "groups"
     # The names set in the environment or secrets.toml (not left to their defaults).
     explicit: frozenset[str] = frozenset()
     account_names: tuple[tuple[str, str], ...] = ()
@@ -394,7 +414,8 @@ def load_settings(
 
     db = get("MESH_DB") or ("var/demo.db" if mode is Mode.DEMO else "var/mesh.db")
     users = get("MESH_USERS")
-    if users is None and mode is Mode.AWS:
+    auth = _auth(get)
+    if users is None and mode is Mode.AWS and auth["auth"] == "password":
         raise SettingError(
             "MESH_USERS is not set, and aws mode needs a users file; "
             "set MESH_USERS to its path (see mesh/demo/users.yaml for the format)."
@@ -442,6 +463,7 @@ def load_settings(
         stale_granting=_positive_int("MESH_STALE_GRANTING", get("MESH_STALE_GRANTING"), 300),
         demo_endpoint=get("MESH_DEMO_ENDPOINT"),
         policy_path=resolve_path(policy) if policy else None,
+        **auth,
         explicit=frozenset(s.name for s in SETTINGS if get(s.name) is not None),
         account_names=_account_names(get("MESH_ACCOUNT_NAMES"), demo=mode is Mode.DEMO),
         **_lifecycle(get, demo=mode is Mode.DEMO),
@@ -631,6 +653,39 @@ def _lifecycle(get: Any, *, demo: bool) -> dict[str, Any]:
         ),
         **_sign_in(get),
     }
+
+
+def _auth(get: Any) -> dict[str, Any]:
+    """How people sign in: the users file, or OIDC with the role map (never both)."""
+    auth = (get("MESH_AUTH") or "password").lower()
+    if auth not in ("password", "oidc"):
+        raise SettingError(
+            f"MESH_AUTH is {auth!r}, which is not a way to sign in; set it to 'password' or 'oidc'."
+        )
+    role_map = get("MESH_ROLE_MAP")
+    if auth == "oidc" and get("MESH_USERS") is not None:
+        raise SettingError(
+            "MESH_USERS and MESH_AUTH=oidc are both set, but the users file and the role map "
+            "cannot both be in force; remove MESH_USERS (OIDC takes roles from MESH_ROLE_MAP)."
+        )
+    if auth == "password" and role_map is not None:
+        raise SettingError(
+            "MESH_ROLE_MAP is set but MESH_AUTH is password, and the users file and the role map "
+            "cannot both be in force; set MESH_AUTH=oidc or remove MESH_ROLE_MAP."
+        )
+    if auth == "oidc" and role_map is None:
+        raise SettingError(
+            "MESH_AUTH is oidc but MESH_ROLE_MAP is not set; set it to the role map file "
+            "(see examples/rolemap.yaml)."
+        )
+    role_map_path = resolve_path(role_map) if role_map else None
+    if role_map_path is not None and not role_map_path.is_file():
+        raise SettingError(
+            f"MESH_ROLE_MAP points at {role_map_path}, which is not a file; "
+            "set it to the path of your role map."
+        )
+    claim = get("MESH_GROUPS_CLAIM") or "groups"
+    return {"auth": auth, "role_map_path": role_map_path, "groups_claim": claim}
 
 
 def _sign_in(get: Any) -> dict[str, Any]:
