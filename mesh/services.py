@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from mesh import approval, auditchain, auditlog
+from mesh import approval, auditchain, auditlog, oidc
 from mesh.approval import ApprovalPolicy
 from mesh.aws import ClientFactory, central_account
 from mesh.catalog import GlueCatalog
@@ -302,8 +302,14 @@ def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -
     # A broken policy or users file stops start-up, before any AWS call.
     try:
         rules = load_policy(settings)
-        users = load_users(
-            settings.users_path, rules, source=str(settings.policy_path or "(built-in default)")
+        users = (
+            oidc.users_for(settings, rules)  # the role map: people known once they sign in
+            if settings.auth == "oidc"
+            else load_users(
+                settings.users_path,
+                rules,
+                source=str(settings.policy_path or "(built-in default)"),
+            )
         )
     except approval.PolicyError as exc:
         raise exc.as_setting() from None
