@@ -11,6 +11,7 @@ from __future__ import annotations
 from mesh.store.audit import AuditRecords, _audit_where
 from mesh.store.migrations import AUDIT_CHAIN, migrations
 from mesh.store.notices import NoticeRecords
+from mesh.store.port import StorePort
 from mesh.store.queues import QueueReads
 from mesh.store.rows import (
     AUDIT_COLUMNS,
@@ -42,6 +43,7 @@ __all__ = [
     "PolicyRecord",
     "SessionRow",
     "Store",
+    "StorePort",
     "_audit_where",
     "_from_row",
     "_to_row",
@@ -56,3 +58,8 @@ KEY_FILE_BESIDE_BY_DEFAULT = False
 
 class Store(QueueReads, AuditRecords, NoticeRecords, SessionRecords):
     """Requests, audit log, sessions, outbox and policy record in one SQLite file."""
+
+
+def _implements_the_port(store: Store) -> StorePort:
+    """Nothing calls this: mypy checks here that the SQLite adapter implements the port."""
+    return store
