@@ -74,6 +74,24 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path)
     opened.close()
 
 
+@pytest.fixture(params=ADAPTERS)
+def new_handle(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Any]]:
+    """Open another handle (an unmigrated store object) on one fresh, empty database."""
+    opened: list[Any] = []
+
+    def open_one() -> Any:
+        if request.param == "sqlite":
+            handle = Store(tmp_path / "fresh" / "mesh.db", audit_key=AUDIT_KEY)
+        else:
+            raise AssertionError(f"unknown adapter {request.param}")
+        opened.append(handle)
+        return handle
+
+    yield open_one
+    for handle in opened:
+        handle.close()
+
+
 @pytest.fixture
 def raw(store: Any) -> Raw:
     if isinstance(store, Store):
@@ -149,6 +167,26 @@ def chain_is_whole(store: StorePort) -> int:
     assert broken is None, broken
     assert (last_id, last_chain) == store.audit_head()
     return rows
+
+
+# Migrations -----------------------------------------------------------------------------
+
+
+def test_processes_starting_together_migrate_a_fresh_database_once(
+    new_handle: Callable[[], StorePort],
+) -> None:
+    # GIVEN a fresh database and several processes starting on it at once
+    handles = [new_handle() for _ in range(4)]
+    # WHEN each migrates it
+    applied = race(*[handle.migrate for handle in handles])
+    # THEN one applied every named migration, the others found them done
+    winners = [names for names in applied if names]
+    assert len(winners) == 1 and winners[0] == sorted(winners[0])
+    assert applied.count([]) == len(handles) - 1
+    assert new_handle().migrate() == []
+    # AND the store works from any of them
+    stored(handles[0])
+    assert handles[-1].get("r-1") is not None
 
 
 # Request state transitions ------------------------------------------------------------
