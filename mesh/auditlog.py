@@ -19,7 +19,7 @@ from typing import IO, Any, Protocol
 from mesh import auditchain
 from mesh.errors import InvalidInput
 from mesh.files import private_dir
-from mesh.store import AUDIT_COLUMNS, AuditRow, Store
+from mesh.store import AUDIT_COLUMNS, AuditRow, NewEvent, Store
 
 # OWASP, "CSV Injection": a spreadsheet runs a cell that starts with one of these as a
 # formula. A leading single quote makes it text, and shows the value as it was.
@@ -167,10 +167,12 @@ class FileAnchor:
         )  # fmt: skip
 
     def last(self, store: Store) -> dict[str, Any] | None:
-        """The head last published, or None before the first publication.
+        """The head last published; a missing file is always a break.
 
-        A file missing after a head was published to it (the store's MAC'd note says so)
-        is a break: whoever cut the log's tail may have deleted the anchor too.
+        Whoever cut the log's tail may have deleted the anchor too, and the store's notes
+        of past publications can be buried or removed by the same hand, so a missing file
+        is never read as a first run: an admin starts the anchor with ``mesh audit anchor
+        --init`` (``mesh init`` does for a new database, the demo for its fresh one).
         """
         path = self.where(store)
         try:
@@ -178,7 +180,11 @@ class FileAnchor:
         except FileNotFoundError:
             published = store.last_published(str(path.resolve()))
             if published is None:
-                return None
+                return {
+                    "missing": f"the anchor {path} is missing: it was deleted, and the log's "
+                    "tail may have been cut; restore it from a backup, or, for a new or "
+                    "restored database, start it with `mesh audit anchor --init`"
+                }
             return {
                 "missing": f"the anchor {path} is missing, though the head (row "
                 f"{published['row_id']}) was published to it at {published['at']}: it was "
@@ -211,6 +217,33 @@ class SnsAnchor:
 
     def last(self, store: Store) -> dict[str, Any] | None:
         return None
+
+
+def initialise_anchor(store: Store, anchor: Anchor, *, by: str, at: str) -> dict[str, Any]:
+    """Start the anchor afresh at the log's head, audited ``anchor_initialised``.
+
+    For a new database, or one restored from a backup (whose head is older than the
+    anchor's). The whole chain must hold first: an anchor never vouches for a broken log.
+    """
+    found = verify(store)
+    if not found.ok:
+        raise InvalidInput(
+            "The audit log does not verify, so no anchor was started: " + "; ".join(found.problems)
+        )
+    where = str(anchor.where(store)) if isinstance(anchor, FileAnchor) else type(anchor).__name__
+    store.append(
+        NewEvent(
+            at=at,
+            actor=by,
+            action="anchor_initialised",
+            request_id=None,
+            scope="audit",
+            details={"where": where, "previous_head": found.head_id},
+        )
+    )
+    head = head_record(store, at=at)
+    anchor.publish(store, head)
+    return head
 
 
 def parse_anchor(text: str) -> dict[str, Any]:

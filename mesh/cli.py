@@ -23,6 +23,7 @@ from mesh.approval import Verdict
 from mesh.catalog_index import Query
 from mesh.errors import AwsFailure, Forbidden, InvalidInput, MeshError, SettingError
 from mesh.models import AccessRequest, AuditEvent
+from mesh.moments import iso, utc_now
 from mesh.policy import LONGEST_ACCESS
 from mesh.services import (
     Services,
@@ -196,9 +197,16 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "check",
         nargs="?",
-        choices=("verify",),
+        choices=("verify", "anchor"),
         help="verify: check the whole hash chain, the triggers and the last anchor; exit 1 "
-        "and the first broken row when it does not hold",
+        "and the first broken row when it does not hold; anchor --init: start the anchor "
+        "at the head (a new database, or after a restore)",
+    )
+    audit.add_argument(
+        "--init",
+        action="store_true",
+        help="anchor: start MESH_AUDIT_ANCHOR afresh at the log's head (audited); a missing "
+        "anchor file is otherwise always a break",
     )
     audit.add_argument(
         "--anchor",
@@ -626,6 +634,29 @@ def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if found.ok else 1
 
 
+def _audit_anchor_init(settings: Settings, args: argparse.Namespace) -> int:
+    """Start the anchor at the log's head, once the whole chain verifies."""
+    if not args.init:
+        raise InvalidInput(
+            "`audit anchor` needs --init: it starts the anchor afresh at the log's head, "
+            "for a new database or after a restore."
+        )
+    where = audit_anchor(settings)
+    if where is None or not isinstance(where, auditlog.FileAnchor):
+        raise InvalidInput(
+            "MESH_AUDIT_ANCHOR is not a file (it is off, or sns, whose subscribers keep the "
+            "history): there is no anchor to start."
+        )
+    store = open_store(settings)
+    store.migrate(create=False)
+    head = auditlog.initialise_anchor(store, where, by="cli", at=iso(utc_now()))
+    print(
+        f"Started the audit anchor {where.where(store)} at row {head['row_id']} "
+        "(audited anchor_initialised)."
+    )
+    return 0
+
+
 def _when(text: str) -> date | datetime:
     try:
         return auditlog.parse_when(text, what="the date")
@@ -688,6 +719,11 @@ def _init(settings: Any) -> int:
     applied = open_store(settings).migrate(create=True)
     if not existed:
         print(f"Created the database {path} (MESH_DB) with {len(applied)} migrations.")
+        where = audit_anchor(settings)
+        if isinstance(where, auditlog.FileAnchor):  # a new log: its anchor starts with it
+            store = open_store(settings)
+            auditlog.initialise_anchor(store, where, by="cli init", at=iso(utc_now()))
+            print(f"Started the audit anchor {where.where(store)}.")
     elif applied:
         print(
             f"The database {path} (MESH_DB) already existed; applied {len(applied)} "
@@ -780,6 +816,8 @@ def _run_command(argv: Sequence[str]) -> int:
             )
         if args.verb == "audit" and args.check == "verify":
             return _audit_verify(settings, args)
+        if args.verb == "audit" and args.check == "anchor":
+            return _audit_anchor_init(settings, args)
         services = build(settings)
         try:
             return _run_verb(services, args)

@@ -287,6 +287,13 @@ def check_waiting(store: Store, rules: ApprovalPolicy, users: list[User], *, sou
     )
 
 
+def standin_fresh(db_path: Path) -> bool:
+    """Whether the demo has just made the database at ``db_path``; says so only once."""
+    from mesh.demo.standin import take_fresh
+
+    return take_fresh(db_path)
+
+
 def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -> Services:
     """Build the services; in demo mode ``endpoint`` is the stand-in's URL.
 
@@ -371,8 +378,10 @@ def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -
     )
     anchor = audit_anchor(settings, factory.client("sns"))
     if settings.mode is Mode.DEMO and isinstance(anchor, auditlog.FileAnchor):
-        if store.last_checkpoint() is None:  # a database the demo has just made afresh
-            anchor.where(store).unlink(missing_ok=True)
+        # Only a database the demo has just made starts a new anchor (never one whose
+        # checkpoints look unreadable: junk rows must not excuse a missing anchor).
+        if standin_fresh(settings.db_path):
+            auditlog.initialise_anchor(store, anchor, by=by, at=iso(utc_now()))
     audit_check = check_audit_at_start(store, anchor)
     lifecycle = Lifecycle(
         marketplace,

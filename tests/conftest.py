@@ -20,6 +20,7 @@ import botocore.session
 import pytest
 
 import mesh.store
+from mesh import auditlog
 from mesh.demo import data, standin
 from mesh.services import Services, build
 from mesh.settings import DEMO_USERS, Settings, load_settings
@@ -32,6 +33,7 @@ REGION = "us-east-1"
 # A store a test makes without an audit key keeps one beside its database, as the demo does
 # (production code never does: Store.audit_key).
 mesh.store.KEY_FILE_BESIDE_BY_DEFAULT = True
+INIT_AT = "2026-01-01T00:00:00.000Z"
 
 
 @pytest.fixture(autouse=True)
@@ -154,8 +156,12 @@ def client(service: str, endpoint: str) -> object:
 @pytest.fixture
 def aws_env(aws: str, tmp_path: Path) -> dict[str, str]:
     """Environment variables for aws mode against the seeded moto server, with the store
-    made as `mesh init` makes it (aws mode never creates one by itself)."""
-    Store(tmp_path / "mesh.db").migrate(create=True)
+    made as `mesh init` makes it (aws mode never creates one by itself), its audit anchor
+    started with it."""
+    store = Store(tmp_path / "mesh.db", audit_key=AUDIT_KEY)
+    store.migrate(create=True)
+    auditlog.initialise_anchor(store, auditlog.FileAnchor(), by="cli init", at=INIT_AT)
+    store.close()
     return {
         "MESH_MODE": "aws",
         "MESH_DB": str(tmp_path / "mesh.db"),

@@ -20,8 +20,9 @@ from mesh.errors import Forbidden, SettingError
 from mesh.services import Services, build
 from mesh.settings import Settings, load_settings
 from mesh.store import AUDIT_CHAIN, AUDIT_COLUMNS, AuditFilters, NewEvent, Store, migrations
+from tests.support import AUDIT_KEY
 
-KEY = "audit-chain-tests-key-4fT9qLw2XcV7bN1mZ8rK3sD6"
+KEY = AUDIT_KEY  # the key the fixtures made the store and its anchor with
 OTHER_KEY = "another-audit-key-entirely-Hq2W9eR4tY7uI1oP5"
 
 
@@ -258,44 +259,44 @@ def cli_env(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[st
 def test_audit_verify_exits_0_on_a_whole_chain_and_1_naming_the_first_broken_row(
     cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # GIVEN three rows written with the key
+    # GIVEN three rows written with the key, after `mesh init`'s anchor_initialised
     store = Store(cli_env["MESH_DB"], audit_key=KEY)
     store.append(event(1), event(2), event(3))
     # WHEN the log is verified
     # THEN it holds: exit 0, with the row count and the head
     assert main(["audit", "verify"]) == 0
-    assert "The audit log verifies: 3 rows, head row 3" in capsys.readouterr().out
-    # WHEN row 2 is edited with the triggers dropped and restored
+    assert "The audit log verifies: 4 rows, head row 4" in capsys.readouterr().out
+    # WHEN row 3 is edited with the triggers dropped and restored
     with raw(store) as connection:
         connection.execute("DROP TRIGGER audit_no_update")
-        connection.execute("UPDATE audit SET actor = 'sam' WHERE id = 2")
+        connection.execute("UPDATE audit SET actor = 'sam' WHERE id = 3")
         connection.execute(
             "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit "
             "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
         )
-    # THEN verify exits 1 and names row 2, in text and in JSON
+    # THEN verify exits 1 and names row 3, in text and in JSON
     assert main(["audit", "verify"]) == 1
-    assert "row 2 does not match its chain" in capsys.readouterr().err
+    assert "row 3 does not match its chain" in capsys.readouterr().err
     assert main(["audit", "verify", "--json"]) == 1
     found = json.loads(capsys.readouterr().out)
-    assert (found["ok"], found["broken"]["row_id"], found["rows_checked"]) == (False, 2, 2)
+    assert (found["ok"], found["broken"]["row_id"], found["rows_checked"]) == (False, 3, 3)
 
 
 def test_audit_verify_compares_a_head_given_by_hand(
     cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # GIVEN a head taken at row 2, then the log cut back to row 1
+    # GIVEN a head taken at row 3, then the log cut back to row 2
     store = Store(cli_env["MESH_DB"], audit_key=KEY)
     store.append(event(1), event(2))
     head = auditlog.head_record(store, at="2026-01-02T00:00:00.000Z")
     with raw(store) as connection:
         connection.execute("DROP TRIGGER audit_no_delete")
-        connection.execute("DELETE FROM audit WHERE id = 2")
+        connection.execute("DELETE FROM audit WHERE id = 3")
     # WHEN it is verified against that head (as a subscriber of the SNS topic would)
     code = main(["audit", "verify", "--anchor", json.dumps(head)])
     # THEN the cut tail is found (and the dropped trigger too)
     err = capsys.readouterr().err
-    assert code == 1 and "names row 2, but the log ends at row 1" in err
+    assert code == 1 and "names row 3, but the log ends at row 2" in err
     assert "audit_no_delete" in err
 
 
@@ -484,7 +485,7 @@ def test_an_anchor_deleted_with_the_tail_it_published_is_a_break_for_tick_and_ve
     assert "was published to it at" in capsys.readouterr().err
 
 
-def test_an_anchor_published_elsewhere_before_is_not_missing_here(services: Services) -> None:
+def test_an_anchor_file_never_written_is_missing_too(services: Services) -> None:
     # GIVEN a head published to another file, then that file gone
     store = services.marketplace.store
     store.append(event(1))
@@ -492,9 +493,10 @@ def test_an_anchor_published_elsewhere_before_is_not_missing_here(services: Serv
     elsewhere.publish(store, auditlog.head_record(store, at="2026-01-02T00:00:00.000Z"))
     assert (elsewhere.where(store).parent.stat().st_mode & 0o777) == 0o700
     elsewhere.where(store).unlink()
-    # THEN an anchor at a new place starts afresh, and the old one reads as missing
-    assert auditlog.FileAnchor(store.path.parent / "new.json").last(store) is None
-    assert "missing" in (elsewhere.last(store) or {})
+    # THEN both read as missing: a new place starts only with `mesh audit anchor --init`
+    fresh = auditlog.FileAnchor(store.path.parent / "new.json").last(store) or {}
+    assert "mesh audit anchor --init" in fresh["missing"]
+    assert "was published to it at" in (elsewhere.last(store) or {})["missing"]
 
 
 def test_tick_publishes_the_head_to_the_central_topic_with_sns(
@@ -536,3 +538,97 @@ def test_sns_anchor_without_the_admin_topic_is_a_setting_error(
 ) -> None:
     with pytest.raises(SettingError, match="MESH_ADMIN_TOPIC_ARN"):
         build(load_settings({**aws_env, "MESH_AUDIT_ANCHOR": "sns"}, {}))
+
+
+def junk_checkpoints(store: Store, *, rows: int, count: int = 20) -> None:
+    """``count`` checkpoint rows with a made-up MAC, as someone without the key writes them."""
+    with raw(store) as connection:
+        connection.executemany(
+            "INSERT INTO audit_checkpoints (at, row_id, chain, rows, mac) VALUES (?, 1, ?, ?, ?)",
+            [("2026-01-03T00:00:00.000Z", "0" * 64, rows, "f" * 64)] * count,
+        )
+
+
+def cut_last_row(store: Store) -> None:
+    head = store.audit_head()[0]
+    with raw(store) as connection:
+        connection.execute("DROP TRIGGER audit_no_delete")
+        connection.execute("DELETE FROM audit WHERE id = ?", [head])
+        connection.execute(
+            "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit "
+            "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+        )
+
+
+def test_junk_notes_and_a_deleted_anchor_do_not_hide_a_cut_tail(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a request checked and its head published by tick
+    services = build(load_settings(cli_env, {}))
+    market = services.marketplace
+    market.submit(
+        "carol", database="sales_orders", table="orders", account="444455556666", reason="r"
+    )
+    assert not services.lifecycle.tick().errors
+    anchor = market.store.path.parent / "audit-anchor.json"
+    # WHEN 20 forged publication notes bury the real ones, the anchor is deleted and the
+    # log's last row cut
+    junk_checkpoints(market.store, rows=-1)
+    anchor.unlink()
+    cut_last_row(market.store)
+    # THEN tick still reports the missing anchor, and audit verify exits 1
+    report = services.lifecycle.tick()
+    assert any("audit-anchor.json is missing" in e for e in report.errors), report.errors
+    assert main(["audit", "verify"]) == 1
+    assert "audit anchor --init" in capsys.readouterr().err
+
+
+def test_audit_anchor_init_starts_the_anchor_again_and_is_audited(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a log whose anchor file is gone (a restore from a backup, say)
+    store = Store(cli_env["MESH_DB"], audit_key=KEY)
+    store.append(event(1))
+    (store.path.parent / "audit-anchor.json").unlink()
+    assert main(["audit", "verify"]) == 1
+    # WHEN `audit anchor` runs without --init, nothing is started
+    assert main(["audit", "anchor"]) != 0
+    assert "needs --init" in capsys.readouterr().err
+    # WHEN an admin runs `audit anchor --init`
+    assert main(["audit", "anchor", "--init"]) == 0
+    # THEN the log verifies against the new anchor, and the start is in the log
+    assert main(["audit", "verify"]) == 0
+    assert [e.action for e in store.audit()][-1] == "anchor_initialised"
+    # AND a broken chain gets no anchor
+    with raw(store) as connection:
+        connection.execute("DROP TRIGGER audit_no_update")
+        connection.execute("UPDATE audit SET actor = 'sam' WHERE id = 2")
+    (store.path.parent / "audit-anchor.json").unlink()
+    capsys.readouterr()
+    assert main(["audit", "anchor", "--init"]) != 0
+    assert "does not verify, so no anchor was started" in capsys.readouterr().err
+    assert not (store.path.parent / "audit-anchor.json").exists()
+
+
+def test_junk_checkpoints_never_make_the_demo_drop_its_anchor(aws: str, tmp_path: Path) -> None:
+    # GIVEN a demo database checked and anchored by the periodic job
+    from mesh.demo import standin
+
+    db = tmp_path / "demo.db"
+    standin.reset_database(db)
+    settings = load_settings({"MESH_DB": str(db)}, {})
+    first = build(settings, endpoint=aws)
+    first.marketplace.submit(
+        "carol", database="sales_orders", table="orders", account="444455556666", reason="r"
+    )
+    assert not first.lifecycle.tick().errors
+    # WHEN junk checkpoints hide every real one, and the demo's app starts again on the
+    # same database (not made afresh)
+    junk_checkpoints(first.marketplace.store, rows=3)
+    junk_checkpoints(first.marketplace.store, rows=-1)
+    first.marketplace.store.close()
+    again = build(settings, endpoint=aws)
+    # THEN the anchor is still there, and a cut tail is a break
+    assert (tmp_path / "audit-anchor.json").exists()
+    cut_last_row(again.marketplace.store)
+    assert any("audit log" in e for e in again.lifecycle.tick().errors)

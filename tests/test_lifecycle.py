@@ -33,6 +33,7 @@ from itsdangerous.encoding import base64_decode, base64_encode
 
 import mesh.cli
 import mesh.settings
+from mesh import auditlog
 from mesh.aws import ClientFactory, call
 from mesh.demo import data
 from mesh.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -121,7 +122,12 @@ def seeded(moto_endpoint: str) -> str:
 def wired(seeded: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     """The services in aws mode as the app builds them, with the central topics configured."""
     template = tmp_path_factory.mktemp("template") / "mesh.db"
-    Store(template).migrate(create=True)  # as `mesh init` makes it
+    made = Store(template, audit_key=AUDIT_KEY)  # as `mesh init` makes it
+    made.migrate(create=True)
+    auditlog.initialise_anchor(
+        made, auditlog.FileAnchor(), by="cli init", at="2031-03-03T08:00:00.000Z"
+    )
+    made.close()  # into the main file: make_rig copies only that
     env = {
         **moto_env(seeded),
         "MESH_MODE": "aws",
@@ -222,9 +228,10 @@ def make_rig(
     A second rig over the same folder shares the store, as a second process would.
     """
     path = folder / "mesh.db"
-    if not path.exists():
-        shutil.copy(wired.settings.db_path, path)  # already migrated, and never written to
-    store = Store(path)
+    if not path.exists():  # migrated, its anchor started, as `mesh init` leaves them
+        shutil.copy(wired.settings.db_path, path)
+        shutil.copy(wired.settings.db_path.parent / "audit-anchor.json", folder)
+    store = Store(path, audit_key=AUDIT_KEY)
     links = LinkSigner(
         LINK_SECRET, max_age_seconds=wired.settings.link_ttl_hours * 3600, clock=clock
     )

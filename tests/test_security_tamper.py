@@ -28,8 +28,8 @@ from mesh.services import Services, build
 from mesh.settings import load_settings
 from mesh.store import Store
 from tests.conftest import REGION, dumps, lake_formation_entries
+from tests.support import AUDIT_KEY
 
-AUDIT_KEY = "tamper-tests-audit-key-Zq8v3LxP0sW7mJ2nR5tY9uB4"
 CAROL = "444455556666"
 LONG_AGO = "2020-01-01T00:00:00.000Z"  # stale: the periodic job takes such a request over
 
@@ -364,7 +364,9 @@ def test_all_ten_ways_are_detected(aws_env: dict[str, str], aws: str) -> None:
     for name, way in WAYS.items():
         folder = Path(aws_env["MESH_DB"]).parent / name.replace(" ", "-")
         folder.mkdir()
-        Store(folder / "mesh.db").migrate(create=True)  # as `mesh init` makes it
+        fresh = Store(folder / "mesh.db", audit_key=AUDIT_KEY)  # as `mesh init` makes it
+        fresh.migrate(create=True)
+        auditlog.initialise_anchor(fresh, auditlog.FileAnchor(), by="cli init", at=LONG_AGO)
         w = make_world({**aws_env, "MESH_DB": str(folder / "mesh.db")}, aws)
         forged = way(w)
         if detected(w, forged):

@@ -501,6 +501,9 @@ def test_cli_init_creates_the_database_once_and_says_what_it_did(
     assert f"{len(ALL_MIGRATIONS)} migrations" in first.out
     assert "nothing to do" in second.out
     assert applied_names(path) == ALL_MIGRATIONS
+    # AND the first starts the audit anchor with the new log, so the first tick finds it
+    assert f"Started the audit anchor {path.parent / 'audit-anchor.json'}" in first.out
+    assert "Started the audit anchor" not in second.out
 
 
 def test_cli_init_in_demo_mode_is_refused(
@@ -516,7 +519,7 @@ def test_cli_init_in_demo_mode_is_refused(
 def test_cli_backup_writes_the_file_and_refuses_to_replace_it_without_force(
     cli: Callable[..., Outcome], tmp_path: Path
 ) -> None:
-    # GIVEN an initialised database
+    # GIVEN an initialised database (its one audit row: the anchor started)
     assert cli("init").code == 0
     target = tmp_path / "backup.db"
     # WHEN it is backed up, then backed up again to the same file, then again with --force
@@ -525,7 +528,7 @@ def test_cli_backup_writes_the_file_and_refuses_to_replace_it_without_force(
     forced = cli("backup", "--force", str(target))
     # THEN the first and the forced one succeed and say what they copied; the second is refused
     assert first.code == 0, first.err
-    assert f"to {target}: 0 requests, 0 audit rows." in first.out
+    assert f"to {target}: 0 requests, 1 audit rows." in first.out
     assert again.code == 2
     assert_one_sentence_on_stderr(again)
     assert "--force" in again.err

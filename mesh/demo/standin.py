@@ -80,11 +80,26 @@ def reset_database(db_path: Path) -> None:
             f"MESH_DB points at {db_path}, which the demo did not create, and the demo starts "
             "from an empty database; point MESH_DB at another file, or set MESH_MODE=aws."
         )
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", ".demo-fresh"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
     private_dir(db_path.parent)
     write_private(_marker(db_path), "This SQLite file belongs to the demo and is reset with it.\n")
-    Store(db_path).migrate(create=True)
+    # Migrating needs no audit key; the processes that write the log bring theirs (services).
+    Store(db_path, audit_key=None, key_file_beside=False).migrate(create=True)
+    write_private(_fresh(db_path), "The demo made this database; its anchor starts afresh.\n")
+
+
+def _fresh(db_path: Path) -> Path:
+    return Path(f"{db_path}.demo-fresh")
+
+
+def take_fresh(db_path: Path) -> bool:
+    """Whether reset_database has just made ``db_path`` (true once: the note is removed)."""
+    try:
+        _fresh(db_path).unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def serve(port: int = 0) -> tuple[Any, str]:
