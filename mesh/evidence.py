@@ -10,7 +10,8 @@ MAC that holds (mesh/auditchain.py):
   or end date;
 - the policy's verdict (the latest one, for a request judged again on retry);
 - each approval that verdict required, step by step, by people other than the requester;
-- an expiry no later than the one its latest grant recorded;
+- no expiry before its first grant (the grant computes it from the submitted duration),
+  and after it one no later than the first grant recorded;
 - and nothing that ended it (denied, cancelled, revoked, expired).
 
 Otherwise the request is unexplained: nothing is granted for it, and it is reported.
@@ -147,6 +148,10 @@ def _expiry_problems(rows: Sequence[AuditEvent], request: AccessRequest) -> list
     """
     first = next((e for e in rows if e.action == Action.GRANT_SUCCEEDED.value), None)
     if first is None:
+        # Before the first grant the expiry is not set: the grant computes it from the
+        # submitted duration, so a value here was written behind the app's back.
+        if request.expires_at is not None:
+            return [f"it expires {request.expires_at}, though no verified grant gave it one"]
         return []
     recorded = first.details.get("expires_at")
     if not isinstance(recorded, str):
@@ -157,6 +162,26 @@ def _expiry_problems(rows: Sequence[AuditEvent], request: AccessRequest) -> list
             f"and audit row {first.id} granted it until {recorded}"
         ]
     return []
+
+
+def granted_until(store: Store, request: AccessRequest) -> str | None:
+    """The expiry the request's first verified grant recorded, or None (none recorded).
+
+    The expiry job ends access at the earlier of this and the request's column, so a
+    later date written into the column is never enforced.
+    """
+    for event, ok in store.verified_rows(request.id):
+        if ok and event.action == Action.GRANT_SUCCEEDED.value:
+            recorded = event.details.get("expires_at")
+            return recorded if isinstance(recorded, str) else None
+    return None
+
+
+def ends_at(store: Store, request: AccessRequest) -> str | None:
+    """When the request's access ends: the earlier of its column and its verified grant."""
+    recorded = granted_until(store, request)
+    found = [at for at in (request.expires_at, recorded) if at]
+    return min(found) if found else None
 
 
 def _approval_problems(

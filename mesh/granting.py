@@ -194,6 +194,9 @@ class Granting(UseCase):
                 "attempts": request.attempts + 1,
                 "updated_at": iso(now),
                 "granted_at": request.granted_at or iso(now),
+                # The first grant computes the expiry from the submitted (verified) duration:
+                # evidence refuses a request whose expiry was set before it. A later grant
+                # keeps the first's (evidence holds the column to it).
                 "expires_at": request.expires_at or (iso(expires) if expires else None),
                 "decision_seen": seen,
             },

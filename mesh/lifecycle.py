@@ -582,12 +582,15 @@ class Lifecycle:
             statuses=[Status.GRANTED, Status.REVOKE_FAILED, Status.REVOKING]
         ):
             if request.status is Status.GRANTED:
-                if not request.expires_at or request.expires_at > iso(now):
+                # The column alone could have been moved later behind the app's back: the
+                # verified grant's expiry bounds it (read only when the column says not yet).
+                ends = request.expires_at
+                if not ends or ends > iso(now):
+                    ends = evidence.ends_at(m.store, request)
+                if not ends or ends > iso(now):
                     continue
                 changes = {"ended_by": EXPIRY_ACTOR, "end_target": Status.EXPIRED.value}
-                event = m._event(
-                    EXPIRY_ACTOR, Action.EXPIRY_DUE, request, expires_at=request.expires_at
-                )
+                event = m._event(EXPIRY_ACTOR, Action.EXPIRY_DUE, request, expires_at=ends)
             elif self._resumable(request):
                 changes = {}
                 event = m._event(

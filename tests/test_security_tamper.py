@@ -453,3 +453,69 @@ def test_a_time_boxed_grant_made_permanent_in_the_file_is_unexplained(world: Wor
     # AND the drift check reports it as a request without evidence
     report = world.services.lifecycle.reconcile(fix=True)
     assert week.id in [u["request_id"] for u in report["unexplained_requests"]]
+
+
+def week_for_carol(world: World) -> AccessRequest:
+    """Carol's week on the PII table, waiting for sam (the fixture's waiting one cancelled)."""
+    with world.raw() as c:
+        c.execute("UPDATE requests SET status = 'cancelled' WHERE id = ?", [world.waiting.id])
+    return world.services.marketplace.submit(
+        "carol",
+        database="sales_orders",
+        table="customers",
+        account=CAROL,
+        reason="churn study",
+        duration=timedelta(days=7),
+    )
+
+
+def test_an_expiry_written_into_a_waiting_request_is_never_granted(world: World) -> None:
+    # GIVEN a week's access waiting for sam
+    market = world.services.marketplace
+    week = week_for_carol(world)
+    before = world.lake_formation()
+    # WHEN the file is edited so that it would run until 2099 once granted
+    with world.raw() as c:
+        c.execute(
+            "UPDATE requests SET expires_at = '2099-01-01T00:00:00.000Z' WHERE id = ?", [week.id]
+        )
+    forged = market.store.get(week.id)
+    assert forged is not None
+    # THEN the evidence refuses it: no grant has given it an expiry yet
+    assert any(
+        "expires 2099-01-01T00:00:00.000Z, though no verified grant gave it one" in p
+        for p in evidence.check(market.store, forged).problems
+    )
+    # AND sam's approval grants nothing, and no request holds the forged expiry
+    try:
+        market.approve(week.id, "sam")
+    except MeshError:
+        pass  # refused outright, or recorded as a failed grant: either way nothing granted
+    after = market.store.get(week.id)
+    assert after is not None and after.status is not Status.GRANTED, after
+    assert after.error_code == "Unexplained" or after.status is Status.PENDING_APPROVAL, after
+    assert world.lake_formation() == before
+
+
+def test_an_expiry_moved_later_after_the_grant_is_not_enforced(world: World) -> None:
+    # GIVEN a week's access approved and granted
+    market = world.services.marketplace
+    week = week_for_carol(world)
+    granted = market.approve(week.id, "sam")
+    assert granted.status is Status.GRANTED and granted.expires_at
+    assert any("customers" in e for e in world.lake_formation())
+    # WHEN the file is edited so it runs until 2099, and eight days pass
+    with world.raw() as c:
+        c.execute(
+            "UPDATE requests SET expires_at = '2099-01-01T00:00:00.000Z' WHERE id = ?", [week.id]
+        )
+    real = market.clock
+    market.clock = lambda: real() + timedelta(days=8)
+    report = world.services.lifecycle.tick()
+    # THEN the periodic job expires it at the week the grant recorded
+    assert week.id in report.expired, report
+    ended = market.store.get(week.id)
+    assert ended is not None and ended.status is Status.EXPIRED
+    assert not any("customers" in e for e in world.lake_formation())
+    expiry = [e for e in market.store.audit(request_id=week.id) if e.action == "expiry_due"]
+    assert expiry and expiry[0].details["expires_at"] == granted.expires_at
