@@ -15,6 +15,8 @@ No Streamlit here (mesh/ui_signin.py draws the form and carries the cookie). Thr
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
 import math
 import re
 import secrets
@@ -154,12 +156,33 @@ def _name(typed: str) -> str:
     return cleaned[:_NAME_LIMIT] or "(empty)"
 
 
-def unknown_name(typed: str) -> str:
+def unknown_name(typed: str, *, key: bytes) -> str:
     """What the audit log and the throttle keep of a user name that does not exist: a
     marker that cannot be read back, since a password typed into the name box ends up here
-    (the same typed text gives the same marker, so its attempts are still counted)."""
-    digest = hashlib.sha256(_name(typed).encode()).hexdigest()[:8]
-    return f"unknown user (sha256 {digest})"
+    (the same typed text gives the same marker, so its attempts are still counted).
+
+    An HMAC keyed with the audit chain's key: a plain hash of a name is reversed by
+    hashing a dictionary, and so would the typed length narrow it, so neither is kept.
+    """
+    digest = hmac.new(key, b"unknown-name\0" + _name(typed).encode(), hashlib.sha256)
+    return f"unknown user (hmac {digest.hexdigest()[:16]})"
+
+
+def address_subject(client: str) -> str:
+    """The throttle's subject for a client address: an IPv6 address counts by its /64.
+
+    One IPv6 host is usually given a whole /64, so counting each address would let it
+    make a fresh one for every guess; IPv4 (and IPv4 mapped into IPv6) counts as is.
+    """
+    try:
+        found = ipaddress.ip_address(client.strip("[]"))
+    except ValueError:
+        return f"address:{client}"
+    if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped is None:
+        return f"address:{ipaddress.IPv6Network((found, 64), strict=False)}"
+    if isinstance(found, ipaddress.IPv6Address) and found.ipv4_mapped is not None:
+        return f"address:{found.ipv4_mapped}"
+    return f"address:{found}"
 
 
 class SignIn:
@@ -194,19 +217,22 @@ class SignIn:
         limit of checks between them, and a right password takes its count back.
         """
         user, stored = self._credentials(_name(username))
-        name = _name(username) if user is not None else unknown_name(username)
+        name = (
+            _name(username)
+            if user is not None
+            else unknown_name(username, key=self.store.audit_key)
+        )
         subjects = {f"user:{name}": self.rules.max_failures}
-        address = f"address:{client}"
+        address = address_subject(client)
         subjects[address] = self.rules.address_max_failures
         now = self.clock()
-        typed = {} if user is not None else {"typed_length": len(username)}
         until, counts = self.store.claim_sign_in_attempt(
             subjects,
             at=iso(now),
             forget_before=iso(now - self.rules.lockout),
             locked_until=iso(now + self.rules.lockout),
             locked_out=lambda: _event(
-                Action.SIGN_IN_FAILED, name, at=now, client=client, why="locked out", **typed
+                Action.SIGN_IN_FAILED, name, at=now, client=client, why="locked out"
             ),
         )
         if until is not None:
@@ -217,7 +243,7 @@ class SignIn:
             self.store.release_sign_in_attempt(address, limit=self.rules.address_max_failures)
             return self._open(user, stored, client=client)
         why = "unknown user" if user is None else "wrong password"
-        events = [_event(Action.SIGN_IN_FAILED, name, at=now, client=client, why=why, **typed)]
+        events = [_event(Action.SIGN_IN_FAILED, name, at=now, client=client, why=why)]
         minutes = self._minutes(self.rules.lockout)
         reached = [s for s, failures in counts.items() if failures >= subjects[s]]
         events += [
@@ -281,6 +307,15 @@ class SignIn:
         user = self.users.get(row.username) if row is not None and why is None else None
         if why is None and user is None:
             why = "unknown user"
+        if (why is not None or user is None or row is None) and by_cookie:
+            # A cookie replayed after its session ended comes back on every websocket
+            # connection: audited as refused cookies are, once a minute per address.
+            reason = why or "unknown session"
+            self.store.end_session(token_id(session_id), at=iso(now), why=reason)
+            self.refuse_cookie(
+                client=client, why=reason, actor=row.username if row else "(unknown)"
+            )
+            return reason
         if why is not None or user is None or row is None:
             reason = why or "unknown session"
             self.store.end_session(
@@ -321,7 +356,7 @@ class SignIn:
             return "password changed"
         return None
 
-    def refuse_cookie(self, *, client: str, why: str) -> None:
+    def refuse_cookie(self, *, client: str, why: str, actor: str = "(unknown)") -> None:
         """Audit a cookie that did not decode (forged, another algorithm, expired): the
         first from an address in each minute; the rest are counted, and the next audited
         row says how many went unaudited before it."""
@@ -332,7 +367,7 @@ class SignIn:
             window_ends=iso(now + COOKIE_AUDIT_WINDOW),
             event=lambda unaudited: _event(
                 Action.SESSION_REFUSED,
-                "(unknown)",
+                actor,
                 at=now,
                 client=client,
                 why=why,

@@ -13,6 +13,7 @@ cases against a real demo server with Debian's chromium.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import statistics
@@ -39,6 +40,7 @@ from mesh.signin import (
     Rules,
     SignedIn,
     SignIn,
+    address_subject,
     dummy_hash,
     token_id,
     too_many,
@@ -310,11 +312,15 @@ def test_an_unknown_user_name_is_kept_only_as_a_marker(auth: SignIn, store: Stor
     # WHEN someone types their password into the user-name box, and carol mistypes hers
     auth.attempt("Hunter2-My-Password", "", client=CLIENT)
     auth.attempt("carol", "wrong", client=CLIENT)
-    # THEN the log and the throttle keep a marker and the length, never the typed text
+    # THEN the log and the throttle keep a keyed marker, never the typed text nor its length
     first, second = sorted(store.audit(), key=lambda e: e.id)
-    assert first.actor == unknown_name("Hunter2-My-Password")
-    assert first.actor.startswith("unknown user (sha256 ") and len(first.actor) == 30
-    assert first.details["typed_length"] == len("Hunter2-My-Password")
+    assert first.actor == unknown_name("Hunter2-My-Password", key=store.audit_key)
+    assert first.actor.startswith("unknown user (hmac ") and len(first.actor) == 36
+    assert "typed_length" not in first.details
+    # AND the marker cannot be found by hashing a dictionary without the key
+    for digest in (hashlib.sha256(b"hunter2-my-password").hexdigest(),):
+        assert digest[:8] not in first.actor and digest[:16] not in first.actor
+    assert unknown_name("Hunter2-My-Password", key=b"another key" * 3) != first.actor
     with store._connect() as db:
         kept = json.dumps(db.execute("SELECT * FROM sign_in_failures").fetchall())
     everything = json.dumps([r.to_json() for r in store.audit()]) + kept
@@ -338,7 +344,8 @@ def test_sign_ins_failures_and_lockouts_are_audited_without_the_password(
         Action.SIGNED_IN.value,
     ]
     assert rows[0].actor == "carol" and rows[0].details["client"] == CLIENT
-    assert rows[6].actor == unknown_name("nobody") and rows[6].details["why"] == "unknown user"
+    assert rows[6].actor == unknown_name("nobody", key=store.audit_key)
+    assert rows[6].details["why"] == "unknown user"
     assert not any("secret-guess" in json.dumps(r.to_json()) for r in rows)
     assert PASSWORD not in json.dumps([r.to_json() for r in rows])
 
@@ -399,6 +406,54 @@ def test_a_cookie_replayed_after_sign_out_is_refused(auth: SignIn, store: Store)
         "already ended (signed out)"
     )
     assert actions(store)[-2:] == [Action.SIGNED_OUT.value, Action.SESSION_REFUSED.value]
+
+
+def test_a_replayed_ended_cookie_is_audited_once_a_minute_per_address(
+    auth: SignIn, store: Store, clock: Clock
+) -> None:
+    # GIVEN a session signed out, its cookie kept
+    session = signed_in(auth)
+    auth.sign_out(session.session_id, "carol", client=CLIENT)
+    # WHEN the cookie comes back on 50 websocket connections within the minute
+    for _ in range(50):
+        assert auth.resume(session.session_id, client=CLIENT, by_cookie=True) == (
+            "already ended (signed out)"
+        )
+    # THEN one refusal is audited, by the session's user
+    refused = store.audit(action=Action.SESSION_REFUSED.value)
+    assert [(r.actor, r.details["client"]) for r in refused] == [("carol", CLIENT)]
+    # AND the first after the minute says how many went unaudited
+    clock.now += timedelta(seconds=61)
+    auth.resume(session.session_id, client=CLIENT, by_cookie=True)
+    latest = max(store.audit(action=Action.SESSION_REFUSED.value), key=lambda e: e.id)
+    assert latest.details["unaudited_before"] == 49
+
+
+@pytest.mark.parametrize(
+    ("client", "subject"),
+    [
+        ("203.0.113.7", "address:203.0.113.7"),
+        ("2001:db8:1:2:aaaa::1", "address:2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "address:2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", "address:2001:db8:1:3::/64"),
+        ("[2001:db8::5]", "address:2001:db8::/64"),
+        ("::ffff:203.0.113.7", "address:203.0.113.7"),
+        ("::1", "address:::/64"),
+        ("not an address", "address:not an address"),
+    ],
+)
+def test_a_client_address_is_counted_by_its_ipv6_64(client: str, subject: str) -> None:
+    assert address_subject(client) == subject
+
+
+def test_one_ipv6_host_changing_address_in_its_64_is_still_locked_out(auth: SignIn) -> None:
+    # GIVEN guesses from a new address in one /64 for each try, each at a different name
+    replies = [
+        auth.attempt(f"name-{n}", "guess", client=f"2001:db8:7:7::{n + 1:x}")
+        for n in range(Rules().address_max_failures + 1)
+    ]
+    # THEN the /64 is locked out like one address
+    assert isinstance(replies[-1], Refused) and "too many" in replies[-1].message.lower()
 
 
 def test_a_user_removed_from_the_users_file_is_signed_out(auth: SignIn, users_file: Path) -> None:
@@ -856,15 +911,15 @@ def test_tick_forgets_failure_counts_past_the_lockout_window_but_keeps_live_ones
             )
 
     failed("user:typo-from-last-week", ago=timedelta(days=7))
-    failed("user:locked-long", ago=lockout * 2, locked_for=lockout * 3)
+    failed("user:dan", ago=lockout * 2, locked_for=lockout * 3)
     failed("user:carol", ago=timedelta(minutes=1))
     # WHEN the periodic job runs
     report = services.lifecycle.tick()
     # THEN only the old count with no lockout in force is gone
     with store._connect() as db:
         left = sorted(row[0] for row in db.execute("SELECT subject FROM sign_in_failures"))
-    assert left == ["user:carol", "user:locked-long"]
+    assert left == ["user:carol", "user:dan"]
     assert report.sign_in_failures_forgotten == 1
-    assert isinstance(
-        SignIn(store, services.users, Rules()).attempt("locked-long", "x", client=CLIENT), Refused
-    )
+    # AND the lockout kept still refuses dan, even with the right password
+    refused = SignIn(store, services.users, Rules()).attempt("dan", PASSWORD, client=CLIENT)
+    assert isinstance(refused, Refused) and "too many" in refused.message.lower()
