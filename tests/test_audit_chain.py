@@ -632,3 +632,26 @@ def test_junk_checkpoints_never_make_the_demo_drop_its_anchor(aws: str, tmp_path
     assert (tmp_path / "audit-anchor.json").exists()
     cut_last_row(again.marketplace.store)
     assert any("audit log" in e for e in again.lifecycle.tick().errors)
+
+
+def test_the_demo_builds_its_stores_without_the_tests_key_default(
+    aws: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the suite's module-wide default (a key file beside any store) turned off, as
+    # it is in production
+    from mesh.demo import standin
+
+    monkeypatch.setattr(mesh.store, "KEY_FILE_BESIDE_BY_DEFAULT", False)
+    db = tmp_path / "demo.db"
+    # WHEN the stand-in makes its database, and the demo's services use it
+    standin.reset_database(db)
+    services = build(load_settings({"MESH_DB": str(db)}, {}), endpoint=aws)
+    services.marketplace.submit(
+        "carol", database="sales_orders", table="orders", account="444455556666", reason="r"
+    )
+    # THEN every store that wrote or checked the log had its key: the log verifies
+    assert services.audit_check is not None and services.audit_check.ok
+    assert not services.lifecycle.tick().errors
+    # AND a store made without a key is still refused
+    with pytest.raises(SettingError, match="without the audit chain's key"):
+        Store(db).append(event(1))
