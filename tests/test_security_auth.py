@@ -923,3 +923,17 @@ def test_tick_forgets_failure_counts_past_the_lockout_window_but_keeps_live_ones
     # AND the lockout kept still refuses dan, even with the right password
     refused = SignIn(store, services.users, Rules()).attempt("dan", PASSWORD, client=CLIENT)
     assert isinstance(refused, Refused) and "too many" in refused.message.lower()
+
+
+def test_the_demo_app_starts_with_uvicorn_rewriting_no_peer_unless_the_operator_asked() -> None:
+    from mesh.demo.launcher import app_environment
+
+    where = {"endpoint": "http://127.0.0.1:1", "db": "/tmp/x.db", "base_url": "http://h"}
+    # GIVEN no FORWARDED_ALLOW_IPS: THEN the app gets it empty (uvicorn trusts no proxy)
+    assert app_environment({"PATH": "/bin"}, **where)["FORWARDED_ALLOW_IPS"] == ""
+    # GIVEN the operator set it: THEN it is kept as they set it
+    chosen = app_environment({"FORWARDED_ALLOW_IPS": "10.0.0.5"}, **where)
+    assert chosen["FORWARDED_ALLOW_IPS"] == "10.0.0.5"
+    # AND scripts/dev app does the same
+    dev = (Path(__file__).parent.parent / "scripts" / "dev").read_text()
+    assert 'export FORWARDED_ALLOW_IPS="${FORWARDED_ALLOW_IPS-}"' in dev

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 
 from mesh.demo import standin
 from mesh.services import activate_policy, build
@@ -22,6 +23,25 @@ DEMO_USERS = (
     "priya (approver: privacy-office)",
     "ada (admin)",
 )
+
+
+def app_environment(
+    environ: Mapping[str, str], *, endpoint: str, db: str, base_url: str
+) -> dict[str, str]:
+    """The web app's environment: the demo's settings, and a peer uvicorn leaves alone.
+
+    uvicorn (Streamlit's server) replaces a loopback peer with an X-Forwarded-For entry
+    unless FORWARDED_ALLOW_IPS says otherwise; it is empty unless the operator set it, so
+    the client's address is decided in one place (ui.client_address, MESH_TRUSTED_PROXY).
+    """
+    return {
+        **environ,
+        "MESH_MODE": "demo",
+        "MESH_DEMO_ENDPOINT": endpoint,
+        "MESH_DB": db,
+        "MESH_BASE_URL": base_url,
+        "FORWARDED_ALLOW_IPS": environ.get("FORWARDED_ALLOW_IPS", ""),
+    }
 
 
 def run_demo(settings: Settings, *, port: int, standin_port: int, with_app: bool) -> int:
@@ -47,13 +67,9 @@ def run_demo(settings: Settings, *, port: int, standin_port: int, with_app: bool
         f"{(synced.duration_ms or 0) / 1000:.1f} s.",
         flush=True,
     )
-    env = {
-        **os.environ,
-        "MESH_MODE": "demo",
-        "MESH_DEMO_ENDPOINT": running.endpoint,
-        "MESH_DB": str(settings.db_path),
-        "MESH_BASE_URL": base_url,
-    }
+    env = app_environment(
+        os.environ, endpoint=running.endpoint, db=str(settings.db_path), base_url=base_url
+    )
     print(
         f"Demo AWS stand-in (moto) on {running.endpoint}: 10 databases, "
         f"{running.tables} tables, central account 123456789012.",
