@@ -2,12 +2,13 @@
 
 import streamlit as st
 
-from mesh import ui, ui_signin
+from mesh import ui, ui_oidc, ui_signin
 
 st.set_page_config(page_title="Mesh Marketplace", page_icon=":material/storefront:", layout="wide")
 
 services = ui.services()
-user = ui_signin.sign_in(services)
+# MESH_AUTH=oidc: the identity provider through st.login; otherwise the users file's form.
+user = (ui_oidc if services.settings.auth == "oidc" else ui_signin).sign_in(services)
 navigation = st.navigation(ui.pages_for(user))
 ui_signin.resume_decision_link(user, navigation)
 ui_signin.sidebar(services, user)

@@ -78,10 +78,21 @@ class OidcUsers(UserFile):
             return self._claims.get(username)
 
     def directory(self) -> Directory:
+        """Who may do what: the role map's entries, then the people known by their claims.
+
+        Before anyone has signed in, each group of the role map stands for its members
+        (``group:NAME``, a name no ID token gives), and each users entry for that person:
+        without them a request would look as if nobody could ever approve it.
+        """
         with self._lock:
             known = list(self._claims.values())
+        mapped = self.role_map.role_map()
+        stand_ins = [
+            {"sub": f"group:{name}", self.role_map.claim: [name]} for name in mapped.groups
+        ]
+        stand_ins += [{"sub": key, "email": key if "@" in key else ""} for key in mapped.users]
         users: dict[str, User] = {}
-        for claims in known:
+        for claims in stand_ins + known:
             user = self.role_map.user(claims)
             if user is None:
                 continue

@@ -28,6 +28,7 @@ from mesh.catalog_index import CatalogIndex, Query, ResultPage
 from mesh.demo import standin
 from mesh.errors import Forbidden, InvalidInput, MeshError
 from mesh.models import AccessRequest, Database, Role, Scope, Status, Table, User
+from mesh.oidc import OidcSignIn, OidcUsers
 from mesh.policy import DURATION_CHOICES
 from mesh.services import Services, build, demo_endpoint
 from mesh.settings import Mode, Settings, load_settings
@@ -487,7 +488,9 @@ def refused(what: str, why: str) -> None:
 
 
 def signin_use_cases(svc: Services) -> SignIn:
-    """The sign-in use cases over this process's store and users file."""
+    """The sign-in use cases over this process's store and users file (or role map)."""
+    if isinstance(svc.users, OidcUsers):
+        return OidcSignIn(svc.marketplace.store, svc.users, Rules.from_settings(svc.settings))
     return SignIn(
         svc.marketplace.store,
         svc.users,
