@@ -22,6 +22,7 @@ import pytest
 import mesh.store
 from mesh import auditlog
 from mesh.demo import data, standin
+from mesh.moments import iso, utc_now
 from mesh.services import Services, build
 from mesh.settings import DEMO_USERS, Settings, load_settings
 from mesh.store import Store
@@ -33,7 +34,6 @@ REGION = "us-east-1"
 # A store a test makes without an audit key keeps one beside its database, as the demo does
 # (production code never does: Store.audit_key).
 mesh.store.KEY_FILE_BESIDE_BY_DEFAULT = True
-INIT_AT = "2026-01-01T00:00:00.000Z"
 
 
 @pytest.fixture(autouse=True)
@@ -160,7 +160,7 @@ def aws_env(aws: str, tmp_path: Path) -> dict[str, str]:
     started with it."""
     store = Store(tmp_path / "mesh.db", audit_key=AUDIT_KEY)
     store.migrate(create=True)
-    auditlog.initialise_anchor(store, auditlog.FileAnchor(), by="cli init", at=INIT_AT)
+    auditlog.initialise_anchor(store, auditlog.FileAnchor(), by="cli init", at=iso(utc_now()))
     store.close()
     return {
         "MESH_MODE": "aws",

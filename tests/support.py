@@ -112,3 +112,16 @@ def in_process_cli(monkeypatch: Any, capsys: Any, build: Callable[..., Any]) -> 
         return Outcome(code=code, out=out, err=err)
 
     return run
+
+
+def init_store(path: str | Path, *, key: str = AUDIT_KEY) -> None:
+    """Make the store at ``path`` as `mesh init` makes it: migrated, and its audit anchor
+    (audit-anchor.json beside it) started, since a missing anchor is always a break."""
+    from mesh import auditlog
+    from mesh.moments import iso, utc_now
+    from mesh.store import Store
+
+    store = Store(path, audit_key=key)
+    store.migrate(create=True)
+    auditlog.initialise_anchor(store, auditlog.FileAnchor(), by="cli init", at=iso(utc_now()))
+    store.close()  # into the main file, for a test that copies it
