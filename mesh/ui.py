@@ -13,7 +13,7 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -295,6 +295,34 @@ def age(stamp: str | None, *, now: datetime | None = None) -> str:
     return f"{seconds // 86400} days ago"
 
 
+# Where aws.call puts AWS's own message: "Glue GetDatabases was refused (Code: message)."
+_AWS_MESSAGE = re.compile(r"\(([A-Za-z0-9_.]+): ")
+
+
+def failure_text(error: str | None, code: str | None, *, admin: bool | None = None) -> str:
+    """A stored failure as this person may read it: all of it to an admin; to anyone else,
+    when it quotes AWS's message (which names role ARNs and account ids), what was refused
+    and the AWS error code only. ``admin`` None asks the signed-in person's roles."""
+    if not error:
+        return code or "no detail"
+    quoted = _AWS_MESSAGE.search(error)
+    if quoted is None:
+        return error  # a sentence of ours, with no AWS message in it
+    if _viewer_is_admin() if admin is None else admin:
+        return error
+    what = error[: quoted.start()].strip() or "AWS refused the call"
+    return f"{what} ({quoted.group(1)}); an admin can read AWS's full message."
+
+
+def _viewer_is_admin() -> bool:
+    name = st.session_state.get(Keys.USERNAME)
+    try:
+        user = services().users.get(str(name)) if name else None
+    except MeshError:
+        return False
+    return bool(user is not None and user.is_admin)
+
+
 def catalog_age(ctx: Context) -> None:
     """Say how old the catalog index is; an admin may sync it now."""
     svc = ctx.services
@@ -312,7 +340,7 @@ def catalog_age(ctx: Context) -> None:
             "judged on what Glue says when it is made."
         )
     if failed is not None and failed.error and (last is None or failed.id > last.id):
-        st.caption(f"The last sync failed: {md(failed.error)}")
+        st.caption(f"The last sync failed: {md(failure_text(failed.error, None))}")
     if ctx.user.is_admin and st.button(
         "Sync now", key="sync_catalog", help="Read the whole catalog from Glue into the index"
     ):
@@ -447,17 +475,43 @@ def client_ip() -> str:
     except Exception:  # noqa: BLE001 - no client context (a bare script run)
         return LOOPBACK
     trusted = services().settings.trusted_proxy
+    if isinstance(forwarded, str) and forwarded.strip() and not trusted:
+        _warn_untrusted_forwarding()
     return client_address(
         peer if isinstance(peer, str) else None,
         forwarded if isinstance(forwarded, str) else None,
         trusted_proxy=trusted,
+        rewritten=uvicorn_rewrites_peer(os.environ),
     )
 
 
 LOOPBACK = "127.0.0.1"
+_WARNED_FORWARDING = threading.Event()
 
 
-def client_address(peer: str | None, forwarded: str | None, *, trusted_proxy: bool) -> str:
+def _warn_untrusted_forwarding() -> None:
+    """Log once per process that a proxy seems to sit in front while MESH_TRUSTED_PROXY is
+    off: every client behind it then shares one address and one sign-in failure count."""
+    if _WARNED_FORWARDING.is_set():
+        return
+    _WARNED_FORWARDING.set()
+    log.warning(
+        "A request came with an X-Forwarded-For header, but MESH_TRUSTED_PROXY is off: behind "
+        "a reverse proxy every client then counts as 127.0.0.1, so "
+        "MESH_SIGNIN_ADDRESS_MAX_FAILURES wrong guesses lock everyone out. Set "
+        "MESH_TRUSTED_PROXY=1 if a proxy on this host adds the header (deploy/nginx/mesh.conf)."
+    )
+
+
+def uvicorn_rewrites_peer(environ: Mapping[str, str]) -> bool:
+    """Whether uvicorn may have replaced a loopback peer with an X-Forwarded-For entry: it
+    does unless FORWARDED_ALLOW_IPS is set empty (the demo and scripts/dev app set it so)."""
+    return environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1").strip() != ""
+
+
+def client_address(
+    peer: str | None, forwarded: str | None, *, trusted_proxy: bool, rewritten: bool = True
+) -> str:
     """Decide the client's address from what Streamlit says and the X-Forwarded-For header.
 
     ``peer`` is ``st.context.ip_address``: None for a loopback peer. Streamlit 1.67 serves
@@ -471,11 +525,14 @@ def client_address(peer: str | None, forwarded: str | None, *, trusted_proxy: bo
     - without one, a header that names the very address we got may have been sent by a
       process on this host to pick the address it is counted under: it counts as loopback.
       A peer that is not loopback and sent no such header is the client.
+
+    ``rewritten`` False (FORWARDED_ALLOW_IPS empty): uvicorn left the peer alone, so a
+    remote peer is the client whatever header it sent.
     """
     last = forwarded.split(",")[-1].strip()[:64] if forwarded and forwarded.strip() else ""
     if trusted_proxy:
         return peer or last or LOOPBACK
-    if peer is None or (last and peer == last):
+    if peer is None or (rewritten and last and peer == last):
         return LOOPBACK
     return peer
 
@@ -547,6 +604,36 @@ def guard() -> Iterator[None]:
         st.error("Something went wrong on our side; the details are in the server log.")
 
 
+# What action_refused.what says for a use case a button ran: a person's word for it.
+_USE_CASES = {
+    "approve": "approve",
+    "deny": "deny",
+    "decide_by_link": "decide by link",
+    "retry": "retry",
+    "cancel": "cancel",
+    "mark_seen": "mark as seen",
+    "revoke": "revoke",
+    "submit": "request access",
+    "sync_catalog": "sync the catalog",
+}
+
+
+def use_case_name(fn: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    """The use case a click ran, as a person names it ("approve", "bulk deny"), for the
+    audit log's action_refused rows: never a function's name such as _decide_and_keep."""
+    name = str(getattr(fn, "__name__", "") or "")
+    verb = kwargs.get("action") or kwargs.get("verb")
+    if name == "decide_by_link" and isinstance(verb, str):
+        return f"{verb} by link"
+    if name == "_decide_and_keep":  # the Approvals page's bulk bar: (ids, verb, comment)
+        verb = args[1] if len(args) > 1 and isinstance(args[1], str) else "decide"
+        return f"bulk {verb}"
+    if name in _USE_CASES:
+        return _USE_CASES[name]
+    words = name.strip("_").replace("_", " ")
+    return words or "action"
+
+
 def act(fn: Any, *args: Any, done: Any = None, at: str | None = None, **kwargs: Any) -> bool:
     """Run a use case from a widget callback; its outcome, or why it was refused, shows
     after the rerun. Callbacks run even when the page has changed under the click (someone
@@ -559,7 +646,7 @@ def act(fn: Any, *args: Any, done: Any = None, at: str | None = None, **kwargs: 
     checked here first, and a click in a session that has ended (sign-out in another tab,
     expiry, idle time, a new password) changes nothing and shows the sign-in form.
     """
-    what = getattr(fn, "__name__", "action")
+    what = use_case_name(fn, args, kwargs)
     if not session_open(what):
         return False
     try:
@@ -628,7 +715,8 @@ def describe_outcome(request: AccessRequest) -> tuple[str, str]:
     if request.status.value == "failed":
         return "error", (
             f"Request {request.id} was approved but the grant failed: "
-            f"{md(request.error)} You can retry it from My requests."
+            f"{md(failure_text(request.error, request.error_code))} You can retry it from "
+            "My requests."
         )
     return "info", f"Request {request.id} is {request.status.value}."
 
@@ -879,7 +967,7 @@ def outcome_lines(
         lines.append(f"cancelled on {when(request.updated_at)}")
     elif request.status in (Status.FAILED, Status.REVOKE_FAILED):
         what = "the grant" if request.status is Status.FAILED else "revoking"
-        lines.append(f"{what} failed: {request.error or request.error_code or 'no detail'}")
+        lines.append(f"{what} failed: {failure_text(request.error, request.error_code)}")
     elif request.status in (Status.GRANTING, Status.REVOKING):
         lines.append(f"{status_text(request.status)} since {when(request.updated_at)}")
     return lines

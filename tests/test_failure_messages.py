@@ -150,3 +150,90 @@ def test_an_unexpected_error_in_a_catalog_sync_shows_admins_a_sentence(
     assert "RuntimeError" in server_log.getvalue()
     assert TOKEN not in server_log.getvalue()
     assert logging.getLogger().level == logging.ERROR
+
+
+# What each person sees: the code and a sentence; the stored AWS message to admins only ----
+
+ARN = "arn:aws:iam::123456789012:role/MeshGranter"
+DENIED = ClientError(
+    {
+        "Error": {
+            "Code": "AccessDeniedException",
+            "Message": f"User: {ARN} is not authorized to perform lakeformation:GrantPermissions",
+        },
+        "ResponseMetadata": {"RequestId": REQUEST_ID, "HTTPStatusCode": 400},
+    },
+    "GrantPermissions",
+)
+
+
+def everything_shown(at: Any) -> str:
+    """What a person reads on the page (markdown escapes undone)."""
+    from tests.support import texts
+
+    kinds = ("markdown", "caption", "error", "warning", "info")
+    return "\n".join(t for kind in kinds for t in texts(getattr(at, kind)))
+
+
+@pytest.fixture
+def web(aws_env: dict[str, str], services: Services, monkeypatch: pytest.MonkeyPatch) -> Services:
+    from tests.support import COOKIE_KEY
+
+    assert services.sync.run(actor="test").error is None
+    for name, value in {**aws_env, "MESH_COOKIE_KEY": COOKIE_KEY}.items():
+        monkeypatch.setenv(name, value)
+    return services
+
+
+def test_a_failed_grant_card_shows_people_the_code_and_admins_the_message(
+    web: Services, monkeypatch: pytest.MonkeyPatch, running_server: None
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from mesh import ui
+    from tests.support import APP, sign_in
+
+    # GIVEN carol's grant refused by Lake Formation with a message naming a role ARN
+    raising(monkeypatch, "grant", DENIED)
+    request = web.marketplace.store.get(submit_orders(web))
+    assert request is not None and request.status is Status.FAILED and ARN in (request.error or "")
+    # WHEN carol opens My requests
+    app = AppTest.from_file(APP, default_timeout=30)
+    sign_in(app, "carol")
+    app.switch_page(f"{ui.PAGES_DIR}/my_requests.py").run()
+    assert not app.exception
+    shown = everything_shown(app)
+    # THEN her card names the AWS error code in a plain sentence, but not the ARN
+    assert "AccessDeniedException" in shown and ARN not in shown
+    assert "123456789012" not in shown
+    # AND an admin's view of the same failure is the whole stored message
+    assert ARN in ui.failure_text(request.error, request.error_code, admin=True)
+    assert ARN not in ui.failure_text(request.error, request.error_code, admin=False)
+
+
+def test_the_last_failed_sync_shows_people_the_code_and_admins_the_message(
+    web: Services, monkeypatch: pytest.MonkeyPatch, running_server: None
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from mesh import ui
+    from tests.support import APP, sign_in
+
+    # GIVEN a sync refused by Glue with a message naming a role ARN
+    def refused() -> Any:
+        return call("Glue", "GetDatabases", lambda: (_ for _ in ()).throw(DENIED))
+
+    monkeypatch.setattr(web.sync.catalog, "databases", refused)
+    assert ARN in (web.sync.run(actor="ada").error or "")
+    # WHEN carol, then ada, open the catalog
+    seen = {}
+    for username in ("carol", "ada"):
+        app = AppTest.from_file(APP, default_timeout=30)
+        sign_in(app, username)
+        app.switch_page(f"{ui.PAGES_DIR}/databases.py").run()
+        assert not app.exception
+        seen[username] = everything_shown(app)
+    # THEN both read that the last sync failed with the code; only ada reads the ARN
+    assert "The last sync failed" in seen["carol"] and "AccessDeniedException" in seen["carol"]
+    assert ARN not in seen["carol"]
+    assert ARN in seen["ada"]

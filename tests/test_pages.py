@@ -256,7 +256,7 @@ def test_approve_selected_in_a_session_that_has_ended_changes_nothing(
     assert not app.exception
     assert market.store.get(pending_pii_request.id).status is Status.PENDING_APPROVAL
     [refusal] = refusals(market, "sam")
-    assert refusal["what"] == "_decide_and_keep" and "already ended" in refusal["why"]
+    assert refusal["what"] == "bulk approve" and "already ended" in refusal["why"]
     assert labelled(app.text_input, "Username")
 
 

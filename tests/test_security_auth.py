@@ -937,3 +937,53 @@ def test_the_demo_app_starts_with_uvicorn_rewriting_no_peer_unless_the_operator_
     # AND scripts/dev app does the same
     dev = (Path(__file__).parent.parent / "scripts" / "dev").read_text()
     assert 'export FORWARDED_ALLOW_IPS="${FORWARDED_ALLOW_IPS-}"' in dev
+
+
+def test_a_remote_client_naming_itself_in_the_header_is_itself_when_uvicorn_rewrites_nothing() -> (
+    None
+):
+    # GIVEN uvicorn told to rewrite no peer (FORWARDED_ALLOW_IPS empty, as the demo starts it)
+    assert not ui.uvicorn_rewrites_peer({"FORWARDED_ALLOW_IPS": ""})
+    assert ui.uvicorn_rewrites_peer({}) and ui.uvicorn_rewrites_peer({"FORWARDED_ALLOW_IPS": "*"})
+    # WHEN a remote client sends an X-Forwarded-For naming its own address
+    # THEN it is counted as itself, not as 127.0.0.1 (with everyone on this host)
+    assert ui.client_address(
+        "198.51.100.9", "198.51.100.9", trusted_proxy=False, rewritten=False
+    ) == ("198.51.100.9")
+    # AND where uvicorn may have rewritten the peer, the header still counts as loopback
+    assert ui.client_address("198.51.100.9", "198.51.100.9", trusted_proxy=False) == "127.0.0.1"
+
+
+def test_a_forwarded_header_without_a_trusted_proxy_is_warned_about_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a process that has not warned yet
+    monkeypatch.setattr(ui, "_WARNED_FORWARDING", threading.Event())
+    # WHEN three requests arrive with the header while MESH_TRUSTED_PROXY is off
+    with caplog.at_level("WARNING", logger="mesh.ui"):
+        for _ in range(3):
+            ui._warn_untrusted_forwarding()
+    # THEN one warning names the setting to turn on
+    warnings = [r for r in caplog.records if "MESH_TRUSTED_PROXY" in r.getMessage()]
+    assert len(warnings) == 1 and "127.0.0.1" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "kwargs", "what"),
+    [
+        ("approve", ("r-1", "sam"), {}, "approve"),
+        ("deny", ("r-1", "sam"), {}, "deny"),
+        ("_decide_and_keep", (["r-1"], "approve", ""), {}, "bulk approve"),
+        ("_decide_and_keep", (["r-1"], "deny", "no"), {}, "bulk deny"),
+        ("decide_by_link", ("t", "sam"), {"action": "deny"}, "deny by link"),
+        ("mark_seen", ("carol", []), {}, "mark as seen"),
+        ("_some_helper", (), {}, "some helper"),
+    ],
+)
+def test_a_refused_click_is_audited_under_the_use_cases_name(
+    fn: str, args: tuple[Any, ...], kwargs: dict[str, Any], what: str
+) -> None:
+    def named() -> None: ...
+
+    named.__name__ = fn
+    assert ui.use_case_name(named, args, kwargs) == what
