@@ -86,7 +86,8 @@ def _outcome_line(outcome: DecisionOutcome) -> tuple[str, str]:
     if request is None:
         return "error", f"**{rid}** refused: {ui.md(outcome.error or 'refused')}"
     if request.status is Status.FAILED:
-        return "error", f"**{rid}** approved, but the grant failed: {ui.md(request.error)}"
+        why = ui.failure_text(request.error, request.error_code)
+        return "error", f"**{rid}** approved, but the grant failed: {ui.md(why)}"
     if outcome.error:
         return "error", f"**{rid}**: {ui.md(outcome.error)}"
     scope = f"{ui.md(ui.scope_text(request.scope))} for {ui.md(ui.account_label(request.account))}"
@@ -341,7 +342,7 @@ def _picked(items: Sequence[Any]) -> str | None:
 
 def _failed_card(request: AccessRequest) -> None:
     st.markdown(_summary(request))
-    st.error(ui.md(request.error or request.error_code or "failed"))
+    st.error(ui.md(ui.failure_text(request.error, request.error_code)))
     if request.grants_done:
         st.caption(ui.md("Already granted: " + ", ".join(request.grants_done)))
     st.button(
@@ -365,7 +366,7 @@ def _granted_card(request: AccessRequest) -> None:
         + (f" · expires {ui.md(ui.when(request.expires_at))}" if request.expires_at else "")
     )
     if request.status is Status.REVOKE_FAILED:
-        st.error(ui.md(request.error or request.error_code or "revoke failed"))
+        st.error(ui.md(ui.failure_text(request.error, request.error_code or "revoke failed")))
     if ctx.services.outbox.org.contains(request.account) is False:
         ui.ram_note(request.account)
 

@@ -237,3 +237,26 @@ def test_the_last_failed_sync_shows_people_the_code_and_admins_the_message(
     assert "The last sync failed" in seen["carol"] and "AccessDeniedException" in seen["carol"]
     assert ARN not in seen["carol"]
     assert ARN in seen["ada"]
+
+
+def test_a_failed_grant_on_the_approvals_page_shows_its_owner_the_code_not_the_message(
+    web: Services, monkeypatch: pytest.MonkeyPatch, running_server: None
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from mesh import ui
+    from tests.support import APP, sign_in
+
+    # GIVEN carol's grant of sam's table refused by Lake Formation with a message naming a role
+    raising(monkeypatch, "grant", DENIED)
+    request = web.marketplace.store.get(submit_orders(web))
+    assert request is not None and request.status is Status.FAILED
+    # WHEN sam, its owner but no admin, opens Approvals, where failed grants wait for a retry
+    app = AppTest.from_file(APP, default_timeout=30)
+    sign_in(app, "sam")
+    app.switch_page(f"{ui.PAGES_DIR}/approvals.py").run()
+    assert not app.exception
+    shown = everything_shown(app)
+    # THEN the failure names the AWS error code, and neither the role ARN nor its account
+    assert request.id in shown and "AccessDeniedException" in shown, shown
+    assert ARN not in shown and "123456789012" not in shown
