@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mesh import yamlfile
 from mesh.errors import InvalidInput, SettingError
 from mesh.models import AccessRequest, Column, Database, Scope, Step, Table, User
 from mesh.policy import only_columns, owns
@@ -268,33 +269,15 @@ def _no_duplicate_keys(loader: _Loader, node: yaml.MappingNode) -> Any:
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
 
 
-def _key_path(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
 def _first_problem(source: str, exc: ValidationError) -> PolicyError:
-    errors = exc.errors()
-    first = errors[0]
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        what = "this key is unknown (check its spelling)"
-    elif kind == "missing":
-        what = "this key is required"
-    else:
-        what = str(first["msg"]).removeprefix("Value error, ")
-        what = what[0].lower() + what[1:]
-    more = len(errors) - 1
-    if more:
-        what += f" (and {more} more problem{'s' if more > 1 else ''})"
-    # A validator's own name can appear in the location; the file has no such key.
-    loc = [p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-    return PolicyError(source, _key_path(loc), what)
+    path, what = yamlfile.first_problem(exc, _SENTENCES)
+    return PolicyError(source, path, what)
+
+
+_SENTENCES = {
+    "extra_forbidden": "this key is unknown (check its spelling)",
+    "missing": "this key is required",
+}
 
 
 def parse(document: Any, *, source: str = "(text)") -> ApprovalPolicy:
@@ -313,25 +296,13 @@ def loads(text: str, *, source: str = "(text)") -> ApprovalPolicy:
     try:
         document = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise PolicyError(source, "", f"it is not valid YAML ({_yaml_problem(exc)})") from exc
+        problem = yamlfile.yaml_problem(exc)
+        raise PolicyError(source, "", f"it is not valid YAML ({problem})") from exc
     return parse(document, source=source)
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    if mark is None:
-        return str(problem)
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
-
-
 def load(path: Path) -> ApprovalPolicy:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(str(path), "", f"it cannot be read ({exc.strerror})") from exc
-    except UnicodeDecodeError as exc:
-        raise PolicyError(str(path), "", "it is not UTF-8 text") from exc
+    text = yamlfile.read_text(path, PolicyError)
     return loads(text, source=str(path))
 
 

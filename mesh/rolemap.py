@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mesh import yamlfile
 from mesh.errors import SettingError
 from mesh.models import Role, User
 from mesh.policy import is_valid_account
@@ -130,30 +131,15 @@ def _normal(groups: Sequence[str]) -> list[str]:
 # Reading the file --------------------------------------------------------------------------
 
 
-def _key_path(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif not part.startswith("function-"):
-            out += ("." if out else "") + part
-    return out
-
-
 def _first_problem(source: str, exc: ValidationError) -> RoleMapError:
-    errors = exc.errors()
-    first = errors[0]
-    if first["type"] == "extra_forbidden":
-        what = "this key is unknown (check its spelling)"
-    elif first["type"] == "enum":
-        what = "this is not a role; roles are consumer, owner and admin"
-    else:
-        what = str(first["msg"]).removeprefix("Value error, ")
-        what = what[0].lower() + what[1:]
-    more = len(errors) - 1
-    if more:
-        what += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return RoleMapError(source, _key_path(first["loc"]), what)
+    path, what = yamlfile.first_problem(exc, _SENTENCES)
+    return RoleMapError(source, path, what)
+
+
+_SENTENCES = {
+    "extra_forbidden": "this key is unknown (check its spelling)",
+    "enum": "this is not a role; roles are consumer, owner and admin",
+}
 
 
 def _check_accounts(document: RoleMap, source: str) -> None:
@@ -210,20 +196,13 @@ def loads(text: str, *, source: str = "(text)") -> RoleMap:
     try:
         document = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader subclass
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RoleMapError(source, "", f"it is not valid YAML ({problem}{at})") from exc
+        problem = yamlfile.yaml_problem(exc)
+        raise RoleMapError(source, "", f"it is not valid YAML ({problem})") from exc
     return parse(document, source=source)
 
 
 def load(path: Path) -> RoleMap:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RoleMapError(str(path), "", f"it cannot be read ({exc.strerror})") from exc
-    except UnicodeDecodeError as exc:
-        raise RoleMapError(str(path), "", "it is not UTF-8 text") from exc
+    text = yamlfile.read_text(path, RoleMapError)
     return loads(text, source=str(path))
 
 

@@ -1,0 +1,56 @@
+"""What the role map and the approval policy share when they read a YAML file.
+
+Each file keeps its own error class: these helpers give the sentences, the caller raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+
+def read_text(path: Path, error: Callable[[str, str, str], Exception]) -> str:
+    """The file's text; a file that cannot be read raises error(path, "", why)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(str(path), "", f"it cannot be read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise error(str(path), "", "it is not UTF-8 text") from exc
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What the YAML parser refused, with its line and column when it knows them."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return str(problem)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
+def key_path(loc: Sequence[int | str]) -> str:
+    """A pydantic location as the file's key path (groups.data[0]); validator names left out."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not part.startswith("function-"):
+            out += ("." if out else "") + part
+    return out
+
+
+def first_problem(exc: ValidationError, sentences: Mapping[str, str]) -> tuple[str, str]:
+    """The first problem's key path and sentence; sentences replaces pydantic's by error type."""
+    errors = exc.errors()
+    first = errors[0]
+    what = sentences.get(first["type"])
+    if what is None:
+        what = str(first["msg"]).removeprefix("Value error, ")
+        what = what[0].lower() + what[1:]
+    more = len(errors) - 1
+    if more:
+        what += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return key_path(first["loc"]), what
