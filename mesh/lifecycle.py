@@ -840,47 +840,36 @@ class Lifecycle:
             "in_flight": in_flight,
             "fixed": fixed,
         }
-        events = [
-            NewEvent(
+
+        def event(action: str, request_id: str | None, details: dict[str, Any]) -> NewEvent:
+            return NewEvent(
                 at=m._now(),
                 actor=actor,
-                action=Action.RECONCILE_MISSING.value,
-                request_id=item["request_id"],
+                action=action,
+                request_id=request_id,
                 scope="",
-                details=item,
+                details=details,
             )
-            for item in missing
+
+        unexplained_action = Action.RECONCILE_UNEXPLAINED.value
+        events = [
+            event(Action.RECONCILE_MISSING.value, item["request_id"], item) for item in missing
         ]
         if unexplained:
-            events.append(
-                NewEvent(
-                    at=m._now(),
-                    actor=actor,
-                    action=Action.RECONCILE_UNEXPLAINED.value,
-                    request_id=None,
-                    scope="",
-                    details={"unexplained": unexplained},
-                )
-            )
+            events.append(event(unexplained_action, None, {"unexplained": unexplained}))
         events += [
-            NewEvent(
-                at=m._now(),
-                actor=actor,
-                action=Action.RECONCILE_UNEXPLAINED.value,
-                request_id=found["request_id"],
-                scope="",
-                details={"request_without_evidence": found["problems"]},
+            event(
+                unexplained_action,
+                found["request_id"],
+                {"request_without_evidence": found["problems"]},
             )
             for found in unexplained_requests
         ]
         events.append(
-            NewEvent(
-                at=m._now(),
-                actor=actor,
-                action=RECONCILE_RAN,
-                request_id=None,
-                scope="",
-                details={
+            event(
+                RECONCILE_RAN,
+                None,
+                {
                     "fix": fix,
                     "granted_requests": len(granted),
                     "missing": len(missing),
