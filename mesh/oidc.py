@@ -14,7 +14,6 @@ again from their claims whenever the role map changes.
 from __future__ import annotations
 
 import hashlib
-import secrets
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -25,7 +24,7 @@ from mesh.errors import SettingError
 from mesh.models import Action, User
 from mesh.rolemap import RoleMapFile, claim_groups, no_access_sentence, username_of
 from mesh.settings import Settings
-from mesh.signin import SignedIn, SignIn, password_fingerprint, token_id
+from mesh.signin import SignedIn, SignIn
 from mesh.store import NewEvent
 from mesh.users import Directory, UserFile
 from mesh.workflow import iso
@@ -143,28 +142,15 @@ class OidcSignIn(SignIn):
                 claims, client=client, why="the identity provider's sign-in was used before"
             )
             return "used"
-        session_id = secrets.token_urlsafe(32)
-        expires = now + self.rules.session_lifetime
-        self.store.open_session(
-            token_id(session_id),
-            user.username,
-            at=iso(now),
-            expires_at=iso(expires),
-            password_fp=password_fingerprint(_fingerprint(str(claims.get("sub")))),
+        return self._open(
+            user,
+            _fingerprint(str(claims.get("sub"))),
             client=client,
-            events=[
-                _event(
-                    Action.SIGNED_IN,
-                    user.username,
-                    at=now,
-                    client=client,
-                    via="oidc",
-                    sub=str(claims.get("sub") or ""),
-                    email=str(claims.get("email") or ""),
-                )
-            ],
+            now=now,
+            via="oidc",
+            sub=str(claims.get("sub") or ""),
+            email=str(claims.get("email") or ""),
         )
-        return SignedIn(user=user, session_id=session_id, expires_at=expires)
 
     def refuse(self, claims: Mapping[str, Any], *, client: str, why: str) -> None:
         """Audit a sign-in through the provider that opened no session."""

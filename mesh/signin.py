@@ -282,9 +282,12 @@ class SignIn:
     def _minutes(span: timedelta) -> int:
         return max(1, math.ceil(span.total_seconds() / 60))
 
-    def _open(self, user: User, stored: str, *, client: str) -> SignedIn:
+    def _open(
+        self, user: User, stored: str, *, client: str, now: datetime | None = None, **details: Any
+    ) -> SignedIn:
+        """A new session for this user, audited as signed_in with these details."""
         session_id = secrets.token_urlsafe(32)
-        now = self.clock()
+        now = now or self.clock()
         expires = now + self.rules.session_lifetime
         self.store.open_session(
             token_id(session_id),
@@ -293,7 +296,7 @@ class SignIn:
             expires_at=iso(expires),
             password_fp=password_fingerprint(stored),
             client=client,
-            events=[_event(Action.SIGNED_IN, user.username, at=now, client=client)],
+            events=[_event(Action.SIGNED_IN, user.username, at=now, client=client, **details)],
         )
         return SignedIn(user=user, session_id=session_id, expires_at=expires)
 
