@@ -24,8 +24,7 @@ from mesh.errors import SettingError
 from mesh.models import Action, User
 from mesh.rolemap import RoleMapFile, claim_groups, no_access_sentence, username_of
 from mesh.settings import Settings
-from mesh.signin import SignedIn, SignIn
-from mesh.store import NewEvent
+from mesh.signin import SignedIn, SignIn, _event
 from mesh.users import Directory, UserFile
 from mesh.workflow import iso
 
@@ -34,12 +33,6 @@ COOKIE_NAME = "mesh_marketplace_auth"
 FRESH_FOR = timedelta(minutes=10)
 # Each ID token opens one session; the store's single-use link table remembers which.
 _USED = "oidc-sign-in"
-
-
-def _event(action: Action, actor: str, *, at: datetime, **details: Any) -> NewEvent:
-    return NewEvent(
-        at=iso(at), actor=actor, action=action.value, request_id=None, scope="", details=details
-    )
 
 
 def _fingerprint(sub: str) -> str:
