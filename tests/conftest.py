@@ -153,6 +153,43 @@ def client(service: str, endpoint: str) -> object:
     return boto3.client(service, region_name=REGION, endpoint_url=endpoint)
 
 
+@pytest.fixture(scope="module")
+def module_env(
+    moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """Settings and AWS variables for aws mode against the shared moto server, set for the
+    whole module, with a migrated template store (a module may override this fixture to add
+    a setting)."""
+    template = tmp_path_factory.mktemp("template") / "mesh.db"
+    Store(template).migrate(create=True)  # as `mesh init` makes it
+    env = {
+        "MESH_MODE": "aws",
+        "MESH_DB": str(template),
+        "MESH_USERS": str(DEMO_USERS),
+        "MESH_AUDIT_KEY": AUDIT_KEY,
+        "MESH_LINK_SECRET": LINK_SECRET,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        yield env
+
+
+@pytest.fixture(scope="module")
+def seeded(module_env: dict[str, str]) -> str:
+    """The shared moto server, reset and seeded with the demo mesh once for this module."""
+    endpoint = module_env["AWS_ENDPOINT_URL"]
+    reset_moto(endpoint)
+    data.seed(client("glue", endpoint))
+    return endpoint
+
+
 @pytest.fixture
 def aws_env(aws: str, tmp_path: Path) -> dict[str, str]:
     """Environment variables for aws mode against the seeded moto server, with the store

@@ -42,20 +42,17 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from mesh import cli
-from mesh.demo import data
 from mesh.errors import AwsFailure, Forbidden, MeshError
 from mesh.links import LinkAction
 from mesh.metrics import Period
 from mesh.models import GrantSpec, Status, User
 from mesh.services import Services, activate_policy, build
-from mesh.settings import DEMO_USERS, load_settings
-from mesh.store import AuditFilters, Store
-from tests.conftest import REGION, client, dumps, reset_moto
+from mesh.settings import load_settings
+from mesh.store import AuditFilters
+from tests.conftest import REGION, dumps
 from tests.support import (
     APP,
-    AUDIT_KEY,
     COOKIE_KEY,
-    LINK_SECRET,
     Outcome,
     assert_one_sentence_on_stderr,
     sign_in,
@@ -149,39 +146,11 @@ def table(allow: dict[str, set[str]]) -> list[Any]:
 
 
 @pytest.fixture(scope="module")
-def module_env(
-    moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, str]]:
-    """Settings for aws mode against the shared moto server, with a migrated template store."""
-    template = tmp_path_factory.mktemp("template") / "mesh.db"
-    Store(template).migrate(create=True)  # as `mesh init` makes it
-    env = {
-        "MESH_MODE": "aws",
-        "MESH_DB": str(template),
-        "MESH_USERS": str(DEMO_USERS),
-        "MESH_AUDIT_KEY": AUDIT_KEY,
-        "MESH_LINK_SECRET": LINK_SECRET,
-        "MESH_NOTIFY": "off",
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    }
+def module_env(module_env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """conftest's aws-mode settings for this module, with notifications off."""
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        yield env
-
-
-@pytest.fixture(scope="module")
-def seeded(module_env: dict[str, str]) -> str:
-    """The shared moto server, reset and seeded with the demo mesh once for this module."""
-    endpoint = module_env["AWS_ENDPOINT_URL"]
-    reset_moto(endpoint)
-    data.seed(client("glue", endpoint))
-    return endpoint
+        patch.setenv("MESH_NOTIFY", "off")
+        yield {**module_env, "MESH_NOTIFY": "off"}
 
 
 def lake_formation(endpoint: str) -> Any:

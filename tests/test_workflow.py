@@ -27,11 +27,10 @@ from mesh.errors import AwsFailure, Conflict, Forbidden, InvalidInput, MeshError
 from mesh.grants import LakeFormation
 from mesh.models import AccessRequest, AuditEvent, GrantSpec, Status
 from mesh.services import Services, build
-from mesh.settings import DEMO_USERS, load_settings
+from mesh.settings import load_settings
 from mesh.store import Store
 from mesh.workflow import Marketplace
-from tests.conftest import REGION, client, dumps, lake_formation_entries, reset_moto
-from tests.support import AUDIT_KEY, LINK_SECRET
+from tests.conftest import client, dumps, lake_formation_entries
 
 CENTRAL = data.CENTRAL_ACCOUNT
 SALES, MARKETING = "111111111111", "222222222222"
@@ -49,41 +48,6 @@ def fresh_account() -> str:
 
 
 # Fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def module_env(
-    moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, str]]:
-    """Settings and AWS variables for aws mode against the shared moto server."""
-    template = tmp_path_factory.mktemp("template") / "mesh.db"
-    Store(template).migrate(create=True)  # as `mesh init` makes it
-    env = {
-        "MESH_MODE": "aws",
-        "MESH_DB": str(template),
-        "MESH_USERS": str(DEMO_USERS),
-        "MESH_AUDIT_KEY": AUDIT_KEY,
-        "MESH_LINK_SECRET": LINK_SECRET,
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        yield env
-
-
-@pytest.fixture(scope="module")
-def seeded(module_env: dict[str, str]) -> str:
-    """The shared moto server, reset and seeded with the demo mesh once for this module."""
-    endpoint = module_env["AWS_ENDPOINT_URL"]
-    reset_moto(endpoint)
-    data.seed(client("glue", endpoint))
-    return endpoint
 
 
 @pytest.fixture(scope="module")
