@@ -293,12 +293,7 @@ def parse(document: Any, *, source: str = "(text)") -> ApprovalPolicy:
 
 
 def loads(text: str, *, source: str = "(text)") -> ApprovalPolicy:
-    try:
-        document = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        problem = yamlfile.yaml_problem(exc)
-        raise PolicyError(source, "", f"it is not valid YAML ({problem})") from exc
-    return parse(document, source=source)
+    return parse(yamlfile.parse(text, _Loader, source, PolicyError), source=source)
 
 
 def load(path: Path) -> ApprovalPolicy:

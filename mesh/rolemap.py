@@ -193,12 +193,7 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_dupl
 
 
 def loads(text: str, *, source: str = "(text)") -> RoleMap:
-    try:
-        document = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        problem = yamlfile.yaml_problem(exc)
-        raise RoleMapError(source, "", f"it is not valid YAML ({problem})") from exc
-    return parse(document, source=source)
+    return parse(yamlfile.parse(text, _Loader, source, RoleMapError), source=source)
 
 
 def load(path: Path) -> RoleMap:

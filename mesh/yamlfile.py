@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+# The caller's error class: (source, key path, what is wrong).
+Refusal = Callable[[str, str, str], Exception]
 
-def read_text(path: Path, error: Callable[[str, str, str], Exception]) -> str:
+
+def read_text(path: Path, error: Refusal) -> str:
     """The file's text; a file that cannot be read raises error(path, "", why)."""
     try:
         return path.read_text(encoding="utf-8")
@@ -20,6 +24,14 @@ def read_text(path: Path, error: Callable[[str, str, str], Exception]) -> str:
         raise error(str(path), "", f"it cannot be read ({exc.strerror})") from exc
     except UnicodeDecodeError as exc:
         raise error(str(path), "", "it is not UTF-8 text") from exc
+
+
+def parse(text: str, loader: type[yaml.SafeLoader], source: str, error: Refusal) -> Any:
+    """The YAML document in text; text that is not YAML raises error(source, "", why)."""
+    try:
+        return yaml.load(text, Loader=loader)  # a SafeLoader subclass, by its type
+    except yaml.YAMLError as exc:
+        raise error(source, "", f"it is not valid YAML ({yaml_problem(exc)})") from exc
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
