@@ -242,31 +242,7 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _no_duplicate_keys(loader: _Loader, node: yaml.MappingNode) -> Any:
-    """A key given twice would silently drop the first value: refuse it instead."""
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # "<<: *anchor": merged keys may be overridden, as YAML intends
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            hash(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                "a key must be a plain value, not a list or mapping",
-                key_node.start_mark,
-            ) from None
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"the key {key!r} is given twice", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=True)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, yamlfile.no_duplicate_keys)
 
 
 def _first_problem(source: str, exc: ValidationError) -> PolicyError:

@@ -66,3 +66,27 @@ def first_problem(exc: ValidationError, sentences: Mapping[str, str]) -> tuple[s
     if more:
         what += f" (and {more} more problem{'s' if more > 1 else ''})"
     return key_path(first["loc"]), what
+
+
+def no_duplicate_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    """A key given twice would silently drop the first value: refuse it instead."""
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # "<<: *anchor": merged keys may be overridden, as YAML intends
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                "a key must be a plain value, not a list or mapping",
+                key_node.start_mark,
+            ) from None
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)

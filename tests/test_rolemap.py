@@ -207,6 +207,7 @@ def test_the_no_access_sentence_names_the_persons_groups_and_what_to_ask() -> No
         ("users:\n  a@b.c: {groups: privacy}\n", "at users.a@b.c.groups: must be a list"),
         ("groups:\n  X: {}\n  x: {}\n", "at groups: names 'x' twice"),
         ("groups:\n  x: {}\n  x: {}\n", "is not valid YAML (the key 'x' is given twice"),
+        ("groups:\n  ? [a]\n  : {roles: [admin]}\n", "a key must be a plain value"),
         ("groups: {}\n", "it maps nobody"),
         ("- a\n", "the top level must be a mapping"),
     ],
