@@ -23,8 +23,9 @@ from mesh.workflow import Marketplace
 from tests import test_workflow as wf
 from tests.test_workflow import fresh_account, marketplace, race, rows, submit
 
-# The workflow tests' fixtures: the demo mesh seeded once per module, a fresh store per test.
-module_env, seeded, mesh, market = wf.module_env, wf.seeded, wf.mesh, wf.market
+# The workflow tests' fixtures (module_env and seeded come from conftest): the demo mesh
+# seeded once per module, a fresh store per test.
+mesh, market = wf.mesh, wf.market
 glue, new_product = wf.glue, wf.new_product
 
 
