@@ -206,7 +206,7 @@ class Step:
         else:
             text = f"{who}: {self.quorum} different people"
         if self.admins and self.quorum != "all":
-            text += " (or an admin)"
+            text += ", or an admin"
         if self.escalate_to and self.quorum != "all":
             text += f"; after {self.escalate_after_hours:g} h also {self.escalate_to}"
         return text

@@ -145,7 +145,8 @@ class Requesting(Granting):
             existing = self.store.add_request(request, events)
         if existing is not None:
             raise Conflict(
-                f"An identical request is already {existing.status.value}: {existing.id}."
+                f"An identical request is already {existing.status.value.replace('_', ' ')}: "
+                f"{existing.id}."
             )
         if verdict.needs_approval:
             self._notify("approval_request", request)

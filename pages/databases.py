@@ -9,6 +9,15 @@ import streamlit as st
 from mesh import ui
 from mesh.catalog_index import Query
 
+
+def _noun(total: int, *, capped: bool, searching: bool) -> str:
+    """What the count counts, singular or plural."""
+    one = total == 1 and not capped
+    if searching:
+        return "match" if one else "matches"
+    return "entry" if one else "entries"
+
+
 ANY = "any"
 KINDS = {"Databases and tables": None, "Databases": "database", "Tables": "table"}
 YES_NO = {ANY: None, "yes": True, "no": False}
@@ -53,7 +62,7 @@ with ui.guard():
     )
     found = ui.search(ctx.services, query)
     st.caption(
-        f"{found.count} {'matches' if text.strip() else 'entries'}"
+        f"{found.count} {_noun(found.total, capped=found.capped, searching=bool(text.strip()))}"
         + (", best first" if text.strip() else "")
         + (
             f" among the first {found.total:,} found (names that hold every word come "

@@ -313,6 +313,11 @@ def test_databases_page_says_when_more_matched_than_a_search_ranks(
         "3+ matches, best first among the first 3 found (names that hold every word come "
         "first); add words to narrow it; page 1 of 1"
     ]
+    # AND a search one entry matches says "1 match"
+    catalog_page.text_input(key="catalog_search").input("candidates").run()
+    assert [c for c in texts(catalog_page.caption) if "match" in c] == [
+        "1 match, best first; page 1 of 1"
+    ]
 
 
 # Policy changes and live reads -----------------------------------------------------------------
