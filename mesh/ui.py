@@ -371,7 +371,7 @@ def pages_for(user: User) -> dict[str, list[Any]]:
         "Catalog": [
             st.Page(
                 f"{PAGES_DIR}/databases.py",
-                title="Databases",
+                title="Data products",
                 icon=":material/dataset:",
                 url_path="databases",
                 default=True,
