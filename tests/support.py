@@ -125,3 +125,24 @@ def init_store(path: str | Path, *, key: str = AUDIT_KEY) -> None:
     store.migrate(create=True)
     auditlog.initialise_anchor(store, auditlog.FileAnchor(), by="cli init", at=iso(utc_now()))
     store.close()  # into the main file, for a test that copies it
+
+
+def flag_column_in_glue(glue: Any, database: str, table: str, column: str) -> None:
+    """Flag one column as PII in Glue, as its producer would, without a sync."""
+    found = glue.get_table(DatabaseName=database, Name=table)["Table"]
+    storage = found["StorageDescriptor"]
+    columns = [
+        {**c, "Parameters": {**c.get("Parameters", {}), "pii_flag": "true"}}
+        if c["Name"] == column
+        else c
+        for c in storage["Columns"]
+    ]
+    glue.update_table(
+        DatabaseName=database,
+        TableInput={
+            "Name": table,
+            "Parameters": found.get("Parameters", {}),
+            "StorageDescriptor": {**storage, "Columns": columns},
+            "PartitionKeys": found.get("PartitionKeys", []),
+        },
+    )

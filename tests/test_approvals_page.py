@@ -18,7 +18,7 @@ from mesh.services import Services, build
 from mesh.settings import load_settings
 from mesh.workflow import Marketplace
 from tests.conftest import client, lake_formation_entries
-from tests.support import APP, COOKIE_KEY, labelled, sign_in, texts
+from tests.support import APP, COOKIE_KEY, flag_column_in_glue, labelled, sign_in, texts
 from tests.test_pages import CAROLS_ACCOUNT, app, open_page, web_env
 from tests.test_policy_pages import TWO_STEP
 from tests.test_workflow import fresh_account
@@ -501,24 +501,7 @@ def hand_over(aws: str, database: str, owner: str) -> None:
 
 def flag_column(aws: str, database: str, table: str, column: str) -> None:
     """Flag one column as PII in Glue, without a sync."""
-    glue: Any = client("glue", aws)
-    found = glue.get_table(DatabaseName=database, Name=table)["Table"]
-    storage = found["StorageDescriptor"]
-    columns = [
-        {**c, "Parameters": {**c.get("Parameters", {}), "pii_flag": "true"}}
-        if c["Name"] == column
-        else c
-        for c in storage["Columns"]
-    ]
-    glue.update_table(
-        DatabaseName=database,
-        TableInput={
-            "Name": table,
-            "Parameters": found.get("Parameters", {}),
-            "StorageDescriptor": {**storage, "Columns": columns},
-            "PartitionKeys": found.get("PartitionKeys", []),
-        },
-    )
+    flag_column_in_glue(client("glue", aws), database, table, column)
 
 
 def test_approval_after_glue_changed_owner_uses_glue_and_says_the_catalog_changed(

@@ -18,7 +18,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
@@ -27,6 +26,7 @@ from mesh.models import AccessRequest
 from mesh.services import Services, build
 from mesh.settings import load_settings
 from tests.browser_support import Demo, started_demo
+from tests.support import flag_column_in_glue
 from tests.test_browser import wait_until_idle
 from tests.test_browser_journeys import (
     MAIN_TEXT,
@@ -242,24 +242,7 @@ def test_bulk_deny_without_a_comment_is_refused_and_nothing_is_lost(mesh: Mesh) 
 
 def flag_in_glue(mesh: Mesh, database: str, table: str, column: str) -> None:
     """Flag one column as PII in the stand-in's Glue, as its producer would, with no sync."""
-    glue: Any = mesh.services.catalog.client
-    found = glue.get_table(DatabaseName=database, Name=table)["Table"]
-    storage = found["StorageDescriptor"]
-    columns = [
-        {**c, "Parameters": {**c.get("Parameters", {}), "pii_flag": "true"}}
-        if c["Name"] == column
-        else c
-        for c in storage["Columns"]
-    ]
-    glue.update_table(
-        DatabaseName=database,
-        TableInput={
-            "Name": table,
-            "Parameters": found.get("Parameters", {}),
-            "StorageDescriptor": {**storage, "Columns": columns},
-            "PartitionKeys": found.get("PartitionKeys", []),
-        },
-    )
+    flag_column_in_glue(mesh.services.catalog.client, database, table, column)
 
 
 def test_approval_after_glue_changed_says_the_catalog_changed_and_grants(mesh: Mesh) -> None:
