@@ -27,6 +27,7 @@ from mesh.services import Services, build
 from mesh.settings import DEMO_USERS, Settings, load_settings
 from mesh.store import Store
 from mesh.workflow import Marketplace
+from tests import pgsupport
 from tests.support import AUDIT_KEY, LINK_SECRET
 
 REGION = "us-east-1"
@@ -238,6 +239,28 @@ def lake_formation_entries(endpoint: str, account: str | None = None) -> list[di
 
 def dumps(value: object) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+# PostgreSQL: the throwaway server `scripts/dev test` starts (tests/pgsupport.py). Read at import,
+# since fake_aws_environment takes every MESH_* variable out of each test's environment.
+_PG_SERVER_URL = pgsupport.server_url_from_environment()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """The test PostgreSQL server's superuser URL. Without one the test fails, never skips:
+    a skipped PostgreSQL suite would let a run that tested nothing look green."""
+    if _PG_SERVER_URL is None:
+        pytest.fail(pgsupport.NO_SERVER, pytrace=False)
+    yield _PG_SERVER_URL
+    pgsupport.close_admin_connections()
+
+
+@pytest.fixture
+def pg_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh, empty database on the test server for this test (its URL), dropped after it."""
+    with pgsupport.temporary_database(pg_server_url) as url:
+        yield url
 
 
 # The real-browser tests' chromium and pages (Playwright is imported only when they run).
