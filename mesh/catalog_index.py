@@ -18,8 +18,6 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import sqlite_utils
-
 from mesh import policy
 from mesh.browse import badge
 from mesh.catalog_judge import Judged, database_hash, domain_of, judge, table_hash
@@ -27,6 +25,7 @@ from mesh.catalog_judge import digest as _digest
 from mesh.catalog_query import CatalogReads, IndexedCatalog
 from mesh.catalog_rows import PAGE, ColumnEntry, Counts, Entry, Query, ResultPage, SyncRecord
 from mesh.models import Database, Table
+from mesh.store.db import Db, executemany
 
 # Frozen with migration 0011_catalog_index: a change here needs a migration of its own.
 SCHEMA = (
@@ -136,7 +135,7 @@ class CatalogIndex(CatalogReads):
 
     def _put_database(
         self,
-        db: sqlite_utils.Database,
+        db: Db,
         database: Database,
         tables: Sequence[tuple[Table, str | None]],
         *,
@@ -187,7 +186,7 @@ class CatalogIndex(CatalogReads):
 
     def _upsert_database(
         self,
-        db: sqlite_utils.Database,
+        db: Db,
         database: Database,
         whole: Judged,
         tables: int,
@@ -238,7 +237,7 @@ class CatalogIndex(CatalogReads):
 
     def _upsert_table(
         self,
-        db: sqlite_utils.Database,
+        db: Db,
         database: Database,
         table: Table,
         update_time: str | None,
@@ -278,7 +277,8 @@ class CatalogIndex(CatalogReads):
             "DELETE FROM catalog_columns WHERE database = ? AND table_name = ?",
             [database.name, table.name],
         )
-        db.conn.executemany(
+        executemany(
+            db,
             "INSERT INTO catalog_columns (database, table_name, position, name, type, comment, "
             "parameters, pii, partition_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -312,7 +312,7 @@ class CatalogIndex(CatalogReads):
 
     def _rejudge_table(
         self,
-        db: sqlite_utils.Database,
+        db: Db,
         database: str,
         name: str,
         one: Judged,
@@ -338,7 +338,7 @@ class CatalogIndex(CatalogReads):
         )
 
     @staticmethod
-    def _delete_table(db: sqlite_utils.Database, database: str, name: str) -> None:
+    def _delete_table(db: Db, database: str, name: str) -> None:
         row = db.execute(
             "SELECT id FROM catalog_tables WHERE database = ? AND name = ?", [database, name]
         ).fetchone()
@@ -364,7 +364,7 @@ class CatalogIndex(CatalogReads):
         with self.store._write() as db:
             return self._delete_database(db, name)
 
-    def _delete_database(self, db: sqlite_utils.Database, name: str) -> int:
+    def _delete_database(self, db: Db, name: str) -> int:
         tables = [
             r[0]
             for r in db.execute(
@@ -461,11 +461,12 @@ class CatalogIndex(CatalogReads):
 
     def start_sync(self, *, actor: str, at: str) -> int:
         with self.store._write() as db:
-            cursor = db.execute(
-                "INSERT INTO catalog_syncs (started_at, actor, fingerprint) VALUES (?, ?, ?)",
+            (sync_id,) = db.execute(
+                "INSERT INTO catalog_syncs (started_at, actor, fingerprint) VALUES (?, ?, ?) "
+                "RETURNING id",
                 [at, actor, self.fingerprint],
-            )
-            return int(cursor.lastrowid or 0)
+            ).fetchall()[0]  # all: SQLite finishes a RETURNING statement on its last row
+            return int(sync_id)
 
     def finish_sync(
         self,
@@ -519,14 +520,15 @@ class CatalogIndex(CatalogReads):
         return SyncRecord(**rows[0]) if rows else None
 
 
-def _put(db: sqlite_utils.Database, table: str, values: dict[str, Any], row_id: int | None) -> int:
+def _put(db: Db, table: str, values: dict[str, Any], row_id: int | None) -> int:
     """Insert ``values`` as a new row of ``table``, or update row ``row_id``; its id."""
     if row_id is None:
-        cursor = db.execute(
-            f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
+        marks = ", ".join("?" for _ in values)
+        (new_id,) = db.execute(
+            f"INSERT INTO {table} ({', '.join(values)}) VALUES ({marks}) RETURNING id",
             list(values.values()),
-        )
-        return int(cursor.lastrowid or 0)
+        ).fetchall()[0]  # all: SQLite finishes a RETURNING statement on its last row
+        return int(new_id)
     db.execute(
         f"UPDATE {table} SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?",
         [*values.values(), row_id],

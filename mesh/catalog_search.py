@@ -15,9 +15,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import sqlite_utils
-
 from mesh.catalog_rows import DB_SELECT, TABLE_SELECT, Entry, Query, ResultPage, entry_of
+from mesh.store.db import Db
 
 CAP = 1_000  # matches a search counts and ranks; beyond it the page says "1,000+"
 
@@ -36,7 +35,7 @@ def fts_query(text: str, *, prefix: bool = True) -> str:
     return " ".join(f'"{w}"' + ("*" if prefix else "") for w in words)
 
 
-def search(db: sqlite_utils.Database, query: Query, *, cap: int | None = None) -> ResultPage:
+def search(db: Db, query: Query, *, cap: int | None = None) -> ResultPage:
     """One page of databases and tables: ranked when there is text, else by name.
 
     ``cap``: how many matches a search counts and ranks at most (``CAP`` when None).
@@ -49,9 +48,7 @@ def search(db: sqlite_utils.Database, query: Query, *, cap: int | None = None) -
     return _listed(db, query, kinds)
 
 
-def _ranked(
-    db: sqlite_utils.Database, query: Query, kinds: Sequence[str], *, cap: int
-) -> ResultPage:
+def _ranked(db: Db, query: Query, kinds: Sequence[str], *, cap: int) -> ResultPage:
     """Up to ``cap`` matches, name matches first, ranked by bm25; one page of them.
 
     Whole words are tried first: FTS5 reads a prefix term's every match before the first
@@ -83,7 +80,7 @@ def _ranked(
 
 
 def _capped(
-    db: sqlite_utils.Database,
+    db: Db,
     sql: str,
     params: list[Any],
     match: str,
@@ -141,7 +138,7 @@ def _candidates(query: Query, kinds: Sequence[str], *, rank: bool) -> tuple[str,
     return sql, params
 
 
-def _entries(db: sqlite_utils.Database, ids: Sequence[int]) -> list[Entry]:
+def _entries(db: Db, ids: Sequence[int]) -> list[Entry]:
     """The entries of these FTS rowids, in their order."""
     tables = json.dumps([i for i in ids if i > 0])
     databases = json.dumps([-i for i in ids if i < 0])
@@ -158,7 +155,7 @@ def _entries(db: sqlite_utils.Database, ids: Sequence[int]) -> list[Entry]:
     return [found[i] for i in ids if i in found]
 
 
-def _listed(db: sqlite_utils.Database, query: Query, kinds: Sequence[str]) -> ResultPage:
+def _listed(db: Db, query: Query, kinds: Sequence[str]) -> ResultPage:
     """Every entry that passes the facets, by name, with the exact count."""
     arms, params, total = [], [], 0
     for kind in kinds:

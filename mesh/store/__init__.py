@@ -8,10 +8,14 @@ use cases call, so that another database can implement the same; the contract te
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 from mesh.store.audit import AuditRecords, _audit_where
 from mesh.store.migrations import AUDIT_CHAIN, migrations
 from mesh.store.notices import NoticeRecords
 from mesh.store.port import StorePort
+from mesh.store.postgres import PostgresStore, is_url
 from mesh.store.queues import QueueReads
 from mesh.store.rows import (
     AUDIT_COLUMNS,
@@ -27,7 +31,7 @@ from mesh.store.rows import (
     _to_row,
 )
 from mesh.store.sessions import SessionRecords
-from mesh.store.sqlite import BUSY_TIMEOUT, key_file_beside
+from mesh.store.sqlite import BUSY_TIMEOUT, SqliteStore, key_file_beside
 
 __all__ = [
     "AUDIT_CHAIN",
@@ -35,11 +39,13 @@ __all__ = [
     "BUSY_TIMEOUT",
     "KEY_FILE_BESIDE_BY_DEFAULT",
     "AlreadyApproved",
+    "AnyStore",
     "Approval",
     "AuditFilters",
     "AuditRow",
     "NewEvent",
     "PendingRow",
+    "PgStore",
     "PolicyRecord",
     "SessionRow",
     "Store",
@@ -49,6 +55,7 @@ __all__ = [
     "_to_row",
     "key_file_beside",
     "migrations",
+    "open_at",
 ]
 
 # The test suite sets this (tests/conftest.py): a store it makes without an audit key keeps
@@ -56,10 +63,24 @@ __all__ = [
 KEY_FILE_BESIDE_BY_DEFAULT = False
 
 
-class Store(QueueReads, AuditRecords, NoticeRecords, SessionRecords):
+class Store(QueueReads, AuditRecords, NoticeRecords, SessionRecords, SqliteStore):
     """Requests, audit log, sessions, outbox and policy record in one SQLite file."""
 
 
-def _implements_the_port(store: Store) -> StorePort:
-    """Nothing calls this: mypy checks here that the SQLite adapter implements the port."""
-    return store
+class PgStore(QueueReads, AuditRecords, NoticeRecords, SessionRecords, PostgresStore):
+    """The same, in a PostgreSQL database shared by several replicas."""
+
+
+AnyStore = Store | PgStore
+
+
+def open_at(where: str | Path, *, audit_key: str | Callable[[], str] | None = None) -> AnyStore:
+    """The store MESH_DB names: a ``postgresql://`` URL, or the path of a SQLite file."""
+    if is_url(where):
+        return PgStore(str(where), audit_key=audit_key)
+    return Store(where, audit_key=audit_key)
+
+
+def _implements_the_port(store: Store, pg: PgStore) -> tuple[StorePort, StorePort]:
+    """Nothing calls this: mypy checks here that both adapters implement the port."""
+    return store, pg

@@ -9,11 +9,11 @@ from typing import Any
 
 from mesh import auditchain
 from mesh.models import AuditEvent
+from mesh.store.base import StoreBase
 from mesh.store.rows import AUDIT_COLUMNS, AuditFilters, AuditRow, NewEvent, _event_from_row
-from mesh.store.sqlite import SqliteStore
 
 
-class AuditRecords(SqliteStore):
+class AuditRecords(StoreBase):
     """The audit log: reads, the chain's head, checkpoints and publication."""
 
     # Audit ------------------------------------------------------------------------------
@@ -111,10 +111,11 @@ class AuditRecords(SqliteStore):
     def missing_triggers(self) -> tuple[str, ...]:
         """The append-only triggers that are not in the file (dropped by hand)."""
         with self._connect() as db:
-            present = {
-                name
-                for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
-            }
+            if self.dialect == "postgresql":
+                listed = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgenabled != 'D'"
+            else:
+                listed = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+            present = {name for (name,) in db.execute(listed)}
         return tuple(name for name in auditchain.TRIGGERS if name not in present)
 
     def last_checkpoint(self) -> tuple[int, str] | None:

@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mesh.models import AccessRequest
+from mesh.store.base import StoreBase
 from mesh.store.rows import NewEvent, PolicyRecord, _from_row, _policy_from_row
-from mesh.store.sqlite import SqliteStore
 
 
-class NoticeRecords(SqliteStore):
+class NoticeRecords(StoreBase):
     """The outbox, links used once, reports and the approval policy in force."""
 
     # Notifications ----------------------------------------------------------------------

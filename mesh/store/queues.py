@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 
 from mesh.models import AccessRequest, Status
+from mesh.store.db import contains, in_json_list, json_field, json_item, json_rows
 from mesh.store.requests import RequestRecords
 from mesh.store.rows import _PAGE_EXTRAS, Approval, PendingRow, _from_row
 
@@ -65,18 +66,19 @@ class QueueReads(RequestRecords):
         is; an "all" step takes only its named approvers), and the viewer has not
         approved it yet. The use case still judges each row (approval.may_act).
         """
+        d = self.dialect
+        approvers = json_field(d, "w.cur", "approvers")
         reach = (
-            "1"
+            "TRUE"
             if everything
             else (
                 "NOT EXISTS (SELECT 1 FROM approvals a WHERE a.request_id = w.id "
                 "AND a.username = :viewer) AND ("
-                "(json_extract(w.cur, '$.approvers') = 'owner' AND w.owner_now IN "
-                "(SELECT value FROM json_each(:owner_of))) "
-                "OR json_extract(w.cur, '$.approvers') IN (SELECT value FROM json_each(:groups)) "
-                "OR (w.escalated_at IS NOT NULL AND json_extract(w.cur, '$.quorum') IS NOT 'all' "
-                "AND json_extract(w.cur, '$.escalate_to') IN "
-                "(SELECT value FROM json_each(:groups))))"
+                f"({approvers} = 'owner' AND w.owner_now IN {in_json_list(d, ':owner_of')}) "
+                f"OR {approvers} IN {in_json_list(d, ':groups')} "
+                "OR (w.escalated_at IS NOT NULL "
+                f"AND coalesce({json_field(d, 'w.cur', 'quorum')}, '') != 'all' "
+                f"AND {json_field(d, 'w.cur', 'escalate_to')} IN {in_json_list(d, ':groups')}))"
             )
         )
         # Only the few columns the filter and the order need pass over every waiting row
@@ -86,8 +88,7 @@ class QueueReads(RequestRecords):
         # with their approvals took about 90.
         waiting = (
             "WITH w AS MATERIALIZED (SELECT r.id, r.created_at, r.escalated_at, "
-            "r.rowid AS rid, json_extract(r.plan, '$[' || "
-            "max(0, min(coalesce(r.step, 0), json_array_length(r.plan) - 1)) || ']') AS cur, "
+            f"r.rowid AS rid, {json_item(d, 'r.plan', 'coalesce(r.step, 0)')} AS cur, "
             "coalesce(i.owner_account, r.owner_account) AS owner_now "
             "FROM requests r LEFT JOIN catalog_databases i ON i.name = r.database "
             "WHERE r.status = 'pending_approval' AND r.requester != :viewer) "
@@ -98,9 +99,12 @@ class QueueReads(RequestRecords):
             "FROM w " + where + "ORDER BY w.created_at, w.rid LIMIT :limit OFFSET :offset) "
             "SELECT r.*, p.rid, p.cur, p.owner_now, p.total, "
             "coalesce(d.owner_name, '') AS owner_name_now, "
-            "(SELECT json_group_array(json_array(a.step, a.username, a.acting_as, a.at, "
-            "a.comment)) FROM (SELECT * FROM approvals WHERE request_id = r.id ORDER BY id) a) "
-            "AS approvals_json "
+            + json_rows(
+                d,
+                "a.step, a.username, a.acting_as, a.at, a.comment",
+                "(SELECT * FROM approvals WHERE request_id = r.id ORDER BY id) a",
+            )
+            + " AS approvals_json "
             "FROM p JOIN requests r ON r.rowid = p.rid "
             "LEFT JOIN catalog_databases d ON d.name = r.database "
             "ORDER BY r.created_at, p.rid"
@@ -163,15 +167,16 @@ class QueueReads(RequestRecords):
         """
         where = "r.status IN ('granted', 'revoke_failed')"
         if not everything:
-            where += (
-                " AND coalesce(i.owner_account, r.owner_account) IN "
-                "(SELECT value FROM json_each(:owner_of))"
+            where += " AND coalesce(i.owner_account, r.owner_account) IN " + in_json_list(
+                self.dialect, ":owner_of"
             )
         text = text.strip().lower()
         if text:
+            scope = "lower(r.database || '.' || coalesce(r.table_name, ''))"
             where += (
-                " AND (instr(lower(r.requester), :text) OR instr(r.account, :text) "
-                "OR instr(lower(r.database || '.' || coalesce(r.table_name, '')), :text))"
+                f" AND ({contains(self.dialect, 'lower(r.requester)', ':text')} "
+                f"OR {contains(self.dialect, 'r.account', ':text')} "
+                f"OR {contains(self.dialect, scope, ':text')})"
             )
         base = (
             f"FROM requests r LEFT JOIN catalog_databases i ON i.name = r.database WHERE {where} "

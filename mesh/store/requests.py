@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-import sqlite_utils
-
 from mesh.models import AccessRequest, Action, Status
+from mesh.store.base import StoreBase
+from mesh.store.db import INTEGRITY_ERRORS, Db, in_json_list
 from mesh.store.rows import AlreadyApproved, Approval, NewEvent, _column_value, _from_row, _to_row
-from mesh.store.sqlite import SqliteStore
 
 
-class RequestRecords(SqliteStore):
+class RequestRecords(StoreBase):
     """Requests: adding, transitions, approvals, claims."""
 
     # Requests ---------------------------------------------------------------------------
@@ -38,9 +36,7 @@ class RequestRecords(SqliteStore):
         return None
 
     @staticmethod
-    def _active_duplicate(
-        db: sqlite_utils.Database, request: AccessRequest
-    ) -> AccessRequest | None:
+    def _active_duplicate(db: Db, request: AccessRequest) -> AccessRequest | None:
         # A request still ending (revoking) counts too: a twin granted now would lose its
         # access to the revoke that is under way.
         active = [
@@ -142,7 +138,7 @@ class RequestRecords(SqliteStore):
                         "comment": approval.comment,
                     }
                 )
-            except sqlite3.IntegrityError as exc:
+            except INTEGRITY_ERRORS as exc:
                 raise AlreadyApproved(approval.username) from exc
             count = next(
                 iter(
@@ -191,7 +187,7 @@ class RequestRecords(SqliteStore):
         ids go in as one JSON parameter, so a page of any size is one statement)."""
         with self._connect() as db:
             rows = db.query(
-                "SELECT * FROM approvals WHERE request_id IN (SELECT value FROM json_each(?)) "
+                f"SELECT * FROM approvals WHERE request_id IN {in_json_list(self.dialect, '?')} "
                 "ORDER BY id",
                 [json.dumps(list(request_ids))],
             )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from mesh.store.base import StoreBase
 from mesh.store.rows import NewEvent, SessionRow
-from mesh.store.sqlite import SqliteStore
 
 
-class SessionRecords(SqliteStore):
+class SessionRecords(StoreBase):
     """Sessions with their expiry, and failed sign-ins per subject."""
 
     # Sign-in sessions -------------------------------------------------------------------

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +25,9 @@ import sqlite_utils
 
 from mesh import auditchain, files
 from mesh.errors import InvalidInput, SettingError, StorageError
+from mesh.store.base import StoreBase
 from mesh.store.migrations import _AUDIT_IS_APPEND_ONLY, AUDIT_CHAIN, migrations
-from mesh.store.rows import AUDIT_COLUMNS, NewEvent
+from mesh.store.rows import AUDIT_COLUMNS
 
 BUSY_TIMEOUT = 30.0
 """Seconds a connection waits for another process's write lock before giving up."""
@@ -52,8 +53,10 @@ def _key_beside_by_default() -> bool:
     return mesh.store.KEY_FILE_BESIDE_BY_DEFAULT
 
 
-class SqliteStore:
+class SqliteStore(StoreBase):
     """The SQLite file: its connections per thread, transactions, checks and backups."""
+
+    dialect = "sqlite"
 
     def __init__(
         self,
@@ -94,6 +97,9 @@ class SqliteStore:
                 )
             self._audit_key = auditchain.key_bytes(secret)
         return self._audit_key
+
+    def describe(self) -> str:
+        return str(self.path)
 
     def close(self) -> None:
         """Close this thread's connection; the next operation opens a new one."""
@@ -377,29 +383,6 @@ class SqliteStore:
         else:
             message = f"{where} could not be {'written' if writing else 'read'}: {cause}."
         return StorageError(message)
-
-    def _append(self, db: sqlite_utils.Database, events: Sequence[NewEvent]) -> None:
-        """Append rows to the chain: each MAC covers the row and the one before it.
-
-        Called inside a write transaction (BEGIN IMMEDIATE), so appends are serialised and
-        the chain never forks; only the last row is read, so an append costs the same at
-        any size of the log.
-        """
-        if not events:
-            return
-        last = db.execute("SELECT id, chain FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-        prev_id, prev = (last[0], last[1] or "") if last else (0, auditchain.GENESIS)
-        key, rows = self.audit_key, []
-        for offset, event in enumerate(events, start=1):
-            row = {"id": prev_id + offset, **event.row()}
-            prev = auditchain.row_mac(key, prev, [row[c] for c in AUDIT_COLUMNS])
-            rows.append({**row, "chain": prev})
-        insert = (
-            f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}, chain) "
-            f"VALUES ({', '.join('?' for _ in range(len(AUDIT_COLUMNS) + 1))})"
-        )
-        for row in rows:
-            db.execute(insert, [row[c] for c in (*AUDIT_COLUMNS, "chain")])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,247 @@
+"""PostgreSQL persistence (psycopg 3 with a connection pool), for several replicas.
+
+``MESH_DB=postgresql://...`` selects it; credentials come from the URL, libpq's standard
+``PG*`` variables or its password file (``PGPASSFILE``), and TLS settings (``sslmode``,
+``sslrootcert``...) pass through in the URL. The parts of the store are the SQLite
+adapter's, over ``PgDb`` (mesh/store/db.py).
+
+Writers are serialised as SQLite serialises them: each write transaction first takes one
+transaction-scoped advisory lock. Two replicas' conditional updates therefore never
+interleave (a decision happens once), and the audit chain's appends never fork. A write
+is a few milliseconds, so one lock is not what limits an approval service.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg.conninfo import conninfo_to_dict
+
+from mesh import auditchain
+from mesh.errors import InvalidInput, SettingError, StorageError
+from mesh.store.base import StoreBase
+from mesh.store.db import PgDb
+from mesh.store.pg_schema import MIGRATIONS
+
+POOL_SIZE = 10
+"""Connections one process keeps at most (Streamlit runs each browser session in a thread)."""
+CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for a free connection, or for the server, before giving up."""
+# pg_advisory_xact_lock keys: one for every write, one for migrations.
+_WRITE_LOCK = 0x6D657368  # "mesh"
+_MIGRATE_LOCK = 0x6D696772  # "migr"
+
+
+def is_url(value: str | os.PathLike[str]) -> bool:
+    return str(value).startswith(("postgresql://", "postgres://"))
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://(an unreadable URL)"
+    host, port, name = parts.get("host", ""), parts.get("port", ""), parts.get("dbname", "")
+    user = parts.get("user")
+    return f"postgresql://{f'{user}@' if user else ''}{host}{f':{port}' if port else ''}/{name}"
+
+
+class PostgresStore(StoreBase):
+    """A PostgreSQL database: a pool per process, serialised write transactions."""
+
+    dialect = "postgresql"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        audit_key: str | Callable[[], str] | None = None,
+        pool_size: int = POOL_SIZE,
+        timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        try:
+            conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise SettingError(
+                f"MESH_DB is not a PostgreSQL URL that can be read ({exc}); write it as "
+                "postgresql://USER@HOST:PORT/DATABASE (see the README's settings)."
+            ) from exc
+        self.url = url
+        self.path = Path.cwd()
+        self.pool_size, self.timeout = pool_size, timeout
+        self._audit_key = auditchain.key_bytes(audit_key) if isinstance(audit_key, str) else None
+        self._find_key = audit_key if callable(audit_key) else None
+        self._pool: psycopg_pool.ConnectionPool[Any] | None = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
+
+    @property
+    def audit_key(self) -> bytes:
+        if self._audit_key is None:
+            if self._find_key is None:
+                raise SettingError(
+                    f"The store {self.describe()} was opened without the audit chain's key: "
+                    "set MESH_AUDIT_KEY (see the README's settings)."
+                )
+            self._audit_key = auditchain.key_bytes(self._find_key())
+        return self._audit_key
+
+    def describe(self) -> str:
+        return safe_url(self.url)
+
+    def close(self) -> None:
+        """Close this process's pool; the next operation opens a new one."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None and self._pool_pid == os.getpid():
+            pool.close()
+
+    # Connections -----------------------------------------------------------------------
+
+    def _the_pool(self) -> psycopg_pool.ConnectionPool[Any]:
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():  # new, or forked
+                self._pool = psycopg_pool.ConnectionPool(
+                    self.url,
+                    min_size=1,
+                    max_size=self.pool_size,
+                    timeout=self.timeout,
+                    kwargs=_CONNECTION,
+                    check=psycopg_pool.ConnectionPool.check_connection,
+                    open=False,
+                    name="mesh",
+                )
+                self._pool_pid = os.getpid()
+                self._pool.open(wait=False)
+            return self._pool
+
+    @contextmanager
+    def _connect(
+        self, *, create: bool = False, writing: bool = False, cached: bool = True
+    ) -> Iterator[PgDb]:
+        """A pooled connection in autocommit (``cached=False``: one of its own, in a
+        read-only transaction, whose reads stream through a server-side cursor)."""
+        try:
+            if cached:
+                with self._the_pool().connection() as conn:
+                    yield PgDb(conn)
+            else:
+                with psycopg.connect(self.url, **_CONNECTION) as conn:
+                    with conn.transaction():
+                        conn.execute("SET TRANSACTION READ ONLY, ISOLATION LEVEL REPEATABLE READ")
+                        yield PgDb(conn, stream=True)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            if not _is_storage_failure(exc):
+                raise
+            raise self._storage_error(exc, writing=writing) from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[PgDb]:
+        with self._connect(writing=True) as db:
+            with db.conn.transaction():
+                db.conn.execute("SELECT pg_advisory_xact_lock(%s)", [_WRITE_LOCK])
+                yield db
+
+    def _storage_error(self, exc: BaseException, *, writing: bool) -> StorageError:
+        where = f"The store MESH_DB ({self.describe()})"
+        cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, psycopg.errors.UndefinedTable):
+            return StorageError(
+                f"{where} has lost its tables ({cause}): run `python -m mesh init` against "
+                "it, or restore a backup (pg_dump) into it."
+            )
+        if isinstance(exc, psycopg_pool.PoolTimeout | psycopg.OperationalError):
+            return StorageError(
+                f"{where} could not be reached within {self.timeout:g} seconds ({cause}); "
+                "check that the server is up and that MESH_DB names it, then try again."
+            )
+        return StorageError(f"{where} could not be {'written' if writing else 'read'}: {cause}.")
+
+    # Migrations, backup ----------------------------------------------------------------
+
+    def migrate(self, *, create: bool = True) -> list[str]:
+        """Apply pending named migrations once, whatever the number of replicas starting.
+
+        The check and the migrations share one transaction holding an advisory lock, so
+        replicas starting together wait for each other and each later one finds the work
+        done. With ``create=False`` (aws mode) a database without Mesh's tables is refused:
+        it must be set up on purpose (``mesh init``), never filled unnoticed.
+        """
+        try:
+            with psycopg.connect(self.url, **_CONNECTION) as conn:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATE_LOCK])
+                    applied = self._applied(conn, create=create)
+                    pending = [name for name, _ in MIGRATIONS if name not in applied]
+                    for name, statements in MIGRATIONS:
+                        if name in applied:
+                            continue
+                        for statement in statements:
+                            conn.execute(statement)  # type: ignore[call-overload]
+                        conn.execute(
+                            "INSERT INTO _mesh_migrations (name, applied_at) VALUES (%s, now())",
+                            [name],
+                        )
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            if not _is_storage_failure(exc):
+                raise
+            raise self._storage_error(exc, writing=True) from exc
+        return pending
+
+    def _applied(self, conn: psycopg.Connection[Any], *, create: bool) -> set[str]:
+        found = conn.execute("SELECT to_regclass('_mesh_migrations')").fetchone()
+        if found is not None and found[0] is not None:
+            return {name for (name,) in conn.execute("SELECT name FROM _mesh_migrations")}
+        if not create:
+            raise SettingError(
+                f"MESH_DB names {self.describe()}, a database that is not a Mesh store yet; "
+                "run `python -m mesh init` to set it up, or restore a backup into it."
+            )
+        tables = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+        ).fetchone()
+        if tables is not None and tables[0]:
+            raise SettingError(
+                f"MESH_DB names {self.describe()}, a database that is not a Mesh store (its "
+                "schema holds other tables); give Mesh a database or schema of its own."
+            )
+        conn.execute(
+            "CREATE TABLE _mesh_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ)"
+        )
+        return set()
+
+    def backup(self, target: str | Path, *, force: bool = False) -> dict[str, int]:
+        raise InvalidInput(
+            f"MESH_DB is PostgreSQL ({self.describe()}): back it up with pg_dump (or the "
+            "managed service's snapshots); `mesh backup` copies SQLite files."
+        )
+
+
+_CONNECTION: dict[str, Any] = {
+    "autocommit": True,
+    "cursor_factory": psycopg.ClientCursor,  # binds as SQLite does: values, not typed params
+    "connect_timeout": int(CONNECT_TIMEOUT),
+    "application_name": "mesh-marketplace",
+}
+
+
+def _is_storage_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is about reaching or keeping the database, not about the SQL."""
+    if isinstance(exc, psycopg.IntegrityError):
+        return False
+    return isinstance(
+        exc,
+        psycopg_pool.PoolTimeout
+        | psycopg.OperationalError
+        | psycopg.errors.UndefinedTable
+        | psycopg.errors.InsufficientResources
+        | psycopg.errors.ReadOnlySqlTransaction,
+    )
