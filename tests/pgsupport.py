@@ -56,11 +56,14 @@ def _admin(server_url: str) -> psycopg.Connection[tuple[object, ...]]:
     return conn
 
 
-def fresh_database(server_url: str, *, prefix: str = "t") -> str:
-    """Create an empty database with a unique name on the server and return its URL."""
+def fresh_database(server_url: str, *, prefix: str = "t", template: str = "template0") -> str:
+    """Create a database with a unique name on the server and return its URL: empty, or a
+    copy of the database ``template`` (which nothing may be connected to)."""
     name = f"{prefix}_{uuid.uuid4().hex}"
     _admin(server_url).execute(
-        sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name))
+        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template)
+        )
     )
     return database_url(server_url, name)
 

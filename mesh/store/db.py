@@ -195,11 +195,17 @@ class PgTable:
         self.db, self.name = db, name
         self.last_pk: Any = None
 
-    def insert(self, row: Mapping[str, Any]) -> PgTable:
+    def insert(self, row: Mapping[str, Any], *, replace: bool = False) -> PgTable:
+        """Insert ``row``; ``replace`` overwrites a row with the same key, as SQLite's
+        INSERT OR REPLACE does."""
         key = _KEYS.get(self.name, "id")
         columns = ", ".join(f'"{column}"' for column in row)
         marks = ", ".join("%s" for _ in row)
-        sql = f'INSERT INTO "{self.name}" ({columns}) VALUES ({marks}) RETURNING "{key}"'
+        upsert = ""
+        if replace:
+            changes = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in row if c != key)
+            upsert = f' ON CONFLICT ("{key}") DO UPDATE SET {changes}'
+        sql = f'INSERT INTO "{self.name}" ({columns}) VALUES ({marks}){upsert} RETURNING "{key}"'
         with self.db.conn.cursor() as cursor:
             cursor.execute(sql, _adapt(list(row.values())))
             found = cursor.fetchone()

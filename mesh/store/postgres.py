@@ -28,7 +28,7 @@ from mesh import auditchain
 from mesh.errors import InvalidInput, SettingError, StorageError
 from mesh.store.base import StoreBase
 from mesh.store.db import PgDb
-from mesh.store.pg_schema import MIGRATIONS
+from mesh.store.pg_schema import migrations
 
 POOL_SIZE = 10
 """Connections one process keeps at most (Streamlit runs each browser session in a thread)."""
@@ -180,8 +180,8 @@ class PostgresStore(StoreBase):
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATE_LOCK])
                     applied = self._applied(conn, create=create)
-                    pending = [name for name, _ in MIGRATIONS if name not in applied]
-                    for name, statements in MIGRATIONS:
+                    pending = [name for name, _ in migrations() if name not in applied]
+                    for name, statements in migrations():
                         if name in applied:
                             continue
                         for statement in statements:

@@ -136,7 +136,8 @@ class SessionRecords(StoreBase):
         """Take back one counted attempt that succeeded (and the lockout it may have set)."""
         with self._write() as db:
             db.execute(
-                "UPDATE sign_in_failures SET failures = MAX(failures - 1, 0), "
+                "UPDATE sign_in_failures "
+                "SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END, "
                 "locked_until = CASE WHEN failures - 1 < ? THEN NULL ELSE locked_until END "
                 "WHERE subject = ?",
                 [limit, subject],

@@ -2,8 +2,9 @@
 
 Every test takes the ``store`` fixture, parametrized over the adapters, and uses only the
 port's methods; ``raw`` is the one way round it, a connection of the app's own to the same
-database, to show what the database itself refuses. Only SQLite exists today: a PostgreSQL
-adapter adds its name to ADAPTERS and a branch to ``_open_store`` and ``_raw`` (issue 11).
+database, to show what the database itself refuses. The PostgreSQL adapter runs on the real
+server that `scripts/dev test` starts (tests/pgsupport.py): each test gets a copy of a
+migrated template database.
 The catalog index (mesh.catalog_index) is tested through its public API over the store.
 """
 
@@ -18,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from mesh import auditchain
@@ -25,10 +27,19 @@ from mesh.approval import DEFAULT
 from mesh.catalog_index import CatalogIndex
 from mesh.catalog_rows import Query
 from mesh.models import AccessRequest, Column, Database, Status, Table
-from mesh.store import AlreadyApproved, Approval, NewEvent, PolicyRecord, Store, StorePort
+from mesh.store import (
+    AlreadyApproved,
+    Approval,
+    NewEvent,
+    PgStore,
+    PolicyRecord,
+    Store,
+    StorePort,
+)
+from tests import pgsupport
 from tests.support import AUDIT_KEY
 
-ADAPTERS = ["sqlite"]
+ADAPTERS = ["sqlite", "postgresql"]
 CAROL = "444455556666"
 OWNER = "111122223333"
 T0 = "2026-01-01T00:00:00.000Z"
@@ -59,37 +70,56 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return store.path
 
 
-def _open_store(adapter: str, tmp_path: Path, template: Path) -> StorePort:
-    if adapter == "sqlite":
-        path = tmp_path / "mesh.db"
-        shutil.copy(template, path)
-        return Store(path, audit_key=AUDIT_KEY)
-    raise AssertionError(f"unknown adapter {adapter}")
+@pytest.fixture(scope="module")
+def pg_template(pg_server_url: str) -> Iterator[str]:
+    """A migrated PostgreSQL database to copy (CREATE DATABASE ... TEMPLATE)."""
+    with pgsupport.temporary_database(pg_server_url, prefix="tmpl") as url:
+        store = PgStore(url, audit_key=AUDIT_KEY)
+        store.migrate()
+        store.close()
+        yield url
 
 
 @pytest.fixture(params=ADAPTERS)
-def store(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Iterator[Any]:
-    opened = _open_store(request.param, tmp_path, sqlite_template)
-    yield opened
-    opened.close()
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    opened: Any
+    if request.param == "sqlite":
+        path = tmp_path / "mesh.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        opened = Store(path, audit_key=AUDIT_KEY)
+        yield opened
+        opened.close()
+    else:
+        template = request.getfixturevalue("pg_template")
+        server = request.getfixturevalue("pg_server_url")
+        url = pgsupport.fresh_database(server, template=pgsupport.database_name(template))
+        opened = PgStore(url, audit_key=AUDIT_KEY)
+        yield opened
+        opened.close()
+        pgsupport.drop_database(url)
 
 
 @pytest.fixture(params=ADAPTERS)
 def new_handle(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Any]]:
     """Open another handle (an unmigrated store object) on one fresh, empty database."""
     opened: list[Any] = []
+    fresh: list[str] = []  # the one PostgreSQL database every handle opens
 
     def open_one() -> Any:
         if request.param == "sqlite":
             handle = Store(tmp_path / "fresh" / "mesh.db", audit_key=AUDIT_KEY)
         else:
-            raise AssertionError(f"unknown adapter {request.param}")
+            if not fresh:
+                fresh.append(pgsupport.fresh_database(request.getfixturevalue("pg_server_url")))
+            handle = PgStore(fresh[0], audit_key=AUDIT_KEY)
         opened.append(handle)
         return handle
 
     yield open_one
     for handle in opened:
         handle.close()
+    for url in fresh:
+        pgsupport.drop_database(url)
 
 
 @pytest.fixture
@@ -105,6 +135,13 @@ def raw(store: Any) -> Raw:
                 connection.close()
 
         return Raw(execute=execute, error=sqlite3.DatabaseError)
+    if isinstance(store, PgStore):
+
+        def execute_pg(statement: str) -> None:
+            with psycopg.connect(store.url, autocommit=True) as connection:
+                connection.execute(statement)  # type: ignore[call-overload]
+
+        return Raw(execute=execute_pg, error=psycopg.Error)
     raise AssertionError(f"no raw access to {store!r}")
 
 
