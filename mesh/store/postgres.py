@@ -14,6 +14,7 @@ is a few milliseconds, so one lock is not what limits an approval service.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from mesh import auditchain
@@ -218,11 +220,58 @@ class PostgresStore(StoreBase):
         )
         return set()
 
+    def grant_app_role(self, role: str) -> None:
+        """Let the database role ``role`` run the app, and no more than that.
+
+        Run by the tables' owner (``mesh init --app-role``). The app role may read and write
+        every table but may only read and append to the append-only ones: it cannot UPDATE,
+        DELETE or TRUNCATE them, nor drop or disable their triggers (only an owner may), so
+        the audit log is append-only even for someone holding the app's own credentials.
+        """
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", role):
+            raise InvalidInput(f"{role!r} is not a plain PostgreSQL role name.")
+        with psycopg.connect(self.url, **_CONNECTION) as conn, conn.transaction():
+            name = sql.Identifier(role)
+            tables = [
+                t
+                for (t,) in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+                )
+            ]
+            conn.execute(
+                sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
+                    sql.Identifier(_schema(conn)), name
+                )
+            )
+            for table in tables:
+                rights = (
+                    "SELECT, INSERT" if table in APPEND_ONLY else ("SELECT, INSERT, UPDATE, DELETE")
+                )
+                conn.execute(
+                    sql.SQL("GRANT " + rights + " ON {} TO {}").format(sql.Identifier(table), name)
+                )
+            conn.execute(
+                sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
+                    sql.Identifier(_schema(conn)), name
+                )
+            )
+
     def backup(self, target: str | Path, *, force: bool = False) -> dict[str, int]:
         raise InvalidInput(
             f"MESH_DB is PostgreSQL ({self.describe()}): back it up with pg_dump (or the "
             "managed service's snapshots); `mesh backup` copies SQLite files."
         )
+
+
+APPEND_ONLY = ("audit", "audit_checkpoints", "reconcile_reports", "_mesh_migrations")
+"""Tables the app role may only read and append to (grant_app_role)."""
+
+
+def _schema(conn: psycopg.Connection[Any]) -> str:
+    found = conn.execute("SELECT current_schema()").fetchone()
+    if found is None or found[0] is None:
+        raise SettingError("The PostgreSQL connection has no current schema (search_path).")
+    return str(found[0])
 
 
 _CONNECTION: dict[str, Any] = {
