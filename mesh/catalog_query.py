@@ -22,13 +22,13 @@ from mesh.catalog_rows import (
 from mesh.catalog_search import search
 from mesh.errors import NotFound
 from mesh.models import Column, Database, Table
-from mesh.store import Store
+from mesh.store import AnyStore
 
 
 class CatalogReads:
     """The reading side of the catalog index over a store, judged by ``rules``."""
 
-    def __init__(self, store: Store, *, rules: ApprovalPolicy, fingerprint: str) -> None:
+    def __init__(self, store: AnyStore, *, rules: ApprovalPolicy, fingerprint: str) -> None:
         self.store = store
         self.rules = rules
         self.fingerprint = fingerprint

@@ -1,28 +1,60 @@
-"""Search the catalog index: SQLite FTS5 over names, descriptions, columns, owners, domains.
+"""Search the catalog index: full text over names, descriptions, columns, owners, domains.
 
-A table's FTS rowid is its id; a database's is minus its id. With text, the matches are
-ranked with bm25, a name match weighing most. Ranking every match of a word that half the
-catalog holds costs more than a page may take (bm25 over 100,000 matches is 70-110 ms), and
-tells little (such a word's weight is near zero), so a search ranks at most ``CAP`` matches:
-those whose names hold every word first, then the others, each in index order, and says
-that more matched. Without text, entries are listed by name with an exact count.
+SQLite searches its FTS5 table, PostgreSQL a tsvector of the same columns in a GIN index
+(migration 0003_catalog_search), and both find the same matches for a query: every word
+required, each as a prefix, split into words at the same characters. A table's FTS rowid is
+its id; a database's is minus its id. With text, the matches are ranked, a name match
+weighing most: with bm25 on SQLite, ts_rank_cd on PostgreSQL. Ranking every match of a
+word that half the catalog holds costs more than a page may take (bm25 over 100,000 matches
+is 70-110 ms), and tells little (such a word's weight is near zero), so a search ranks at
+most ``CAP`` matches: those whose names hold every word first, then the others, each in
+index order, and says that more matched. Without text, entries are listed by name with an
+exact count.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
 from mesh.catalog_rows import DB_SELECT, TABLE_SELECT, Entry, Query, ResultPage, entry_of
-from mesh.store.db import Db
+from mesh.store.db import Db, PgDb, in_json_list
 
 CAP = 1_000  # matches a search counts and ranks; beyond it the page says "1,000+"
 
 # bm25 weights of catalog_fts's columns: a name match counts most, then owner and domain.
 _WEIGHTS = "10.0, 3.0, 2.0, 4.0, 4.0"
+# The same for ts_rank_cd, by tsvector weight {D, C, B, A}: columns, description, owner and
+# domain, name (migration 0003_catalog_search weighs them so).
+_PG_WEIGHTS = "'{0.2, 0.3, 0.4, 1.0}'"
 _KINDS = ("database", "table")
+
+
+def _accents() -> dict[str, str]:
+    """Latin letters with accents (U+00C0-U+024F) and the plain lower-case letter of each,
+    as SQLite's unicode61 tokenizer (remove_diacritics 2) reads them."""
+    found = {}
+    for code in range(0xC0, 0x250):
+        letter = chr(code)
+        plain = "".join(
+            c for c in unicodedata.normalize("NFKD", letter) if not unicodedata.combining(c)
+        )
+        if len(plain) == 1 and plain.isascii() and plain.isalpha() and plain != letter:
+            found[letter] = plain.lower()
+    return found
+
+
+# Frozen with PostgreSQL migration 0003_catalog_search, which takes these accents off what
+# it indexes: a change here needs a migration of its own.
+ACCENTS = _accents()
+_PLAIN = str.maketrans(ACCENTS)
+
+
+def _dialect(db: Db) -> str:
+    return "postgresql" if isinstance(db, PgDb) else "sqlite"
 
 
 def fts_query(text: str, *, prefix: bool = True) -> str:
@@ -35,6 +67,33 @@ def fts_query(text: str, *, prefix: bool = True) -> str:
     return " ".join(f'"{w}"' + ("*" if prefix else "") for w in words)
 
 
+def ts_query(text: str, *, prefix: bool = True, names: bool = False) -> str:
+    """Free text as PostgreSQL's tsquery text (for ``to_tsquery('simple', ...)``), finding
+    what ``fts_query`` finds in FTS5: every word required, each a phrase of its parts
+    (``sales_orders``: ``sales`` then ``orders``) whose last part is a prefix (or whole);
+    ``names``: in the name only (weight A), as FTS5's ``name : (...)`` filter.
+
+    Only letters and digits reach the tsquery, so nothing people type is its syntax.
+    """
+    mark = ("*" if prefix else "") + ("A" if names else "")
+    phrases = []
+    for word in re.findall(r"\w+", text.lower().translate(_PLAIN)):
+        parts = re.findall(r"[^\W_]+", word)
+        if parts:
+            terms = [f"'{p}'" + (":A" if names else "") for p in parts[:-1]]
+            terms.append(f"'{parts[-1]}'" + (f":{mark}" if mark else ""))
+            phrases.append("(" + " <-> ".join(terms) + ")")
+    return " & ".join(phrases)
+
+
+def _match(dialect: str, text: str, *, prefix: bool = True, names: bool = False) -> str:
+    """What the search statement's full-text parameter is for ``text`` on ``dialect``."""
+    if dialect == "postgresql":
+        return ts_query(text, prefix=prefix, names=names)
+    match = fts_query(text, prefix=prefix)
+    return f"name : ({match})" if names else match
+
+
 def search(db: Db, query: Query, *, cap: int | None = None) -> ResultPage:
     """One page of databases and tables: ranked when there is text, else by name.
 
@@ -44,6 +103,8 @@ def search(db: Db, query: Query, *, cap: int | None = None) -> ResultPage:
     if not kinds:
         return ResultPage(entries=[], total=0, page=0, page_size=query.page_size)
     if fts_query(query.text):
+        if not _match(_dialect(db), query.text):  # no letter or digit in any word
+            return ResultPage(entries=[], total=0, page=0, page_size=query.page_size)
         return _ranked(db, query, kinds, cap=CAP if cap is None else cap)
     return _listed(db, query, kinds)
 
@@ -57,16 +118,19 @@ def _ranked(db: Db, query: Query, kinds: Sequence[str], *, cap: int) -> ResultPa
     bm25 reads each word's whole index entry before its first score, so a count of the
     matches, without it, comes first.
     """
-    sql, params = _candidates(query, kinds, rank=True)
-    exact = fts_query(query.text, prefix=False)
-    probe = _candidates(query, kinds, rank=False)[0]
+    dialect = _dialect(db)
+    sql, params = _candidates(query, kinds, rank=True, dialect=dialect)
+    exact = _match(dialect, query.text, prefix=False)
+    probe = _candidates(query, kinds, rank=False, dialect=dialect)[0]
     if len(db.execute(probe, [exact, *params, cap + 1]).fetchall()) > cap:
-        found = _capped(db, sql, params, exact, cap=cap)
+        named = _match(dialect, query.text, prefix=False, names=True)
+        found = _capped(db, sql, params, exact, named, cap=cap)
     else:
-        match = fts_query(query.text)
+        match = _match(dialect, query.text)
         found = db.execute(sql, [match, *params, cap + 1]).fetchall()
         if len(found) > cap:
-            found = _capped(db, sql, params, match, cap=cap, every=found)
+            named = _match(dialect, query.text, names=True)
+            found = _capped(db, sql, params, match, named, cap=cap, every=found)
     ranked = sorted(found[:cap], key=lambda row: (row[1], row[2], row[3]))
     page = _page(query, len(ranked))
     chosen = ranked[page * query.page_size : (page + 1) * query.page_size]
@@ -84,15 +148,17 @@ def _capped(
     sql: str,
     params: list[Any],
     match: str,
+    names: str,
     *,
     cap: int,
     every: list[Any] | None = None,
 ) -> list[Any]:
     """More than ``cap`` candidates: those whose names hold every word first, then others.
 
-    ``every``: the first ``cap`` + 1 matches, when they were read already.
+    ``names``: ``match`` in the names only; ``every``: the first ``cap`` + 1 matches, when
+    they were read already.
     """
-    named = db.execute(sql, [f"name : ({match})", *params, cap + 1]).fetchall()
+    named = db.execute(sql, [names, *params, cap + 1]).fetchall()
     if len(named) > cap:
         return list(named)
     if every is None:
@@ -101,15 +167,18 @@ def _capped(
     return list(named) + [row for row in every if row[0] not in seen]
 
 
-def _candidates(query: Query, kinds: Sequence[str], *, rank: bool) -> tuple[str, list[Any]]:
-    """Matches that pass the facets: FTS rowid, bm25 rank (0 unless ``rank``), sort key.
+def _candidates(
+    query: Query, kinds: Sequence[str], *, rank: bool, dialect: str
+) -> tuple[str, list[Any]]:
+    """Matches that pass the facets: FTS rowid, rank (lower first; 0 unless ``rank``), sort
+    key.
 
     The parameters are the FTS query, then these, then the limit. One FTS scan serves both
     kinds, since bm25 first reads the whole index entry of every word, once per scan.
     """
     params: list[Any] = []
     owner = ""
-    if query.owner and query.owner.isdigit():
+    if query.owner and query.owner.isdigit() and dialect == "sqlite":
         # Each FTS row holds its owner's account: those rows, read once from the index, spare
         # a join per match of other owners. A second MATCH would change bm25's scores, and
         # without the "+" SQLite would probe FTS once per owner row.
@@ -120,17 +189,31 @@ def _candidates(query: Query, kinds: Sequence[str], *, rank: bool) -> tuple[str,
     passes = []
     for kind, alias in (("database", "d"), ("table", "t")):
         if kind in kinds:
-            where, more = _facets(query, alias, kind)
+            where, more = _facets(query, alias, kind, dialect)
             passes.append(f"({alias}.id IS NOT NULL" + (f" AND {where})" if where else ")"))
             params += more
     bounds = {"database": " AND catalog_fts.rowid < 0", "table": " AND catalog_fts.rowid > 0"}
-    # LEFT JOIN keeps the FTS scan outside: probing FTS once per facet row costs far more.
+    if dialect == "postgresql":
+        # The tsquery is a constant (ClientCursor binds values), so the GIN index is used.
+        ranking = f"-ts_rank_cd({_PG_WEIGHTS}, catalog_fts.words, q.query)"
+        source = (
+            "FROM catalog_fts CROSS JOIN (SELECT to_tsquery('simple', ?) AS query) AS q "
+            "LEFT JOIN catalog_databases d ON d.id = -catalog_fts.rowid "
+            "LEFT JOIN catalog_tables t ON t.id = catalog_fts.rowid "
+            "WHERE catalog_fts.words @@ q.query"
+        )
+    else:
+        ranking = f"bm25(catalog_fts, {_WEIGHTS})"
+        # LEFT JOIN keeps the FTS scan outside: probing FTS once per facet row costs far more.
+        source = (
+            "FROM catalog_fts "
+            "LEFT JOIN catalog_databases d ON d.id = -catalog_fts.rowid "
+            "LEFT JOIN catalog_tables t ON t.id = catalog_fts.rowid "
+            "WHERE catalog_fts MATCH ?"
+        )
     sql = (
-        f"SELECT catalog_fts.rowid, {f'bm25(catalog_fts, {_WEIGHTS})' if rank else '0'}, "
-        "coalesce(d.name, t.database), coalesce(t.name, '') FROM catalog_fts "
-        "LEFT JOIN catalog_databases d ON d.id = -catalog_fts.rowid "
-        "LEFT JOIN catalog_tables t ON t.id = catalog_fts.rowid "
-        "WHERE catalog_fts MATCH ?"
+        f"SELECT catalog_fts.rowid, {ranking if rank else '0'}, "
+        f"coalesce(d.name, t.database), coalesce(t.name, '') {source}"
         + (bounds[kinds[0]] if len(kinds) == 1 else "")
         + owner
         + f" AND ({' OR '.join(passes)}) LIMIT ?"
@@ -142,15 +225,18 @@ def _entries(db: Db, ids: Sequence[int]) -> list[Entry]:
     """The entries of these FTS rowids, in their order."""
     tables = json.dumps([i for i in ids if i > 0])
     databases = json.dumps([-i for i in ids if i < 0])
+    listed = in_json_list(_dialect(db), "?")
+    if _dialect(db) == "postgresql":  # the ids as integers, for the primary key's index
+        listed = "(SELECT CAST(jsonb_array_elements_text(CAST(? AS jsonb)) AS BIGINT))"
     found: dict[int, Entry] = {}
     for sql, values, sign in (
         (f"{TABLE_SELECT}, t.id AS id FROM catalog_tables t", tables, 1),
         (f"{DB_SELECT}, d.id AS id FROM catalog_databases d", databases, -1),
     ):
         alias = "t" if sign > 0 else "d"
-        for row in db.query(
-            f"{sql} WHERE {alias}.id IN (SELECT value FROM json_each(?))", [values]
-        ):
+        if sign < 0 and databases == "[]":
+            continue
+        for row in db.query(f"{sql} WHERE {alias}.id IN {listed}", [values]):
             found[sign * row["id"]] = entry_of(row)
     return [found[i] for i in ids if i in found]
 
@@ -164,7 +250,7 @@ def _listed(db: Db, query: Query, kinds: Sequence[str]) -> ResultPage:
             if kind == "database"
             else ("t", TABLE_SELECT, "catalog_tables t")
         )
-        where, more = _facets(query, alias, kind)
+        where, more = _facets(query, alias, kind, _dialect(db))
         condition = f" WHERE {where}" if where else ""
         total += db.execute(f"SELECT COUNT(*) FROM {source}{condition}", more).fetchone()[0]
         arms.append(f"{select} FROM {source}{condition}")
@@ -186,7 +272,7 @@ def _page(query: Query, total: int) -> int:
     return min(max(query.page, 0), pages - 1)
 
 
-def _facets(query: Query, alias: str, kind: str) -> tuple[str, list[Any]]:
+def _facets(query: Query, alias: str, kind: str, dialect: str) -> tuple[str, list[Any]]:
     where: list[str] = []
     params: list[Any] = []
     if query.owner is not None:
@@ -206,15 +292,16 @@ def _facets(query: Query, alias: str, kind: str) -> tuple[str, list[Any]]:
         params.append(int(query.contains_pii))
     if query.granted_databases is not None:
         databases = json.dumps(sorted(query.granted_databases))
+        listed = in_json_list(dialect, "?")
         if kind == "database":
-            where.append(f"{alias}.name IN (SELECT value FROM json_each(?))")
+            where.append(f"{alias}.name IN {listed}")
             params.append(databases)
         else:
             pairs = json.dumps([f"{d}\x1f{t}" for d, t in sorted(query.granted_tables)])
+            separator = "chr(31)" if dialect == "postgresql" else "char(31)"
             where.append(
-                f"({alias}.database IN (SELECT value FROM json_each(?)) OR "
-                f"{alias}.database || char(31) || {alias}.name IN "
-                "(SELECT value FROM json_each(?)))"
+                f"({alias}.database IN {listed} OR "
+                f"{alias}.database || {separator} || {alias}.name IN {listed})"
             )
             params += [databases, pairs]
     return " AND ".join(where), params
