@@ -19,7 +19,7 @@ from typing import IO, Any, Protocol
 from mesh import auditchain
 from mesh.errors import InvalidInput
 from mesh.files import private_dir
-from mesh.store import AUDIT_COLUMNS, AuditRow, NewEvent, Store
+from mesh.store import AUDIT_COLUMNS, AnyStore, AuditRow, NewEvent
 
 # OWASP, "CSV Injection": a spreadsheet runs a cell that starts with one of these as a
 # formula. A leading single quote makes it text, and shows the value as it was.
@@ -119,7 +119,7 @@ def csv_bytes(rows: Iterable[AuditRow]) -> bytes:
 # The chain: verify, checkpoints and anchors ---------------------------------------------
 
 
-def head_record(store: Store, *, at: str, head: tuple[int, str] | None = None) -> dict[str, Any]:
+def head_record(store: AnyStore, *, at: str, head: tuple[int, str] | None = None) -> dict[str, Any]:
     """The chain's head (``head``, else the last row) as an anchor: row id, its chain, when,
     and a MAC over the three."""
     row_id, chain = head or store.audit_head()
@@ -130,8 +130,8 @@ def head_record(store: Store, *, at: str, head: tuple[int, str] | None = None) -
 class Anchor(Protocol):
     """Where the chain's head is published, out of reach of whoever holds the database."""
 
-    def publish(self, store: Store, head: Mapping[str, Any]) -> None: ...
-    def last(self, store: Store) -> dict[str, Any] | None: ...
+    def publish(self, store: AnyStore, head: Mapping[str, Any]) -> None: ...
+    def last(self, store: AnyStore) -> dict[str, Any] | None: ...
 
 
 BESIDE = "audit-anchor.json"
@@ -147,10 +147,10 @@ class FileAnchor:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
 
-    def where(self, store: Store) -> Path:
+    def where(self, store: AnyStore) -> Path:
         return self.path or store.path.parent / BESIDE
 
-    def publish(self, store: Store, head: Mapping[str, Any]) -> None:
+    def publish(self, store: AnyStore, head: Mapping[str, Any]) -> None:
         path = self.where(store)
         private_dir(path.parent)  # a folder Mesh makes is 0700, like var/
         fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -166,7 +166,7 @@ class FileAnchor:
             where=str(path.resolve()),
         )  # fmt: skip
 
-    def last(self, store: Store) -> dict[str, Any] | None:
+    def last(self, store: AnyStore) -> dict[str, Any] | None:
         """The head last published; a missing file is always a break.
 
         Whoever cut the log's tail may have deleted the anchor too, and the store's notes
@@ -208,18 +208,18 @@ class SnsAnchor:
         self.sns = sns
         self.topic_arn = topic_arn
 
-    def publish(self, store: Store, head: Mapping[str, Any]) -> None:
+    def publish(self, store: AnyStore, head: Mapping[str, Any]) -> None:
         self.sns.publish(
             TopicArn=self.topic_arn,
             Subject="Mesh audit log head",
             Message=json.dumps(dict(head), sort_keys=True),
         )
 
-    def last(self, store: Store) -> dict[str, Any] | None:
+    def last(self, store: AnyStore) -> dict[str, Any] | None:
         return None
 
 
-def initialise_anchor(store: Store, anchor: Anchor, *, by: str, at: str) -> dict[str, Any]:
+def initialise_anchor(store: AnyStore, anchor: Anchor, *, by: str, at: str) -> dict[str, Any]:
     """Start the anchor afresh at the log's head, audited ``anchor_initialised``.
 
     For a new database, or one restored from a backup (whose head is older than the
@@ -261,7 +261,7 @@ def parse_anchor(text: str) -> dict[str, Any]:
 
 
 def verify(
-    store: Store,
+    store: AnyStore,
     *,
     anchor: Mapping[str, Any] | None = None,
     after: tuple[int, str] | None = None,
@@ -308,7 +308,7 @@ def verify(
 
 
 def verify_tail(
-    store: Store, *, at: str, anchor: Mapping[str, Any] | None = None
+    store: AnyStore, *, at: str, anchor: Mapping[str, Any] | None = None
 ) -> auditchain.Verification:
     """Check the rows written since the last checkpoint, and record a new one if they hold.
 

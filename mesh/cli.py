@@ -37,6 +37,7 @@ from mesh.services import (
 )
 from mesh.settings import Mode, Settings, load_settings, resolve_path
 from mesh.store import AuditFilters
+from mesh.store.pg_schema import migrations as pg_migrations
 from mesh.workflow import Marketplace
 
 log = logging.getLogger("mesh")
@@ -475,10 +476,15 @@ def _explain_lines(verdict: Verdict) -> list[str]:
 
 def _check_waiting(settings: Any, rules: Any, users: list[Any], *, source: str) -> None:
     """A policy that would strand a request already waiting is refused before it is live."""
-    if not settings.db_path.exists():
+    if not settings.on_postgres and not settings.db_path.exists():
         return
     store = open_store(settings)
-    store.migrate(create=settings.mode is Mode.DEMO)
+    try:
+        store.migrate(create=settings.mode is Mode.DEMO)
+    except SettingError:
+        if settings.on_postgres:  # a database that is not a Mesh store yet: nothing waits
+            return
+        raise
     check_waiting(store, rules, users, source=source)
 
 
@@ -714,9 +720,11 @@ def _init(settings: Any) -> int:
             "`python -m mesh init` is for MESH_MODE=aws; the demo makes and resets its own "
             "database."
         )
-    path = settings.db_path
-    existed = path.exists()
+    path = settings.db_label  # a URL without its password
+    existed = settings.db_path.exists() if not settings.on_postgres else None
     applied = open_store(settings).migrate(create=True)
+    if existed is None:  # PostgreSQL: new when its first migration has just run
+        existed = not applied or applied[0] != pg_migrations()[0][0]
     if not existed:
         print(f"Created the database {path} (MESH_DB) with {len(applied)} migrations.")
         where = audit_anchor(settings)
@@ -736,6 +744,11 @@ def _init(settings: Any) -> int:
 
 def _backup(settings: Any, args: argparse.Namespace) -> int:
     """Copy MESH_DB to FILE with SQLite's online backup; the app may keep running."""
+    if settings.on_postgres:
+        raise InvalidInput(
+            f"MESH_DB is PostgreSQL ({settings.db_label}): back it up with pg_dump (or the "
+            "managed service's snapshots); `mesh backup` copies SQLite files."
+        )
     target = Path(args.file).absolute()
     counts = open_store(settings).backup(target, force=args.force)
     print(

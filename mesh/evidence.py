@@ -25,7 +25,7 @@ from typing import Any
 
 from mesh.errors import Forbidden
 from mesh.models import OWNER_STEP, AccessRequest, Action, AuditEvent, Step
-from mesh.store import Store
+from mesh.store import AnyStore
 
 POLICY_ACTOR = "policy"
 
@@ -67,7 +67,7 @@ class Evidence:
         )
 
 
-def check(store: Store, request: AccessRequest, *, ending: bool = False) -> Evidence:
+def check(store: AnyStore, request: AccessRequest, *, ending: bool = False) -> Evidence:
     """The evidence for granting ``request`` now (see the module's docstring).
 
     ``ending`` judges a request on its way out (revoking): a row that ended it is expected.
@@ -98,7 +98,7 @@ def check(store: Store, request: AccessRequest, *, ending: bool = False) -> Evid
     return Evidence(request_id=request.id, problems=problems)
 
 
-def require(store: Store, request: AccessRequest) -> None:
+def require(store: AnyStore, request: AccessRequest) -> None:
     """Raise ``Unexplained`` unless the evidence explains granting ``request``."""
     found = check(store, request)
     if not found.ok:
@@ -106,7 +106,7 @@ def require(store: Store, request: AccessRequest) -> None:
 
 
 def explained(
-    store: Store, requests: Sequence[AccessRequest], *, ending: bool = False
+    store: AnyStore, requests: Sequence[AccessRequest], *, ending: bool = False
 ) -> tuple[list[AccessRequest], list[Evidence]]:
     """Split ``requests`` into those the evidence explains, and the evidence of the others."""
     good, bad = [], []
@@ -164,7 +164,7 @@ def _expiry_problems(rows: Sequence[AuditEvent], request: AccessRequest) -> list
     return []
 
 
-def granted_until(store: Store, request: AccessRequest) -> str | None:
+def granted_until(store: AnyStore, request: AccessRequest) -> str | None:
     """The expiry the request's first verified grant recorded, or None (none recorded).
 
     The expiry job ends access at the earlier of this and the request's column, so a
@@ -177,7 +177,7 @@ def granted_until(store: Store, request: AccessRequest) -> str | None:
     return None
 
 
-def ends_at(store: Store, request: AccessRequest) -> str | None:
+def ends_at(store: AnyStore, request: AccessRequest) -> str | None:
     """When the request's access ends: the earlier of its column and its verified grant."""
     recorded = granted_until(store, request)
     found = [at for at in (request.expires_at, recorded) if at]

@@ -50,6 +50,8 @@ _PATTERNS = (
     re.compile(r"[A-Za-z0-9/+_-]{100,}={0,2}"),
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+# A password in a URL's user information (MESH_DB=postgresql://user:password@host/db).
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s:/@?#]*:)[^\s@/?#]*@")
 # Any other long run of mixed-case letters and digits that looks random (a generated key such
 # as secrets.token_urlsafe(32)); words, paths, UUIDs and hex digests are left alone.
 _CANDIDATE = re.compile(r"[A-Za-z0-9_+/=-]{32,}")
@@ -66,6 +68,7 @@ def _looks_random(word: str) -> bool:
 
 def redact(text: str) -> str:
     """``text`` with everything that looks like a credential, token or password masked."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}@", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
     text = _NAMED.sub(lambda m: m.group(1) + MASK, text)
     for pattern in _PATTERNS:

@@ -18,7 +18,7 @@ from mesh.links import LinkAction, LinkSigner
 from mesh.models import AccessRequest, Action, Status
 from mesh.notices import Channel, Kind, Message
 from mesh.org import Organization
-from mesh.store import NewEvent, Store
+from mesh.store import AnyStore, NewEvent
 
 SENDING_IS_STALE = timedelta(minutes=5)
 ASKS_FOR_A_DECISION = frozenset(
@@ -41,7 +41,7 @@ class Outbox:
     def __init__(
         self,
         *,
-        store: Store,
+        store: AnyStore,
         rules: ApprovalPolicy | None = None,
         notifier: Notifier | None,
         links: LinkSigner,

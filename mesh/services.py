@@ -24,8 +24,15 @@ from mesh.models import Action, Status, User
 from mesh.notify import SnsNotifier
 from mesh.org import AwsOrganization, Organization, StaticOrganization, UnknownOrganization
 from mesh.outbox import Outbox
-from mesh.settings import AUDIT_KEY_REQUIRED, LINK_SECRET_REQUIRED, Mode, Settings, check_secret
-from mesh.store import NewEvent, PolicyRecord, Store
+from mesh.settings import (
+    ANCHOR_NEEDS_A_PLACE,
+    AUDIT_KEY_REQUIRED,
+    LINK_SECRET_REQUIRED,
+    Mode,
+    Settings,
+    check_secret,
+)
+from mesh.store import AnyStore, NewEvent, PolicyRecord, open_at
 from mesh.sync import CatalogSync
 from mesh.users import UserFile
 from mesh.workflow import Marketplace, iso, utc_now
@@ -64,7 +71,7 @@ def require_demo_endpoint(settings: Settings) -> str:
     endpoint = demo_endpoint(settings)
     if endpoint is None:
         raise SettingError(
-            f"MESH_MODE is demo but no demo stand-in is running for {settings.db_path}; start "
+            f"MESH_MODE is demo but no demo stand-in is running for {settings.db_label}; start "
             "the demo with `scripts/dev demo` (or `python -m mesh demo`) first, or set "
             "MESH_MODE=aws."
         )
@@ -111,9 +118,10 @@ def audit_key(settings: Settings) -> str:
     return check_secret(f"The audit key in {settings.audit_key_file}", secret)
 
 
-def open_store(settings: Settings) -> Store:
-    """The store at MESH_DB with the audit chain's key (a key file is read on first use)."""
-    return Store(settings.db_path, audit_key=settings.audit_key or (lambda: audit_key(settings)))
+def open_store(settings: Settings) -> AnyStore:
+    """The store MESH_DB names (a SQLite file, or a PostgreSQL URL) with the audit chain's
+    key (a key file is read on first use)."""
+    return open_at(settings.db, audit_key=settings.audit_key or (lambda: audit_key(settings)))
 
 
 def audit_anchor(settings: Settings, sns: Any = None) -> auditlog.Anchor | None:
@@ -128,11 +136,15 @@ def audit_anchor(settings: Settings, sns: Any = None) -> auditlog.Anchor | None:
             )
         return auditlog.SnsAnchor(sns, settings.admin_topic_arn)
     if settings.audit_anchor == "beside":
+        if settings.on_postgres:  # load_settings refuses first; this guards settings made so
+            raise SettingError(ANCHOR_NEEDS_A_PLACE)
         return auditlog.FileAnchor()
     return auditlog.FileAnchor(Path(settings.audit_anchor.removeprefix("file:")))
 
 
-def check_audit_at_start(store: Store, anchor: auditlog.Anchor | None) -> auditchain.Verification:
+def check_audit_at_start(
+    store: AnyStore, anchor: auditlog.Anchor | None
+) -> auditchain.Verification:
     """Verify the audit rows written since the last check; a break is logged, not fatal.
 
     Start-up goes on (grants stay safe: each needs verified evidence), and the periodic
@@ -197,7 +209,7 @@ def _policy_event(record: PolicyRecord, *, previous: PolicyRecord | None) -> New
     )
 
 
-def adopt_policy(store: Store, mine: PolicyRecord, *, by: str) -> PolicyRecord:
+def adopt_policy(store: AnyStore, mine: PolicyRecord, *, by: str) -> PolicyRecord:
     """The policy in force: the store's, or ``mine`` when this is the first process to run."""
     in_force = store.policy_in_force()
     if in_force is not None:
@@ -276,7 +288,9 @@ def adopt_demo_state(settings: Settings) -> Settings:
     return replace(settings, **changes) if changes else settings
 
 
-def check_waiting(store: Store, rules: ApprovalPolicy, users: list[User], *, source: str) -> None:
+def check_waiting(
+    store: AnyStore, rules: ApprovalPolicy, users: list[User], *, source: str
+) -> None:
     """Refuse a policy (or users file) that would strand a request already waiting."""
     approval.check_waiting(
         rules,
@@ -380,7 +394,7 @@ def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -
     if settings.mode is Mode.DEMO and isinstance(anchor, auditlog.FileAnchor):
         # Only a database the demo has just made starts a new anchor (never one whose
         # checkpoints look unreadable: junk rows must not excuse a missing anchor).
-        if standin_fresh(settings.db_path):
+        if not settings.on_postgres and standin_fresh(settings.db_path):
             auditlog.initialise_anchor(store, anchor, by=by, at=iso(utc_now()))
     audit_check = check_audit_at_start(store, anchor)
     lifecycle = Lifecycle(

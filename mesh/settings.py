@@ -53,6 +53,24 @@ class Mode(StrEnum):
 # audit-anchor.json beside the store's (catches a deleted tail; set file: or sns to keep it
 # out of reach of whoever holds the database).
 DEFAULT_ANCHOR = "beside"
+# A PostgreSQL store has no folder to keep that file in, and a file on one replica's disk is
+# not seen by the others; the operator must say where the head goes.
+ANCHOR_NEEDS_A_PLACE = (
+    "MESH_DB is a PostgreSQL URL, so there is no folder beside it for the audit anchor's "
+    "default file; set MESH_AUDIT_ANCHOR to sns (to MESH_ADMIN_TOPIC_ARN; best with several "
+    "replicas), to file:PATH on storage every replica running tick shares, or to off."
+)
+# The demo makes, resets and deletes its own SQLite file; it never does that to a database
+# server, which others may share.
+DEMO_NEEDS_SQLITE = (
+    "MESH_MODE is demo, and the demo makes and resets its own SQLite file, so MESH_DB cannot "
+    "be a PostgreSQL URL; unset MESH_DB for the demo, or set MESH_MODE=aws to use PostgreSQL."
+)
+
+
+def is_db_url(value: str) -> bool:
+    """Whether MESH_DB names a PostgreSQL database (a URL) rather than a SQLite file."""
+    return value.startswith(("postgresql://", "postgres://"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +90,9 @@ SETTINGS = (
     Setting(
         name="MESH_DB",
         default="var/mesh.db (aws) or var/demo.db (demo)",
-        help="SQLite file holding requests, the audit log and sign-in sessions",
+        help="the store (requests, the audit log, sign-in sessions): a SQLite file's path, or "
+        "a postgresql:// URL (aws mode; credentials from the URL, PG* variables or "
+        "PGPASSFILE; TLS through sslmode and sslrootcert in the URL)",
     ),
     Setting(
         name="MESH_USERS",
@@ -184,7 +204,7 @@ SETTINGS = (
     ),
     Setting(
         name="MESH_AUDIT_ANCHOR",
-        default="file:audit-anchor.json beside MESH_DB",
+        default="file:audit-anchor.json beside MESH_DB; must be set for a PostgreSQL MESH_DB",
         help="where tick publishes the audit chain's head: file:PATH, sns (to "
         "MESH_ADMIN_TOPIC_ARN) or off",
     ),
@@ -293,7 +313,9 @@ SETTINGS = (
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     mode: Mode
-    db_path: Path
+    db: str
+    """MESH_DB: a SQLite file's absolute path, or a ``postgresql://`` URL (with any password:
+    show ``db_label``, never this)."""
     users_path: Path
     cookie_key: str | None
     catalog_ttl: int
@@ -341,18 +363,47 @@ class Settings:
         return dict(self.account_names).get(account, "")
 
     @property
+    def on_postgres(self) -> bool:
+        return is_db_url(self.db)
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file MESH_DB names; a PostgreSQL URL has none (check ``on_postgres``
+        first: the demo, backups and the files kept beside the store need a file)."""
+        if self.on_postgres:
+            raise SettingError(
+                f"MESH_DB is a PostgreSQL URL ({self.db_label}), not a SQLite file; this needs "
+                "a file (see the README's 'Moving to PostgreSQL')."
+            )
+        return Path(self.db)
+
+    @property
+    def db_label(self) -> str:
+        """MESH_DB as messages name it: the path, or the URL without its password."""
+        if not self.on_postgres:
+            return self.db
+        from mesh.store.postgres import safe_url
+
+        return safe_url(self.db)
+
+    @property
+    def files_dir(self) -> Path:
+        """The folder for files kept beside the store: the SQLite file's, else var/."""
+        return PROJECT_ROOT / "var" if self.on_postgres else self.db_path.parent
+
+    @property
     def link_secret_file(self) -> Path:
-        return self.db_path.parent / "link-secret"
+        return self.files_dir / "link-secret"
 
     @property
     def audit_key_file(self) -> Path:
         """The demo's audit key, when MESH_AUDIT_KEY is not set (aws mode requires it)."""
-        return self.db_path.parent / "audit-key"
+        return self.files_dir / "audit-key"
 
     @property
     def demo_state_file(self) -> Path:
         """Where a running demo stand-in records its endpoint, beside the database."""
-        return self.db_path.parent / "demo-standin.json"
+        return self.files_dir / "demo-standin.json"
 
 
 def read_secrets(path: Path = SECRETS_FILE) -> dict[str, Any]:
@@ -450,11 +501,17 @@ def load_settings(
         raise SettingError(AUDIT_KEY_REQUIRED)
     audit_key = _checked_secret("MESH_AUDIT_KEY", audit_key)
 
+    anchor = _anchor(get("MESH_AUDIT_ANCHOR"))
+    if is_db_url(db) and mode is Mode.DEMO:
+        raise SettingError(DEMO_NEEDS_SQLITE)
+    if is_db_url(db) and anchor == DEFAULT_ANCHOR:
+        raise SettingError(ANCHOR_NEEDS_A_PLACE)
+
     return Settings(
         mode=mode,
-        db_path=resolve_path(db),
+        db=db if is_db_url(db) else str(resolve_path(db)),
         audit_key=audit_key,
-        audit_anchor=_anchor(get("MESH_AUDIT_ANCHOR")),
+        audit_anchor=anchor,
         users_path=users_path,
         cookie_key=cookie_key,
         catalog_ttl=_positive_int("MESH_CATALOG_TTL", get("MESH_CATALOG_TTL"), 300),

@@ -32,7 +32,7 @@ import jwt
 
 from mesh.models import Action, User
 from mesh.settings import Settings
-from mesh.store import NewEvent, SessionRow, Store
+from mesh.store import AnyStore, NewEvent, SessionRow
 from mesh.users import UserFile
 from mesh.workflow import iso, utc_now
 
@@ -190,7 +190,7 @@ class SignIn:
 
     def __init__(
         self,
-        store: Store,
+        store: AnyStore,
         users: UserFile,
         rules: Rules,
         *,

@@ -34,10 +34,10 @@ from mesh.models import (
 from mesh.moments import iso, utc_now
 from mesh.ports import Catalog, Grants, Users
 from mesh.store import (
+    AnyStore,
     Approval,
     NewEvent,
     PolicyRecord,
-    Store,
 )
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class UseCase:
     def __init__(
         self,
         *,
-        store: Store,
+        store: AnyStore,
         catalog: Catalog,
         grants: Grants,
         users: Users,
