@@ -8,6 +8,8 @@ that a granted request explains, and never touches grants nobody asked for.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -37,6 +39,11 @@ from mesh.models import (
 from mesh.store import NewEvent
 from mesh.sync import CatalogSync
 from mesh.workflow import Marketplace, _clean_comment, iso
+
+SYNC_LEASE_NAME = "catalog-sync"
+SYNC_LEASE = timedelta(minutes=30)
+"""How long a catalog sync's lease lasts when its holder never releases it (a 100k-table
+sync takes about 70 seconds)."""
 
 EXPIRY_ACTOR = "expiry"
 TICK_ACTOR = "tick"
@@ -112,6 +119,7 @@ class Lifecycle:
         self.grant_retry_limit = grant_retry_limit
         self.sync = sync
         self.sync_minutes = sync_minutes
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"  # for leases
 
     # Revoke -------------------------------------------------------------------------------
 
@@ -513,10 +521,25 @@ class Lifecycle:
         return self.sync.run(actor=user.username)
 
     def _sync_if_due(self, report: TickReport, synced: list[dict[str, Any]]) -> None:
-        """Sync the catalog index when its last sync is older than MESH_SYNC_MINUTES."""
+        """Sync the catalog index when its last sync is older than MESH_SYNC_MINUTES.
+
+        A whole sync has no request to claim, so it holds the store's lease ``catalog-sync``
+        while it runs: another pass (on another host, or overlapping this one) skips it, and
+        the lease runs out after SYNC_LEASE should this process die mid-sync.
+        """
         if self.sync is None or not self.sync.due(self.sync_minutes):
             return
-        done = self.sync.run(actor=TICK_ACTOR)
+        store, now = self.market.store, self.market.clock()
+        if not store.claim_lease(
+            SYNC_LEASE_NAME, holder=self._holder, now=iso(now), until=iso(now + SYNC_LEASE)
+        ):
+            return
+        try:
+            if not self.sync.due(self.sync_minutes):  # another pass finished one meanwhile
+                return
+            done = self.sync.run(actor=TICK_ACTOR)
+        finally:
+            store.release_lease(SYNC_LEASE_NAME, holder=self._holder)
         synced.append(done.to_json())
         if done.error:
             report.errors.append(f"catalog sync: {done.error}")

@@ -7,8 +7,9 @@ sign-in (random id, absolute expiry, idle timeout), and only once per ID token. 
 revokes that session, so a replayed cookie is refused. See docs/decisions/0009-oidc.md.
 
 Who may do what comes from the role map on every lookup: ``OidcUsers`` is the users file's
-stand-in, a directory of the people who signed in since this process started, each mapped
-again from their claims whenever the role map changes.
+stand-in, a directory of the people who have signed in, each mapped again from their last
+claims whenever the role map changes. The claims are kept in the store, so every replica
+knows everyone who signed in on any of them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import hashlib
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from mesh.approval import ApprovalPolicy
 from mesh.errors import SettingError
@@ -46,28 +47,80 @@ def token_marker(claims: Mapping[str, Any]) -> str:
     return "oidc:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+class People(Protocol):
+    """Where the people's claims are kept: the store (mesh/store/people.py)."""
+
+    def remember_person(self, username: str, claims: Mapping[str, Any], *, at: str) -> None: ...
+
+    def person_claims(self, username: str) -> dict[str, Any] | None: ...
+
+    def people_claims(self) -> list[dict[str, Any]]: ...
+
+
+class _InMemory:
+    """People kept in this process only (tests that need no store)."""
+
+    def __init__(self) -> None:
+        self._claims: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def remember_person(self, username: str, claims: Mapping[str, Any], *, at: str) -> None:
+        with self._lock:
+            self._claims[username] = dict(claims)
+
+    def person_claims(self, username: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._claims.get(username)
+
+    def people_claims(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._claims.values())
+
+
 class OidcUsers(UserFile):
     """The users known from their claims, mapped through the role map on every lookup."""
 
     def __init__(
-        self, role_map: RoleMapFile, *, groups: Mapping[str, Iterable[str]] | None = None
+        self,
+        role_map: RoleMapFile,
+        *,
+        groups: Mapping[str, Iterable[str]] | None = None,
+        people: People | None = None,
     ) -> None:
         super().__init__(role_map.path, groups=groups)
         self.role_map = role_map
-        self._claims: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
+        self.people: People = people if people is not None else _InMemory()
 
-    def remember(self, claims: Mapping[str, Any]) -> User | None:
+    def remember(self, claims: Mapping[str, Any], *, at: str = "") -> User | None:
         """Map these claims; a person who maps to a user is remembered for later lookups."""
         user = self.role_map.user(claims)
         if user is not None:
-            with self._lock:
-                self._claims[user.username] = dict(claims)
+            self.people.remember_person(user.username, claims, at=at)
         return user
 
     def claims_of(self, username: str) -> dict[str, Any] | None:
-        with self._lock:
-            return self._claims.get(username)
+        return self.people.person_claims(username)
+
+    def get(self, username: str | None) -> User | None:
+        """One person, mapped from their last claims (or a role-map stand-in)."""
+        name = (username or "").strip().lower()
+        claims = self.people.person_claims(name) if name else None
+        if claims is None:
+            return super().get(name)
+        user = self.role_map.user(claims)
+        return self._with_policy_groups(user) if user is not None else None
+
+    def _with_policy_groups(self, user: User) -> User:
+        extra = {g for g, members in self.groups.items() if user.username in members}
+        return User(
+            username=user.username,
+            name=user.name,
+            email=user.email,
+            roles=user.roles,
+            accounts=user.accounts,
+            owner_of=user.owner_of,
+            groups=user.groups | extra,
+        )
 
     def directory(self) -> Directory:
         """Who may do what: the role map's entries, then the people known by their claims.
@@ -76,8 +129,7 @@ class OidcUsers(UserFile):
         (``group:NAME``, a name no ID token gives), and each users entry for that person:
         without them a request would look as if nobody could ever approve it.
         """
-        with self._lock:
-            known = list(self._claims.values())
+        known = self.people.people_claims()
         mapped = self.role_map.role_map()
         stand_ins = [
             {"sub": f"group:{name}", self.role_map.claim: [name]} for name in mapped.groups
@@ -86,18 +138,8 @@ class OidcUsers(UserFile):
         users: dict[str, User] = {}
         for claims in stand_ins + known:
             user = self.role_map.user(claims)
-            if user is None:
-                continue
-            extra = {g for g, members in self.groups.items() if user.username in members}
-            users[user.username] = User(
-                username=user.username,
-                name=user.name,
-                email=user.email,
-                roles=user.roles,
-                accounts=user.accounts,
-                owner_of=user.owner_of,
-                groups=user.groups | extra,
-            )
+            if user is not None:
+                users[user.username] = self._with_policy_groups(user)
         return Directory(users=users, credentials={}, cookie_name=COOKIE_NAME, cookie_expiry_days=1)
 
 
@@ -114,7 +156,7 @@ class OidcSignIn(SignIn):
     def open_for(self, claims: Mapping[str, Any], *, client: str) -> SignedIn | str:
         """Open a session for a fresh ID token's claims, or say why not (audited)."""
         now = self.clock()
-        user = self.users.remember(claims)
+        user = self.users.remember(claims, at=iso(now))
         if user is None:
             self.refuse(claims, client=client, why="no mapped group")
             return no_access_sentence(claims, claim=self.users.role_map.claim)
@@ -161,10 +203,12 @@ class OidcSignIn(SignIn):
         )
 
 
-def users_for(settings: Settings, rules: ApprovalPolicy) -> OidcUsers:
-    """The role map's directory for this process; a broken role map stops start-up."""
+def users_for(settings: Settings, rules: ApprovalPolicy, people: People | None = None) -> OidcUsers:
+    """The role map's directory over ``people`` (the store); a broken role map stops start-up."""
     if settings.role_map_path is None:
         raise SettingError("MESH_AUTH is oidc but MESH_ROLE_MAP is not set.")
     role_map = RoleMapFile(settings.role_map_path, claim=settings.groups_claim)
     role_map.role_map()
-    return OidcUsers(role_map, groups={g: body.members for g, body in rules.groups.items()})
+    return OidcUsers(
+        role_map, groups={g: body.members for g, body in rules.groups.items()}, people=people
+    )

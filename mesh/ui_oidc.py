@@ -39,7 +39,7 @@ def sign_in(svc: Services) -> User:
     if not st.user.is_logged_in:
         no_pages(lambda: _sign_in_page(svc, ""))
     claims: dict[str, Any] = dict(st.user.to_dict())
-    user = users.remember(claims)
+    user = users.role_map.user(claims)  # remembered in the store when a session opens
     if user is None:
         _refuse_once(use_cases, claims, client)
         no_pages(lambda: _no_access_page(svc, claims))

@@ -1874,3 +1874,20 @@ def test_revoke_notice_says_which_comment_is_the_revokes_and_which_the_approvals
     # THEN each comment says whose and why
     assert "Why sam revoked it: Project finished early" in body
     assert "When sam approved it: OK for churn work" in body
+
+
+def test_a_catalog_sync_due_runs_on_one_tick_while_another_holds_its_lease(
+    services: Services,
+) -> None:
+    # GIVEN a catalog never synced, and another host's tick holding the sync's lease
+    store, now = services.marketplace.store, services.marketplace.clock()
+    later = iso(now + timedelta(minutes=5))
+    assert store.claim_lease("catalog-sync", holder="other-host", now=iso(now), until=later)
+    # WHEN this tick runs THEN it leaves the sync to the other, doing the rest of its pass
+    first = services.lifecycle.tick()
+    assert first.catalog_synced is None and not first.errors
+    # WHEN the other releases it THEN the next tick syncs, and frees the lease after
+    store.release_lease("catalog-sync", holder="other-host")
+    second = services.lifecycle.tick()
+    assert second.catalog_synced is not None and second.catalog_synced["tables"] == 44
+    assert store.claim_lease("catalog-sync", holder="other-host", now=iso(now), until=later)

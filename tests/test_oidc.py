@@ -25,8 +25,9 @@ from mesh.models import Role
 from mesh.oidc import COOKIE_NAME, OidcSignIn, OidcUsers
 from mesh.rolemap import RoleMapFile
 from mesh.signin import Rules, SignedIn
-from mesh.store import Store
+from mesh.store import PgStore, Store
 from tests.browser_support import PROJECT, chromium, free_ports, stop, wait_until_up
+from tests.support import AUDIT_KEY
 
 ROLE_MAP = """
 groups:
@@ -59,7 +60,7 @@ def clock() -> Clock:
 def auth(tmp_path: Path, role_map: Path, clock: Clock) -> OidcSignIn:
     store = Store(tmp_path / "mesh.db")
     store.migrate()
-    return OidcSignIn(store, OidcUsers(RoleMapFile(role_map)), Rules(), clock=clock)
+    return OidcSignIn(store, OidcUsers(RoleMapFile(role_map), people=store), Rules(), clock=clock)
 
 
 def claims(clock: Clock, sub: str = "s-olga", **more: Any) -> dict[str, Any]:
@@ -85,6 +86,34 @@ def test_a_fresh_id_token_opens_one_server_side_session_audited_with_its_sub(
     assert auth.resume(opened.session_id, client="10.0.0.1") == opened.user
     event = next(e for e in auth.store.audit() if e.action == "signed_in")
     assert (event.details["sub"], event.details["email"]) == ("s-olga", "Olga@Example.com")
+
+
+@pytest.mark.parametrize("adapter", ["sqlite", "postgresql"])
+def test_a_session_opened_on_one_replica_resumes_on_another(
+    adapter: str, request: pytest.FixtureRequest, tmp_path: Path, role_map: Path, clock: Clock
+) -> None:
+    # GIVEN two replicas, each with its own directory of people, over one store
+    store: Store | PgStore
+    if adapter == "sqlite":
+        store = Store(tmp_path / "mesh.db")
+    else:
+        store = PgStore(request.getfixturevalue("pg_url"), audit_key=AUDIT_KEY)
+    store.migrate()
+    replica_a, replica_b = (
+        OidcSignIn(store, OidcUsers(RoleMapFile(role_map), people=store), Rules(), clock=clock)
+        for _ in range(2)
+    )
+    # WHEN olga signs in through the provider on replica A
+    opened = replica_a.open_for(claims(clock, groups=["data-owners"]), client="c")
+    assert isinstance(opened, SignedIn)
+    # THEN replica B, which never saw her sign in, resumes her session as the same user
+    assert replica_b.resume(opened.session_id, client="c") == opened.user
+    assert "s-olga" in {c["sub"] for c in replica_b.users.people.people_claims()}
+    assert replica_b.users.get(opened.user.username) == opened.user
+    # AND a sign-out on B ends it for A too
+    replica_b.sign_out(opened.session_id, opened.user.username, client="c")
+    assert replica_a.resume(opened.session_id, client="c") == "already ended (signed out)"
+    store.close()
 
 
 def test_the_same_id_token_never_opens_a_second_session(auth: OidcSignIn, clock: Clock) -> None:

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mesh.store.audit import AuditRecords, _audit_where
+from mesh.store.leases import LeaseRecords
 from mesh.store.migrations import AUDIT_CHAIN, migrations
 from mesh.store.notices import NoticeRecords
+from mesh.store.people import PeopleRecords
 from mesh.store.port import StorePort
 from mesh.store.postgres import PostgresStore, is_url
 from mesh.store.queues import QueueReads
@@ -63,11 +65,27 @@ __all__ = [
 KEY_FILE_BESIDE_BY_DEFAULT = False
 
 
-class Store(QueueReads, AuditRecords, NoticeRecords, SessionRecords, SqliteStore):
+class Store(
+    QueueReads,
+    AuditRecords,
+    NoticeRecords,
+    SessionRecords,
+    PeopleRecords,
+    LeaseRecords,
+    SqliteStore,
+):
     """Requests, audit log, sessions, outbox and policy record in one SQLite file."""
 
 
-class PgStore(QueueReads, AuditRecords, NoticeRecords, SessionRecords, PostgresStore):
+class PgStore(
+    QueueReads,
+    AuditRecords,
+    NoticeRecords,
+    SessionRecords,
+    PeopleRecords,
+    LeaseRecords,
+    PostgresStore,
+):
     """The same, in a PostgreSQL database shared by several replicas."""
 
 

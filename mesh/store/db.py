@@ -160,7 +160,13 @@ def _adapt(params: Any) -> Any:
 
 
 # The key of each table that is not ``id``: what ``insert`` returns as ``last_pk``.
-_KEYS = {"sessions": "token_id", "sign_in_failures": "subject", "used_links": "nonce"}
+_KEYS = {
+    "leases": "name",
+    "people": "username",
+    "sessions": "token_id",
+    "sign_in_failures": "subject",
+    "used_links": "nonce",
+}
 
 
 class PgDb:

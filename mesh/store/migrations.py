@@ -262,3 +262,21 @@ def _sign_in_refusals(db: sqlite_utils.Database) -> None:
     # Attempts refused while a subject is locked out are counted, not each audited: only the
     # first of a lockout writes an audit row, so guessing on cannot grow the log.
     db["sign_in_failures"].add_column("refused", int)  # type: ignore[union-attr]
+
+
+@migrations(name="0015_people")
+def _people(db: sqlite_utils.Database) -> None:
+    # Single sign-on's people, learned at sign-in and shared by every process (mesh/oidc.py).
+    db["people"].create(  # type: ignore[union-attr]
+        {"username": str, "claims": str, "seen_at": str},
+        pk="username",
+        not_null={"claims", "seen_at"},
+    )
+
+
+@migrations(name="0016_leases")
+def _leases(db: sqlite_utils.Database) -> None:
+    # A job one process of the cluster runs at a time (mesh/store/leases.py).
+    db["leases"].create(  # type: ignore[union-attr]
+        {"name": str, "holder": str, "until": str}, pk="name", not_null={"holder", "until"}
+    )

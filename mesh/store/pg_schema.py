@@ -226,6 +226,17 @@ def _catalog_search() -> tuple[str, ...]:
     )
 
 
+PEOPLE = (
+    """CREATE TABLE people (
+        username TEXT PRIMARY KEY,
+        claims TEXT NOT NULL,
+        seen_at TEXT NOT NULL
+    )""",
+)
+
+LEASES = ("CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until TEXT NOT NULL)",)
+
+
 def migrations() -> tuple[tuple[str, tuple[str, ...]], ...]:
     """Every migration, (name, statements), in order (built when first run: the catalog's
     schema lives with the catalog index, which imports the store)."""
@@ -233,4 +244,6 @@ def migrations() -> tuple[tuple[str, tuple[str, ...]], ...]:
         ("0001_store", STORE),
         ("0002_catalog_index", _catalog_tables()),
         ("0003_catalog_search", _catalog_search()),
+        ("0004_people", PEOPLE),  # SQLite's 0015_people
+        ("0005_leases", LEASES),  # SQLite's 0016_leases
     )

@@ -362,6 +362,28 @@ class StorePort(Protocol):
         ``at`` and the last failure before ``forget_before``; return how many went."""
         ...
 
+    # People known from single sign-on (mesh/oidc.py) -----------------------------------------
+
+    def remember_person(self, username: str, claims: Mapping[str, Any], *, at: str) -> None:
+        """Keep ``claims`` as what ``username`` last signed in with."""
+        ...
+
+    def person_claims(self, username: str) -> dict[str, Any] | None: ...
+
+    def people_claims(self) -> list[dict[str, Any]]:
+        """Everyone's last claims, by user name."""
+        ...
+
+    # Leases: a job one process of the cluster runs at a time (mesh/store/leases.py) --------
+
+    def claim_lease(self, name: str, *, holder: str, now: str, until: str) -> bool:
+        """Take the lease ``name`` until ``until`` unless someone else holds it at ``now``."""
+        ...
+
+    def release_lease(self, name: str, *, holder: str) -> None:
+        """End the lease ``name`` if ``holder`` still holds it."""
+        ...
+
     # The store itself ------------------------------------------------------------------------
 
     @property

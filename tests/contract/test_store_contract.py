@@ -695,6 +695,48 @@ def test_the_first_policy_is_recorded_once_and_a_change_replaces_only_what_it_re
     assert [e.action for e in store.audit()] == ["policy_activated"]
 
 
+# People known from single sign-on -----------------------------------------------------------
+
+
+def test_a_persons_claims_are_kept_and_replaced_by_the_next_sign_in(store: StorePort) -> None:
+    # GIVEN nobody has signed in
+    assert store.person_claims("dana") is None and store.people_claims() == []
+    # WHEN dana signs in twice, her groups changed in between, and erin once
+    store.remember_person("dana", {"sub": "d-1", "groups": ["sales"]}, at=T0)
+    store.remember_person("erin", {"sub": "e-1", "groups": []}, at=T0)
+    store.remember_person("dana", {"sub": "d-1", "groups": ["sales", "hr"]}, at=T1)
+    # THEN each is known by the last claims, once
+    assert store.person_claims("dana") == {"sub": "d-1", "groups": ["sales", "hr"]}
+    assert [c["sub"] for c in store.people_claims()] == ["d-1", "e-1"]
+
+
+# Leases -------------------------------------------------------------------------------------
+
+
+def test_a_lease_is_held_by_one_until_released_or_run_out(store: StorePort) -> None:
+    # GIVEN two ticks racing for the catalog sync's lease
+    won = race(
+        *[
+            lambda who=who: store.claim_lease("sync", holder=who, now=T0, until=T2)
+            for who in ("a", "b", "c")
+        ]
+    )
+    # THEN one holds it; the others are refused while it runs
+    assert won.count(True) == 1
+    holder = "abc"[won.index(True)]
+    other = "a" if holder != "a" else "b"
+    assert not store.claim_lease("sync", holder=other, now=T1, until=T3)
+    # AND its holder may take it again (a long sync extending it)
+    assert store.claim_lease("sync", holder=holder, now=T1, until=T3)
+    # WHEN it is released by someone else nothing changes; by its holder it is free
+    store.release_lease("sync", holder=other)
+    assert not store.claim_lease("sync", holder=other, now=T1, until=T3)
+    store.release_lease("sync", holder=holder)
+    assert store.claim_lease("sync", holder=other, now=T1, until=T2)
+    # AND a lease whose holder died runs out at its time
+    assert store.claim_lease("sync", holder=holder, now=T2, until=T3)
+
+
 # The catalog index ------------------------------------------------------------------------
 
 
