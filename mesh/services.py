@@ -320,11 +320,13 @@ def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -
         timeout=settings.aws_timeout,
         demo_endpoint=endpoint if settings.mode is Mode.DEMO else None,
     )
+    store = open_store(settings)  # opened by its first use: migrate, below
     # A broken policy or users file stops start-up, before any AWS call.
     try:
         rules = load_policy(settings)
         users = (
-            oidc.users_for(settings, rules)  # the role map: people known once they sign in
+            # the role map: people known once they sign in, kept in the store
+            oidc.users_for(settings, rules, people=store)
             if settings.auth == "oidc"
             else load_users(
                 settings.users_path,
@@ -336,7 +338,6 @@ def build(settings: Settings, *, endpoint: str | None = None, by: str = "cli") -
         raise exc.as_setting() from None
     # Only the demo makes its database at start; in aws mode a missing one stops start-up,
     # before any AWS call (`mesh init` makes it; a deleted one is restored from a backup).
-    store = open_store(settings)
     store.migrate(create=settings.mode is Mode.DEMO)
     sts = factory.client("sts")
     account = central_account(sts)
