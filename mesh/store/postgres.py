@@ -84,6 +84,7 @@ class PostgresStore(StoreBase):
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
         self._pool_pid = 0
         self._pool_lock = threading.Lock()
+        self._local = threading.local()  # this thread's write transaction, while one is open
 
     @property
     def audit_key(self) -> bytes:
@@ -131,6 +132,12 @@ class PostgresStore(StoreBase):
     ) -> Iterator[PgDb]:
         """A pooled connection in autocommit (``cached=False``: one of its own, in a
         read-only transaction, whose reads stream through a server-side cursor)."""
+        writing_now: PgDb | None = getattr(self._local, "db", None)
+        if cached and writing_now is not None:
+            # inside this thread's write transaction: read what it wrote, as SQLite's one
+            # connection per thread does, and never wait on a second pooled connection
+            yield writing_now
+            return
         try:
             if cached:
                 with self._the_pool().connection() as conn:
@@ -147,10 +154,16 @@ class PostgresStore(StoreBase):
 
     @contextmanager
     def _write(self) -> Iterator[PgDb]:
+        if getattr(self._local, "db", None) is not None:
+            raise RuntimeError("a write transaction inside another: it would wait on itself")
         with self._connect(writing=True) as db:
             with db.conn.transaction():
                 db.conn.execute("SELECT pg_advisory_xact_lock(%s)", [_WRITE_LOCK])
-                yield db
+                self._local.db = db
+                try:
+                    yield db
+                finally:
+                    self._local.db = None
 
     def _storage_error(self, exc: BaseException, *, writing: bool) -> StorageError:
         where = f"The store MESH_DB ({self.describe()})"
