@@ -120,15 +120,19 @@ _TOKENS = re.compile(
 
 
 @lru_cache(maxsize=2048)
-def to_postgres(sql: str) -> str:
-    """``sql`` as SQLite spells it, rewritten for psycopg and PostgreSQL (see the module)."""
+def to_postgres(sql: str, *, bound: bool = True) -> str:
+    """``sql`` as SQLite spells it, rewritten for psycopg and PostgreSQL (see the module).
+
+    ``bound`` False: the statement runs without parameters, so psycopg reads no
+    placeholders and a ``%`` stays as it is.
+    """
     ignore = False
 
     def rewrite(match: re.Match[str]) -> str:
         nonlocal ignore
         kind, text = match.lastgroup, match.group()
         if kind == "literal":
-            return text.replace("%", "%%")
+            return text.replace("%", "%%") if bound else text
         if kind == "bracket":
             return f'"{text[1:-1]}"'
         if kind == "named":
@@ -143,7 +147,7 @@ def to_postgres(sql: str) -> str:
         if kind == "mark":
             return "%s"
         if kind == "percent":
-            return "%%"
+            return "%%" if bound else "%"
         return text  # a quoted name or a :: cast
 
     rewritten = _TOKENS.sub(rewrite, sql)
@@ -183,11 +187,11 @@ class PgDb:
             cursor: Any = self.conn.cursor(name="mesh_stream")
         else:
             cursor = self.conn.cursor()
-        return cursor.execute(to_postgres(sql), _adapt(parameters))
+        return cursor.execute(to_postgres(sql, bound=parameters is not None), _adapt(parameters))
 
     def query(self, sql: str, params: Any = None) -> Iterator[dict[str, Any]]:
         with self.conn.cursor(row_factory=dict_row) as cursor:
-            cursor.execute(to_postgres(sql), _adapt(params))
+            cursor.execute(to_postgres(sql, bound=params is not None), _adapt(params))
             yield from cursor.fetchall()
 
     def __getitem__(self, table_name: str) -> PgTable:
