@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from mesh import policy
@@ -25,7 +26,7 @@ from mesh.catalog_judge import digest as _digest
 from mesh.catalog_query import CatalogReads, IndexedCatalog
 from mesh.catalog_rows import PAGE, ColumnEntry, Counts, Entry, Query, ResultPage, SyncRecord
 from mesh.models import Database, Table
-from mesh.store.db import Db, executemany
+from mesh.store.db import Db, PgDb, executemany
 
 # Frozen with migration 0011_catalog_index: a change here needs a migration of its own.
 SCHEMA = (
@@ -128,7 +129,7 @@ class CatalogIndex(CatalogReads):
     ) -> Counts:
         """Replace these databases (each with all its tables) in one transaction."""
         counts = Counts()
-        with self.store._write() as db:
+        with self.store._write() as db, _pipelined(db):
             for database, tables in batch:
                 counts.add(self._put_database(db, database, tables, at=at))
         return counts
@@ -518,6 +519,12 @@ class CatalogIndex(CatalogReads):
                 db.query(f"SELECT * FROM catalog_syncs WHERE {condition} ORDER BY id DESC LIMIT 1")
             )
         return SyncRecord(**rows[0]) if rows else None
+
+
+def _pipelined(db: Db) -> AbstractContextManager[Any]:
+    """On PostgreSQL, statements whose results are not read go without waiting for their
+    answers (psycopg's pipeline mode): a table's writes take 3 round trips, not 6."""
+    return db.conn.pipeline() if isinstance(db, PgDb) else nullcontext()
 
 
 def _put(db: Db, table: str, values: dict[str, Any], row_id: int | None) -> int:

@@ -195,9 +195,12 @@ def _candidates(
     bounds = {"database": " AND catalog_fts.rowid < 0", "table": " AND catalog_fts.rowid > 0"}
     if dialect == "postgresql":
         # The tsquery is a constant (ClientCursor binds values), so the GIN index is used.
-        ranking = f"-ts_rank_cd({_PG_WEIGHTS}, catalog_fts.words, q.query)"
+        # Matches in the names only (weight A) are ranked as every match is: by all words.
+        ranking = f"-ts_rank_cd({_PG_WEIGHTS}, catalog_fts.words, q.ranking)"
         source = (
-            "FROM catalog_fts CROSS JOIN (SELECT to_tsquery('simple', ?) AS query) AS q "
+            "FROM catalog_fts CROSS JOIN (SELECT to_tsquery('simple', m) AS query, "
+            "to_tsquery('simple', replace(replace(m, ':*A', ':*'), ':A', '')) AS ranking "
+            "FROM (SELECT CAST(? AS text) AS m) AS p) AS q "
             "LEFT JOIN catalog_databases d ON d.id = -catalog_fts.rowid "
             "LEFT JOIN catalog_tables t ON t.id = catalog_fts.rowid "
             "WHERE catalog_fts.words @@ q.query"

@@ -1,9 +1,19 @@
 """The catalog index: sync from Glue (paged, add/change/drop), FTS search and facets,
-re-judging when the policy changes, the live read winning at submit, and the CLI."""
+re-judging when the policy changes, the live read winning at submit, and the CLI.
+
+The tests of the index's own SQL (sync, search, facets, re-judging) run on both store
+adapters: SQLite, and the real PostgreSQL server that `scripts/dev test` starts, each test
+on a copy of a migrated template database (as the store contract suite does). One test
+holds the two to the same matches over a generated catalog of a few thousand tables.
+"""
 
 from __future__ import annotations
 
 import json
+import random
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,12 +27,14 @@ from mesh import catalog_search
 from mesh.approval import DEFAULT
 from mesh.catalog import GlueCatalog
 from mesh.catalog_index import CatalogIndex, Query
+from mesh.models import Column, Database, Table
 from mesh.services import Services, activate_policy, build, load_policy
 from mesh.settings import Settings, load_settings
-from mesh.store import Store
+from mesh.store import AnyStore, PgStore, Store
 from mesh.sync import CatalogSync
+from tests import pgsupport
 from tests.conftest import REGION, client
-from tests.support import APP, COOKIE_KEY, in_process_cli, sign_in, texts
+from tests.support import APP, AUDIT_KEY, COOKIE_KEY, in_process_cli, sign_in, texts
 
 CENTRAL = "123456789012"
 CAROL = "444455556666"
@@ -33,12 +45,85 @@ def now() -> datetime:
     return datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
+ADAPTERS = ["sqlite", "postgresql"]
+
+
 @pytest.fixture
 def synced(services: Services) -> Services:
-    """The demo mesh, synced into the index once."""
+    """The demo mesh, synced into the index once (the app's services: SQLite)."""
     done = services.sync.run(actor="test")
     assert done.error is None
     return services
+
+
+# Stores on both adapters ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite store to copy: migrating for each test is slow."""
+    store = Store(tmp_path_factory.mktemp("catalog") / "mesh.db", audit_key=AUDIT_KEY)
+    store.migrate()
+    store.close()
+    return store.path
+
+
+@pytest.fixture(scope="module")
+def pg_template(pg_server_url: str) -> Iterator[str]:
+    """A migrated PostgreSQL database to copy (CREATE DATABASE ... TEMPLATE)."""
+    with pgsupport.temporary_database(pg_server_url, prefix="tmpl") as url:
+        store = PgStore(url, audit_key=AUDIT_KEY)
+        store.migrate()
+        store.close()
+        yield url
+
+
+def _stores(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> tuple[Callable[[str], AnyStore], Callable[[], None]]:
+    """Make migrated stores (copies of the module's templates), and close and drop them."""
+    made: list[AnyStore] = []
+    urls: list[str] = []
+
+    def make(adapter: str) -> AnyStore:
+        store: AnyStore
+        if adapter == "sqlite":
+            path = tmp_path / f"mesh{len(made)}.db"
+            shutil.copy(request.getfixturevalue("sqlite_template"), path)
+            store = Store(path, audit_key=AUDIT_KEY)
+        else:
+            template = pgsupport.database_name(request.getfixturevalue("pg_template"))
+            server = request.getfixturevalue("pg_server_url")
+            urls.append(pgsupport.fresh_database(server, template=template))
+            store = PgStore(urls[-1], audit_key=AUDIT_KEY)
+        made.append(store)
+        return store
+
+    def done() -> None:
+        for store in made:
+            store.close()
+        for url in urls:
+            pgsupport.drop_database(url)
+
+    return make, done
+
+
+@pytest.fixture(params=ADAPTERS)
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], AnyStore]]:
+    """Make migrated stores on the test's adapter, each a fresh copy of the template."""
+    make, done = _stores(request, tmp_path)
+    yield lambda: make(request.param)
+    done()
+
+
+@pytest.fixture
+def sync(aws: str, new_store: Callable[[], AnyStore]) -> CatalogSync:
+    """The demo mesh synced once into a catalog index on the test's adapter."""
+    glue = client("glue", aws)
+    index = CatalogIndex(new_store(), rules=DEFAULT, fingerprint="f1")
+    sync = CatalogSync(GlueCatalog(glue, catalog_id=CENTRAL), index, clock=now, glue_client=glue)
+    assert sync.run(actor="test").error is None
+    return sync
 
 
 # Paging, pinned with Stubber -------------------------------------------------------------
@@ -57,7 +142,9 @@ def _table(database: str, name: str, *, flag: str | None = None) -> dict[str, An
     }
 
 
-def test_sync_pages_glue_100_at_a_time_and_follows_every_next_token(tmp_path: Path) -> None:
+def test_sync_pages_glue_100_at_a_time_and_follows_every_next_token(
+    new_store: Callable[[], AnyStore],
+) -> None:
     # GIVEN a Glue client whose databases come in two pages, and one database's tables too
     glue = boto3.client("glue", region_name=REGION)
     stub = Stubber(glue)
@@ -87,9 +174,7 @@ def test_sync_pages_glue_100_at_a_time_and_follows_every_next_token(tmp_path: Pa
             {"TableList": [_table(name, "only")]},
             {"CatalogId": CENTRAL, "DatabaseName": name, "MaxResults": 100},
         )
-    store = Store(tmp_path / "mesh.db")
-    store.migrate()
-    index = CatalogIndex(store, rules=DEFAULT, fingerprint="f1")
+    index = CatalogIndex(new_store(), rules=DEFAULT, fingerprint="f1")
     # One reader and one database a batch: the calls come in the order the stub expects.
     sync = CatalogSync(
         GlueCatalog(glue, catalog_id=CENTRAL),
@@ -114,9 +199,9 @@ def test_sync_pages_glue_100_at_a_time_and_follows_every_next_token(tmp_path: Pa
 # Round trip on moto: add, change, drop -------------------------------------------------------
 
 
-def test_sync_adds_changes_and_removes_what_glue_holds(aws: str, synced: Services) -> None:
+def test_sync_adds_changes_and_removes_what_glue_holds(aws: str, sync: CatalogSync) -> None:
     # GIVEN a synced demo mesh
-    index = synced.index
+    index = sync.index
     databases, tables = index.counts()
     assert (databases, tables) == (10, 44)
     assert not index.table_entry("sales_orders", "orders").needs_approval  # type: ignore[union-attr]
@@ -139,7 +224,7 @@ def test_sync_adds_changes_and_removes_what_glue_holds(aws: str, synced: Service
     )
     glue.delete_database(Name="marketing_campaigns")  # type: ignore[attr-defined]
     dropped = 1 + len(index.table_names("marketing_campaigns"))
-    done = synced.sync.run(actor="test")
+    done = sync.run(actor="test")
     # THEN the index follows: one table added, one changed (and its database), one database
     # with its tables removed, and the new PII column now needs approval
     assert done.error is None
@@ -154,10 +239,10 @@ def test_sync_adds_changes_and_removes_what_glue_holds(aws: str, synced: Service
     assert (last.actor, first.actor) == ("test", "test")
 
 
-def test_a_second_sync_of_an_unchanged_catalog_changes_nothing(synced: Services) -> None:
+def test_a_second_sync_of_an_unchanged_catalog_changes_nothing(sync: CatalogSync) -> None:
     # GIVEN a synced demo mesh
     # WHEN it is synced again with nothing changed in Glue
-    done = synced.sync.run(actor="test")
+    done = sync.run(actor="test")
     # THEN nothing was added, changed or removed
     assert (done.added, done.changed, done.removed) == (0, 0, 0)
     assert (done.databases, done.tables) == (10, 44)
@@ -166,33 +251,33 @@ def test_a_second_sync_of_an_unchanged_catalog_changes_nothing(synced: Services)
 # Search and facets -------------------------------------------------------------------------
 
 
-def test_search_ranks_a_name_match_above_a_column_or_description_match(synced: Services) -> None:
+def test_search_ranks_a_name_match_above_a_column_or_description_match(sync: CatalogSync) -> None:
     # GIVEN the synced demo mesh
     # WHEN people search for "customers"
-    found = synced.index.search(Query(text="customers"))
+    found = sync.index.search(Query(text="customers"))
     # THEN the table named customers comes first, and other matches follow it
     assert found.entries[0].name == "sales_orders.customers"
     assert found.total > 1
 
 
-def test_search_matches_prefixes_columns_and_owner_names(synced: Services) -> None:
+def test_search_matches_prefixes_columns_and_owner_names(sync: CatalogSync) -> None:
     # WHEN searching by a column name's prefix and by an owner's name
-    by_column = {e.name for e in synced.index.search(Query(text="emai")).entries}
-    by_owner = {e.database for e in synced.index.search(Query(text="marketing")).entries}
+    by_column = {e.name for e in sync.index.search(Query(text="emai")).entries}
+    by_owner = {e.database for e in sync.index.search(Query(text="marketing")).entries}
     # THEN tables with such columns, and the producer's products, are found
     assert "sales_orders.customers" in by_column
     assert "marketing_campaigns" in by_owner
 
 
-def test_search_ignores_fts_syntax_in_what_people_type(synced: Services) -> None:
+def test_search_ignores_fts_syntax_in_what_people_type(sync: CatalogSync) -> None:
     # WHEN the text holds FTS5 operators and stray quotes
-    found = synced.index.search(Query(text='"orders ^*( -'))
+    found = sync.index.search(Query(text='"orders ^*( -'))
     # THEN it is searched as words, without an error
     assert any(e.database == "sales_orders" for e in found.entries)
 
 
-def test_facets_narrow_by_owner_level_approval_pii_and_kind(synced: Services) -> None:
-    index = synced.index
+def test_facets_narrow_by_owner_level_approval_pii_and_kind(sync: CatalogSync) -> None:
+    index = sync.index
     every = index.search(Query(page_size=500))
     assert every.total == 10 + 44
     # needs approval: only entries that need it
@@ -212,7 +297,7 @@ def test_facets_narrow_by_owner_level_approval_pii_and_kind(synced: Services) ->
     assert pii and all(e.level == "pii" and e.table for e in pii)
 
 
-def test_already_have_access_facet_keeps_granted_databases_and_tables(synced: Services) -> None:
+def test_already_have_access_facet_keeps_granted_databases_and_tables(sync: CatalogSync) -> None:
     # GIVEN a grant of one table and of one whole database
     query = Query(
         granted_databases=frozenset({"hr_people"}),
@@ -220,71 +305,180 @@ def test_already_have_access_facet_keeps_granted_databases_and_tables(synced: Se
         page_size=500,
     )
     # WHEN the facet is on
-    names = {e.name for e in synced.index.search(query).entries}
+    names = {e.name for e in sync.index.search(query).entries}
     # THEN the database, its tables, and the one table are listed, and nothing else
     assert "hr_people" in names and "sales_orders.orders" in names
     assert all(n.startswith("hr_people") or n == "sales_orders.orders" for n in names)
 
 
-def test_results_are_paged_50_at_a_time(synced: Services) -> None:
-    first = synced.index.search(Query())
-    second = synced.index.search(Query(page=1))
+def test_results_are_paged_50_at_a_time(sync: CatalogSync) -> None:
+    first = sync.index.search(Query())
+    second = sync.index.search(Query(page=1))
     assert (len(first.entries), len(second.entries), first.pages) == (50, 4, 2)
     assert not {e.name for e in first.entries} & {e.name for e in second.entries}
 
 
-def test_a_search_under_the_cap_counts_every_match_exactly(synced: Services) -> None:
+def test_a_search_under_the_cap_counts_every_match_exactly(sync: CatalogSync) -> None:
     # WHEN a search matches fewer entries than the cap
-    found = synced.index.search(Query(text="orders", page_size=500))
+    found = sync.index.search(Query(text="orders", page_size=500))
     # THEN every match is counted and shown, and the count has no "+"
     assert 1 < found.total == len(found.entries)
     assert not found.capped and found.count == str(found.total)
 
 
 def test_a_search_beyond_the_cap_ranks_the_name_matches_and_says_more_matched(
-    synced: Services,
+    sync: CatalogSync,
 ) -> None:
     # GIVEN every entry matching "orders", and those whose names hold the word
-    every = synced.index.search(Query(text="orders", page_size=500)).entries
+    every = sync.index.search(Query(text="orders", page_size=500)).entries
     named = [e for e in every if "orders" in e.name.replace(".", "_").split("_")]
     assert 0 < len(named) < len(every)
     # WHEN the cap is as many as the name matches
-    found = synced.index.search(Query(text="orders", page_size=500), cap=len(named))
+    found = sync.index.search(Query(text="orders", page_size=500), cap=len(named))
     # THEN the name matches are the ones ranked, in the order of the full ranking,
     # and the count says that more matched
     assert [e.name for e in found.entries] == [e.name for e in named]
     assert found.capped and found.total == len(named) and found.count == f"{len(named)}+"
 
 
-def test_a_capped_search_pages_within_the_cap(synced: Services) -> None:
+def test_a_capped_search_pages_within_the_cap(sync: CatalogSync) -> None:
     # GIVEN a search for a word that names many entries, capped at 7, 3 a page
     query = Query(text="sales", page_size=3)
     # WHEN each page is read, and one beyond the last
-    pages = [synced.index.search(Query(text="sales", page_size=3, page=n), cap=7) for n in range(4)]
+    pages = [sync.index.search(Query(text="sales", page_size=3, page=n), cap=7) for n in range(4)]
     # THEN 3 pages hold the 7 ranked entries once each, and the page beyond shows the last
     assert [len(p.entries) for p in pages] == [3, 3, 1, 1]
     assert all(p.capped and p.pages == 3 for p in pages)
     names = [e.name for p in pages[:3] for e in p.entries]
     assert len(set(names)) == 7 and pages[3].page == 2
-    assert synced.index.search(query, cap=7).entries == pages[0].entries
+    assert sync.index.search(query, cap=7).entries == pages[0].entries
 
 
-def test_a_prefix_finds_what_whole_words_do_not(synced: Services) -> None:
+def test_a_prefix_finds_what_whole_words_do_not(sync: CatalogSync) -> None:
     # WHEN a word is typed in part, in two words
-    found = synced.index.search(Query(text="sales custom"))
+    found = sync.index.search(Query(text="sales custom"))
     # THEN the whole words it begins are found (whole words are tried first)
     assert "sales_orders.customers" in {e.name for e in found.entries}
 
 
-def test_owner_facet_with_text_keeps_only_that_owners_matches(synced: Services) -> None:
+def test_owner_facet_with_text_keeps_only_that_owners_matches(sync: CatalogSync) -> None:
     # GIVEN the matches for "orders" of every owner
-    every = synced.index.search(Query(text="orders", page_size=500)).entries
+    every = sync.index.search(Query(text="orders", page_size=500)).entries
     # WHEN the owner facet is set too
     owner = every[0].owner_account
     assert owner is not None
-    found = synced.index.search(Query(text="orders", owner=owner, page_size=500)).entries
+    found = sync.index.search(Query(text="orders", owner=owner, page_size=500)).entries
     # THEN exactly that owner's matches remain, in the same order
     assert [e.name for e in found] == [e.name for e in every if e.owner_account == owner]
+
+
+# The same matches on both adapters ---------------------------------------------------------
+
+# 62 words; a table's 13 words hit one word in about one table in five.
+VOCAB = [
+    f"{head}{tail}"
+    for head in ("cust", "ord", "rev", "reg", "ledg", "sal", "ship", "ret", "inv", "pay")
+    for tail in ("omer", "ers", "ant", "ing", "ix", "o")
+] + ["café", "naïve"]
+OWNERS = [f"{200000000000 + i:012d}" for i in range(8)]
+
+
+def _generated_catalog(
+    databases: int = 40, tables: int = 60
+) -> list[tuple[Database, list[tuple[Table, str | None]]]]:
+    """``databases`` x ``tables`` tables of words from VOCAB; every fifth table's name holds
+    "events", and every table's column comments do; a ninth of the databases have no owner."""
+    rng = random.Random(20261202)
+    batch = []
+    for d in range(databases):
+        name = f"{VOCAB[d % len(VOCAB)]}_{rng.choice(VOCAB)}_{d:03d}"
+        params = {"data_owner_name": f"Producer {d % 8}"}
+        if d % 9:
+            params["data_owner"] = OWNERS[d % 8]
+        if d % 17 == 0:
+            params["pii_flag"] = "true"
+        description = f"{rng.choice(VOCAB)} and {rng.choice(VOCAB)} data-set v1.{d}"
+        rows: list[tuple[Table, str | None]] = []
+        for t in range(tables):
+            columns = tuple(
+                Column(
+                    name=f"{rng.choice(VOCAB)}_{c}",
+                    type="string",
+                    comment=f"the {rng.choice(VOCAB)} events",
+                    parameters={"pii_flag": "true"} if rng.random() < 0.02 else {},
+                )
+                for c in range(4)
+            )
+            word = "events" if t % 5 == 0 else rng.choice(VOCAB)
+            table = Table(
+                database=name,
+                name=f"t_{word}_{t:03d}",
+                description=f"{rng.choice(VOCAB)} facts for {rng.choice(VOCAB)}@example.com",
+                columns=columns,
+            )
+            rows.append((table, None))
+        batch.append((Database(name=name, description=description, parameters=params), rows))
+    return batch
+
+
+@pytest.fixture
+def both(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, CatalogIndex]]:
+    """The generated catalog's index on SQLite and on PostgreSQL."""
+    make, done = _stores(request, tmp_path)
+    batch = _generated_catalog()
+    indexes = {}
+    for adapter in ADAPTERS:
+        index = CatalogIndex(make(adapter), rules=DEFAULT, fingerprint="f1")
+        index.put(batch, at="2025-01-02T03:04:05Z")
+        indexes[adapter] = index
+    yield indexes
+    done()
+
+
+def test_both_adapters_find_the_same_matches_in_a_generated_catalog(
+    both: dict[str, CatalogIndex],
+) -> None:
+    # GIVEN 2,440 databases and tables in the index on SQLite and on PostgreSQL
+    sqlite, pg = both["sqlite"], both["postgresql"]
+    assert sqlite.counts() == pg.counts() == (40, 2400)
+    every = catalog_search.CAP
+    queries = [
+        Query(text="ordix"),  # one word
+        Query(text="ordix salers"),  # two words
+        Query(text="payan"),  # a prefix of one word
+        Query(text="custo revi"),  # prefixes of two
+        Query(text="CAFE naive"),  # without accents, in capitals
+        Query(text="example.com ledgix"),  # split as words
+        Query(text="t_events_005"),  # a name's parts, as a phrase
+        Query(text="invo", owner=OWNERS[3]),  # the owner facet
+        Query(text="invo", owner=""),  # no owner
+        Query(text="regers", contains_pii=True),  # the PII facet
+        Query(text="regers", kind="database"),  # the kind facet
+        Query(text="reg", kind="table", needs_approval=True),
+    ]
+    for query in queries:
+        # WHEN each is searched on both, every match on one page
+        found = {a: i.search(replace(query, page_size=every)) for a, i in both.items()}
+        # THEN both find the same matches, all of them, and say no more matched
+        names = {a: {e.name for e in page.entries} for a, page in found.items()}
+        assert names["sqlite"] == names["postgresql"], query
+        assert 0 < found["sqlite"].total == found["postgresql"].total == len(names["sqlite"])
+        assert not found["sqlite"].capped and not found["postgresql"].capped, query
+    # AND a word beyond the cap is capped on both, with the entries whose names hold it
+    over = {a: i.search(Query(text="events", page_size=every)) for a, i in both.items()}
+    named = {
+        a: {e.name for e in page.entries if "events" in e.name.replace(".", "_").split("_")}
+        for a, page in over.items()
+    }
+    assert all(page.capped and page.total == every for page in over.values())
+    assert len(named["sqlite"]) == 480 and named["sqlite"] == named["postgresql"]
+    # AND the listing without text is the same, in the same order, with its exact count
+    for query in (Query(page_size=every), Query(owner=OWNERS[2], page_size=every)):
+        listed = {a: i.search(query) for a, i in both.items()}
+        assert [e.name for e in listed["sqlite"].entries] == [
+            e.name for e in listed["postgresql"].entries
+        ]
+        assert listed["sqlite"].total == listed["postgresql"].total > 0
 
 
 @pytest.fixture
@@ -329,7 +523,6 @@ def test_a_new_policy_judges_the_index_again_without_reading_glue(
     # GIVEN the index judged under the built-in policy
     index = synced.index
     # WHEN the stewards policy is activated and a process starts with it, Glue unreachable
-    from dataclasses import replace
 
     stewards = replace(settings, policy_path=STEWARDS)
     activate_policy(stewards, by="test")
@@ -369,10 +562,12 @@ def _index_rows(index: CatalogIndex) -> tuple[list[Any], ...]:
 
 
 def test_judging_again_leaves_the_index_as_a_sync_under_the_new_policy_would(
-    settings: Settings, synced: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    sync: CatalogSync,
+    new_store: Callable[[], AnyStore],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # GIVEN the demo mesh synced under the built-in policy, and the stewards policy
-    from dataclasses import replace
 
     rules = load_policy(replace(settings, policy_path=STEWARDS))
     verdicts_only = []
@@ -384,14 +579,12 @@ def test_judging_again_leaves_the_index_as_a_sync_under_the_new_policy_would(
 
     monkeypatch.setattr(CatalogIndex, "_rejudge_table", spy)
     # WHEN the index is judged again under it
-    judged = CatalogIndex(synced.index.store, rules=rules, fingerprint="stewards")
+    judged = CatalogIndex(sync.index.store, rules=rules, fingerprint="stewards")
     assert judged.rejudge(at="2025-01-02T03:04:05Z") == 10
     # THEN it holds what a fresh sync under the stewards policy makes, though some tables
     # had only their verdicts rewritten
-    fresh = Store(tmp_path / "fresh.db")
-    fresh.migrate(create=True)
-    again = CatalogIndex(fresh, rules=rules, fingerprint="stewards")
-    assert CatalogSync(synced.sync.catalog, again, clock=now).run(actor="test").error is None
+    again = CatalogIndex(new_store(), rules=rules, fingerprint="stewards")
+    assert CatalogSync(sync.catalog, again, clock=now).run(actor="test").error is None
     assert _index_rows(judged) == _index_rows(again)
     assert verdicts_only
 
