@@ -18,6 +18,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
+import mesh.settings
 from mesh import approval, auditlog, browse, logs
 from mesh.approval import Verdict
 from mesh.catalog_index import Query
@@ -255,6 +256,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     backup.add_argument("file", metavar="FILE")
     backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    moving = verb(
+        "migrate-store",
+        "copy a SQLite store into a PostgreSQL database (safe to rerun; counts checked)",
+        json_flag=False,
+    )
+    moving.add_argument("--from", dest="source", required=True, metavar="FILE")
+    moving.add_argument("--to", dest="target", required=True, metavar="postgresql://...")
     return parser
 
 
@@ -758,6 +766,37 @@ def _backup(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate_store(args: argparse.Namespace) -> int:
+    """Copy --from (SQLite) into --to (PostgreSQL); 1 when a count or the chain disagrees."""
+    from mesh import migrate_store
+
+    source = Path(args.source).expanduser().absolute()
+    outcome = migrate_store.migrate_store(source, args.target)
+    print("\n".join(migrate_store.report_lines(outcome, source=source, target_url=args.target)))
+    if outcome.mismatched:
+        tables = ", ".join(c.table for c in outcome.mismatched)
+        print(
+            f"error: the row counts of {tables} differ between the source and the target; "
+            "stop every app and tick on both, look at that table, then copy again.",
+            file=sys.stderr,
+        )
+        return 1
+    key = os.environ.get("MESH_AUDIT_KEY") or mesh.settings.read_secrets().get("MESH_AUDIT_KEY")
+    if not key:
+        print("The audit chain was copied as it is; `mesh audit verify` checks it on the target.")
+        return 0
+    problems = migrate_store.verify_chain(args.target, str(key))
+    if problems:
+        print(
+            f"error: the audit log on the target does not verify with MESH_AUDIT_KEY: "
+            f"{_escaped(problems[0].rstrip('.'))}.",
+            file=sys.stderr,
+        )
+        return 1
+    print("The audit log on the target verifies with MESH_AUDIT_KEY.")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code (the README's table; 130 on Ctrl-C).
 
@@ -808,6 +847,8 @@ def _run_command(argv: Sequence[str]) -> int:
         args = _parser().parse_args(_utf8_only(argv))
         if args.verb == "hash-password":
             return _hash_password()
+        if args.verb == "migrate-store":  # needs no settings: both stores are named
+            return _migrate_store(args)
         if args.verb == "policy" and args.policy_verb == "check":
             return _policy_check(args)
         settings = load_settings()
