@@ -502,6 +502,8 @@ def load_settings(
     audit_key = _checked_secret("MESH_AUDIT_KEY", audit_key)
 
     anchor = _anchor(get("MESH_AUDIT_ANCHOR"))
+    if is_db_url(db):
+        _check_db_url(db)
     if is_db_url(db) and mode is Mode.DEMO:
         raise SettingError(DEMO_NEEDS_SQLITE)
     if is_db_url(db) and anchor == DEFAULT_ANCHOR:
@@ -654,6 +656,22 @@ def _anchor(raw: str | None) -> str:
         f"MESH_AUDIT_ANCHOR is {raw!r}, which is not a place to publish the audit log's "
         "head; set it to file:PATH (best on another disk or host), sns or off."
     )
+
+
+def _check_db_url(url: str) -> None:
+    """Refuse a MESH_DB URL libpq cannot read, in a sentence that does not repeat it (libpq's
+    own message may quote the password)."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(url)
+    except ProgrammingError:
+        raise SettingError(
+            "MESH_DB is not a PostgreSQL URL that can be read; write it as "
+            "postgresql://USER@HOST:PORT/DATABASE, with any special character in the password "
+            "percent-encoded (or the password in PGPASSWORD or PGPASSFILE)."
+        ) from None
 
 
 def _checked_secret(name: str, raw: str | None) -> str | None:

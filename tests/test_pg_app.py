@@ -111,6 +111,17 @@ def test_demo_mode_refuses_a_postgresql_url_since_it_resets_its_database() -> No
     assert "s3cret" not in refused.value.message
 
 
+def test_an_unreadable_postgresql_url_is_refused_without_repeating_its_password() -> None:
+    # GIVEN a URL whose password holds a bad percent escape (libpq's error quotes it)
+    url = "postgresql://mesh:Sup3r%zzs3cret@db.example.com/mesh"
+    # WHEN the settings are read
+    with pytest.raises(SettingError) as refused:
+        load_settings(_aws(MESH_DB=url, MESH_AUDIT_ANCHOR="sns"), {})
+    # THEN a sentence says how to write it, and does not repeat the password
+    assert "percent-encoded" in refused.value.message
+    assert "s3cret" not in refused.value.message
+
+
 def test_logs_mask_the_password_of_a_database_url() -> None:
     line = redact(f"could not use {PG} (timeout)")
     assert "Sup3r-s3cret-pw" not in line
