@@ -71,11 +71,13 @@ class PostgresStore(StoreBase):
     ) -> None:
         try:
             conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
+        except psycopg.ProgrammingError:
+            # libpq's reason may quote the URL, password and all: never repeat it
             raise SettingError(
-                f"MESH_DB is not a PostgreSQL URL that can be read ({exc}); write it as "
-                "postgresql://USER@HOST:PORT/DATABASE (see the README's settings)."
-            ) from exc
+                "MESH_DB is not a PostgreSQL URL that can be read; write it as "
+                "postgresql://USER@HOST:PORT/DATABASE, with any special character in the "
+                "user or password percent-encoded (see the README's settings)."
+            ) from None
         self.url = url
         self.path = Path.cwd()
         self.pool_size, self.timeout = pool_size, timeout
