@@ -497,6 +497,11 @@ class CatalogIndex(CatalogReads):
                     sync_id,
                 ],
             )
+        if self.store.dialect == "postgresql" and counts.added + counts.changed + counts.removed:
+            # Fresh statistics before the next search: planned on a nearly empty index, a
+            # search of a word most entries hold joins every match before its limit.
+            with self.store._connect() as db:
+                db.execute("ANALYZE catalog_fts, catalog_tables, catalog_databases")
         found = self.syncs(limit=1, sync_id=sync_id)
         return found[0]
 

@@ -186,6 +186,14 @@ def _candidates(
             " AND +catalog_fts.rowid IN (SELECT rowid FROM catalog_fts WHERE catalog_fts MATCH ?)"
         )
         params.append(f'owner : "{query.owner}"')
+    elif query.owner and dialect == "postgresql":
+        # The owner's entries, by the owner indexes: the scan then probes only those,
+        # where the facet alone would be tested after joining every match.
+        owner = (
+            " AND catalog_fts.rowid IN (SELECT id FROM catalog_tables WHERE owner_account = ? "
+            "UNION ALL SELECT -id FROM catalog_databases WHERE owner_account = ?)"
+        )
+        params += [query.owner, query.owner]
     passes = []
     for kind, alias in (("database", "d"), ("table", "t")):
         if kind in kinds:
