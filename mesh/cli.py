@@ -37,7 +37,7 @@ from mesh.services import (
     open_store,
 )
 from mesh.settings import Mode, Settings, load_settings, resolve_path
-from mesh.store import AuditFilters
+from mesh.store import AuditFilters, PgStore
 from mesh.store.pg_schema import migrations as pg_migrations
 from mesh.workflow import Marketplace
 
@@ -247,9 +247,20 @@ def _parser() -> argparse.ArgumentParser:
         json_flag=False,
     )
     verb(
+        "health",
+        "check that the store at MESH_DB answers, for a readiness probe (exit 0 ok, 1 not)",
+        json_flag=False,
+    )
+    init = verb(
         "init",
         "create the database at MESH_DB (aws mode), or bring it up to date; safe to rerun",
         json_flag=False,
+    )
+    init.add_argument(
+        "--app-role",
+        metavar="ROLE",
+        help="PostgreSQL only: grant ROLE (the replicas' own login) what the app needs, and "
+        "only SELECT and INSERT on the append-only audit tables; run as the tables' owner",
     )
     backup = verb(
         "backup", "copy the database at MESH_DB to FILE while the app runs", json_flag=False
@@ -721,12 +732,17 @@ def _hash_password() -> int:
     return 0
 
 
-def _init(settings: Any) -> int:
+def _init(settings: Any, *, app_role: str | None = None) -> int:
     """Create the store at MESH_DB, or apply its pending migrations; say which it did."""
     if settings.mode is not Mode.AWS:
         raise InvalidInput(
             "`python -m mesh init` is for MESH_MODE=aws; the demo makes and resets its own "
             "database."
+        )
+    if app_role is not None and not settings.on_postgres:
+        raise InvalidInput(
+            "--app-role is for a PostgreSQL MESH_DB; a SQLite file has no roles (its folder's "
+            "permissions guard it)."
         )
     path = settings.db_label  # a URL without its password
     existed = settings.db_path.exists() if not settings.on_postgres else None
@@ -747,6 +763,26 @@ def _init(settings: Any) -> int:
         )
     else:
         print(f"The database {path} (MESH_DB) already exists and is up to date; nothing to do.")
+    if app_role is not None:
+        store = open_store(settings)
+        assert isinstance(store, PgStore)  # on_postgres
+        store.grant_app_role(app_role)
+        print(
+            f"Granted role {app_role} the app's rights on {path}: it may read and write the "
+            "store, and only read and append to the audit log (audit, audit_checkpoints, "
+            "reconcile_reports). Run the replicas and `tick` as that role."
+        )
+    return 0
+
+
+def _health(settings: Any) -> int:
+    """One read of the store: what a replica needs before it can serve a page.
+
+    A failure (server down, file gone, tables missing) is the store's own sentence and
+    exit 1, the usual handling of StorageError.
+    """
+    last, _ = open_store(settings).audit_head()
+    print(f"ok: the store {settings.db_label} (MESH_DB) answers; its audit log has {last} rows.")
     return 0
 
 
@@ -853,9 +889,11 @@ def _run_command(argv: Sequence[str]) -> int:
             return _policy_check(args)
         settings = load_settings()
         if args.verb == "init":
-            return _init(settings)
+            return _init(settings, app_role=args.app_role)
         if args.verb == "backup":
             return _backup(settings, args)
+        if args.verb == "health":
+            return _health(settings)
         if args.verb == "policy" and args.policy_verb == "activate":
             return _policy_activate(adopt_demo_state(settings), args)
         if args.verb != "demo":

@@ -9,13 +9,17 @@ StorageError is. The URL's password appears in no output, message or log line.
 
 from __future__ import annotations
 
+import secrets
 import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 import mesh.settings
 from mesh.cli import main
@@ -263,3 +267,63 @@ def test_the_web_app_with_a_postgresql_server_down_shows_a_sentence_not_a_trace(
     shown = " ".join(e.value for e in app.error)
     assert "Mesh Marketplace cannot start" in shown and "could not be reached" in shown
     assert "Sup3r-s3cret-pw" not in shown
+
+
+def test_init_with_an_app_role_lets_that_role_run_tick_but_not_rewrite_the_audit_log(
+    cli: Callable[..., Outcome], pg_url: str, aws: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a login role for the replicas, and the tables' owner initialising the database
+    role, secret = f"mesh_app_{secrets.token_hex(6)}", secrets.token_hex(16)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(secret)
+            )
+        )
+    try:
+        monkeypatch.setenv("MESH_DB", pg_url)
+        init = cli("init", "--app-role", role)
+        assert init.code == 0, init.err
+        assert f"Granted role {role}" in init.out
+        # WHEN the periodic job runs as that role
+        parts = conninfo_to_dict(pg_url)
+        as_app = f"postgresql://{role}:{secret}@{parts['host']}:{parts['port']}/{parts['dbname']}"
+        monkeypatch.setenv("MESH_DB", as_app)
+        tick = cli("tick")
+        # THEN it works (it syncs the catalog and audits), and the same role cannot rewrite
+        assert tick.code == 0, tick.err
+        with psycopg.connect(as_app, autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("DELETE FROM audit")
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_init_with_an_app_role_on_sqlite_is_refused(
+    cli: Callable[..., Outcome], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESH_DB", str(tmp_path / "mesh.db"))
+    result = cli("init", "--app-role", "mesh_app")
+    assert result.code == 2
+    assert_one_sentence_on_stderr(result)
+    assert "PostgreSQL" in result.err and not (tmp_path / "mesh.db").exists()
+
+
+def test_health_says_ok_on_an_initialised_store_and_fails_in_a_sentence_when_it_is_down(
+    cli: Callable[..., Outcome], pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN an initialised PostgreSQL store (no AWS call may be made)
+    monkeypatch.setenv("MESH_DB", pg_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    assert cli("init").code == 0
+    # WHEN the readiness probe runs THEN it says the store answers
+    ok = cli("health")
+    assert ok.code == 0 and "ok: the store" in ok.out and _password(pg_url) not in ok.out
+    # WHEN the server is not there THEN exit 1 and one sentence, without the password
+    monkeypatch.setenv("MESH_DB", f"postgresql://mesh:pw-123456@127.0.0.1:{_free_port()}/mesh")
+    down = cli("health")
+    assert down.code == 1
+    assert_one_sentence_on_stderr(down)
+    assert "could not be reached" in down.err and "pw-123456" not in down.err
