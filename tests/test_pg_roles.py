@@ -15,8 +15,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+import mesh.store.postgres
 from mesh import auditchain
-from mesh.store import PgStore
+from mesh.errors import StorageError
+from mesh.store import PgStore, pg_schema
 from tests.contract.test_store_contract import a_request, an_event
 from tests.pgsupport import _admin, database_url
 from tests.support import AUDIT_KEY
@@ -73,6 +75,8 @@ def test_the_app_role_runs_the_store_and_its_chain(app_store: tuple[PgStore, str
         "DROP TRIGGER audit_no_delete ON audit",
         "UPDATE audit_checkpoints SET mac = ''",
         "DELETE FROM reconcile_reports",
+        "INSERT INTO _mesh_migrations (name) VALUES ('9999_marked_done_by_the_app')",
+        "INSERT INTO _mesh_app_roles (role) VALUES ('mallory')",
     ],
 )
 def test_the_app_role_cannot_change_or_remove_audit_rows(
@@ -101,3 +105,36 @@ def test_the_owner_is_refused_by_the_triggers(pg_url: str) -> None:
             # WHEN it changes or removes a row THEN the trigger refuses, saying why
             with pytest.raises(psycopg.errors.RestrictViolation, match="append-only"):
                 conn.execute(statement)  # type: ignore[call-overload]
+
+
+def test_a_later_migration_grants_its_new_tables_to_the_app_role(
+    app_store: tuple[PgStore, str], pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = app_store
+    # GIVEN an app role granted before a release that adds a table
+    later = (*pg_schema.migrations(), ("9999_later", ("CREATE TABLE later_t (id BIGINT)",)))
+    monkeypatch.setattr(pg_schema, "migrations", lambda: later)
+    monkeypatch.setattr(mesh.store.postgres, "migrations", lambda: later)
+    # WHEN the owner migrates (`mesh init` of the new release)
+    owner = PgStore(pg_url, audit_key=AUDIT_KEY)
+    assert owner.migrate() == ["9999_later"]
+    owner.close()
+    # THEN the app role may use the new table at once
+    with psycopg.connect(app_store[1], autocommit=True) as conn:
+        conn.execute("INSERT INTO later_t VALUES (1)")
+        assert conn.execute("SELECT count(*) FROM later_t").fetchone() == (1,)
+    assert store.migrate(create=False) == []
+
+
+def test_a_writer_waiting_on_a_held_write_lock_gives_up_in_a_sentence(pg_url: str) -> None:
+    # GIVEN a store whose writers wait at most 3 x 0.2 s, and a frozen writer holding the lock
+    store = PgStore(pg_url, audit_key=AUDIT_KEY, timeout=0.2)
+    store.migrate()
+    with psycopg.connect(pg_url) as frozen:
+        frozen.execute("SELECT pg_advisory_xact_lock(%s)", [mesh.store.postgres._WRITE_LOCK])
+        # WHEN a request is added THEN it fails as the store being busy, naming no password
+        with pytest.raises(StorageError, match="stayed locked by another writer"):
+            store.add_request(a_request(), [an_event("submitted")])
+    # AND once the lock is free the same write goes through
+    assert store.add_request(a_request(), [an_event("submitted")]) is None
+    store.close()

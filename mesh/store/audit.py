@@ -35,7 +35,7 @@ class AuditRecords(StoreBase):
         filters = (filters or AuditFilters()).narrowed(
             request_id=request_id, actor=actor, action=action
         )
-        where, params = _audit_where(filters)
+        where, params = _audit_where(filters, self.dialect)
         with self._connect() as db:
             rows = db.query(f"SELECT * FROM audit{_where(where)} ORDER BY id", params)
             return [_event_from_row(row) for row in rows]
@@ -52,10 +52,11 @@ class AuditRecords(StoreBase):
         Newest is by ``at`` then ``id``. ``older_than`` is the (at, id) of the last row of
         the page before (keyset paging: a page deep in the log costs what the first does).
         """
-        where, params = _audit_where(filters)
+        where, params = _audit_where(filters, self.dialect)
         page_where, page_params = list(where), list(params)
         if older_than is not None:
-            at = "+at" if filters.request_id else "at"
+            # SQLite: not the date index when one request's index is used (see _audit_where)
+            at = "+at" if filters.request_id and self.dialect == "sqlite" else "at"
             page_where.append(f"({at}, id) < (?, ?)")
             page_params += [older_than[0], older_than[1]]
         with self._connect() as db:
@@ -78,7 +79,7 @@ class AuditRecords(StoreBase):
         flat whatever the log's size, the rows are one consistent moment of the log, and
         a reader that stops early leaves no open statement on the thread's connection.
         """
-        where, params = _audit_where(filters)
+        where, params = _audit_where(filters, self.dialect)
         with self._connect(cached=False) as db:
             columns = ", ".join(AUDIT_COLUMNS)
             cursor = db.execute(f"SELECT {columns} FROM audit{_where(where)} ORDER BY id", params)
@@ -231,7 +232,7 @@ def _where(conditions: Sequence[str]) -> str:
     return " WHERE " + " AND ".join(conditions) if conditions else ""
 
 
-def _audit_where(filters: AuditFilters) -> tuple[list[str], list[Any]]:
+def _audit_where(filters: AuditFilters, dialect: str = "sqlite") -> tuple[list[str], list[Any]]:
     """The conditions and parameters for ``filters`` (none when nothing narrows).
 
     Without statistics SQLite cannot tell a request id (a few rows) from an actor (maybe
@@ -252,8 +253,9 @@ def _audit_where(filters: AuditFilters) -> tuple[list[str], list[Any]]:
     )
 
     def column(name: str) -> str:
+        # SQLite's planner takes a unary + as "not this index"; PostgreSQL's plans by cost
         usable = name == indexed or (name == "at" and indexed in ("actor", "action"))
-        return name if usable else f"+{name}"
+        return name if usable or dialect == "postgresql" else f"+{name}"
 
     if filters.request_id:
         where.append("request_id = ?")
@@ -270,6 +272,7 @@ def _audit_where(filters: AuditFilters) -> tuple[list[str], list[Any]]:
         params.append(filters.before)
     if filters.text:
         pattern = "%" + re.sub(r"([\\%_])", r"\\\1", filters.text) + "%"
-        where.append("(scope LIKE ? ESCAPE '\\' OR details LIKE ? ESCAPE '\\')")
+        like = "ILIKE" if dialect == "postgresql" else "LIKE"  # SQLite's ignores ASCII case
+        where.append(f"(scope {like} ? ESCAPE '\\' OR details {like} ? ESCAPE '\\')")
         params += [pattern, pattern]
     return where, params

@@ -155,12 +155,23 @@ def to_postgres(sql: str, *, bound: bool = True) -> str:
 
 
 def _adapt(params: Any) -> Any:
-    """SQLite stores True as 1: the same columns are integers on PostgreSQL."""
+    """Values as SQLite would take them: True as 1 (the same columns are integers on
+    PostgreSQL), and a NUL character, which PostgreSQL's text refuses outright, as U+FFFD:
+    nothing stored holds either, so a search or lookup with one finds nothing, as on SQLite.
+    """
     if params is None:
         return None
     if isinstance(params, Mapping):
-        return {k: int(v) if isinstance(v, bool) else v for k, v in params.items()}
-    return [int(v) if isinstance(v, bool) else v for v in params]
+        return {k: _value(v) for k, v in params.items()}
+    return [_value(v) for v in params]
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
 
 
 # The key of each table that is not ``id``: what ``insert`` returns as ``last_pk``.

@@ -102,6 +102,11 @@ class PostgresStore(StoreBase):
     def describe(self) -> str:
         return safe_url(self.url)
 
+    def _options(self) -> dict[str, Any]:
+        """How each connection is made: the defaults the URL does not set itself."""
+        given = conninfo_to_dict(self.url)
+        return _CONNECTION | {k: v for k, v in _DEFAULTS.items() if k not in given}
+
     def close(self) -> None:
         """Close this process's pool; the next operation opens a new one."""
         with self._pool_lock:
@@ -119,7 +124,7 @@ class PostgresStore(StoreBase):
                     min_size=1,
                     max_size=self.pool_size,
                     timeout=self.timeout,
-                    kwargs=_CONNECTION,
+                    kwargs=self._options(),
                     check=psycopg_pool.ConnectionPool.check_connection,
                     open=False,
                     name="mesh",
@@ -145,7 +150,7 @@ class PostgresStore(StoreBase):
                 with self._the_pool().connection() as conn:
                     yield PgDb(conn)
             else:
-                with psycopg.connect(self.url, **_CONNECTION) as conn:
+                with psycopg.connect(self.url, **self._options()) as conn:
                     with conn.transaction():
                         conn.execute("SET TRANSACTION READ ONLY, ISOLATION LEVEL REPEATABLE READ")
                         yield PgDb(conn, stream=True)
@@ -160,6 +165,8 @@ class PostgresStore(StoreBase):
             raise RuntimeError("a write transaction inside another: it would wait on itself")
         with self._connect(writing=True) as db:
             with db.conn.transaction():
+                # as SQLite's busy timeout: a lock held too long is an error, not a hang
+                db.conn.execute(f"SET LOCAL lock_timeout = '{int(self.timeout * 3000)}ms'")
                 db.conn.execute("SELECT pg_advisory_xact_lock(%s)", [_WRITE_LOCK])
                 self._local.db = db
                 try:
@@ -175,7 +182,17 @@ class PostgresStore(StoreBase):
                 f"{where} has lost its tables ({cause}): run `python -m mesh init` against "
                 "it, or restore a backup (pg_dump) into it."
             )
-        if isinstance(exc, psycopg_pool.PoolTimeout | psycopg.OperationalError):
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            return StorageError(
+                f"{where} stayed locked by another writer for more than "
+                f"{self.timeout * 3:g} seconds ({cause}); try again."
+            )
+        if isinstance(exc, psycopg_pool.PoolTimeout):
+            return StorageError(
+                f"{where} had no free connection within {self.timeout:g} seconds: this "
+                f"process's {self.pool_size} are all in use; try again."
+            )
+        if isinstance(exc, psycopg.OperationalError):
             return StorageError(
                 f"{where} could not be reached within {self.timeout:g} seconds ({cause}); "
                 "check that the server is up and that MESH_DB names it, then try again."
@@ -193,7 +210,7 @@ class PostgresStore(StoreBase):
         it must be set up on purpose (``mesh init``), never filled unnoticed.
         """
         try:
-            with psycopg.connect(self.url, **_CONNECTION) as conn:
+            with psycopg.connect(self.url, **self._options()) as conn:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATE_LOCK])
                     applied = self._applied(conn, create=create)
@@ -207,6 +224,9 @@ class PostgresStore(StoreBase):
                             "INSERT INTO _mesh_migrations (name, applied_at) VALUES (%s, now())",
                             [name],
                         )
+                    if pending:  # tables new since an app role was granted: grant them too
+                        for (role,) in conn.execute("SELECT role FROM _mesh_app_roles").fetchall():
+                            _grant(conn, role)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             if not _is_storage_failure(exc):
                 raise
@@ -233,6 +253,7 @@ class PostgresStore(StoreBase):
         conn.execute(
             "CREATE TABLE _mesh_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ)"
         )
+        conn.execute("CREATE TABLE _mesh_app_roles (role TEXT PRIMARY KEY)")
         return set()
 
     def grant_app_role(self, role: str) -> None:
@@ -245,31 +266,18 @@ class PostgresStore(StoreBase):
         """
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", role):
             raise InvalidInput(f"{role!r} is not a plain PostgreSQL role name.")
-        with psycopg.connect(self.url, **_CONNECTION) as conn, conn.transaction():
-            name = sql.Identifier(role)
-            tables = [
-                t
-                for (t,) in conn.execute(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-                )
-            ]
-            conn.execute(
-                sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
-                    sql.Identifier(_schema(conn)), name
-                )
-            )
-            for table in tables:
-                rights = (
-                    "SELECT, INSERT" if table in APPEND_ONLY else ("SELECT, INSERT, UPDATE, DELETE")
-                )
+        try:
+            with psycopg.connect(self.url, **self._options()) as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATE_LOCK])
+                _grant(conn, role)
                 conn.execute(
-                    sql.SQL("GRANT " + rights + " ON {} TO {}").format(sql.Identifier(table), name)
+                    "INSERT INTO _mesh_app_roles (role) VALUES (%s) ON CONFLICT DO NOTHING", [role]
                 )
-            conn.execute(
-                sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
-                    sql.Identifier(_schema(conn)), name
-                )
-            )
+        except psycopg.errors.UndefinedObject as exc:
+            raise InvalidInput(
+                f"There is no role {role} on {self.describe()}: create it first "
+                f"(CREATE ROLE {role} LOGIN PASSWORD '...')."
+            ) from exc
 
     def backup(self, target: str | Path, *, force: bool = False) -> dict[str, int]:
         raise InvalidInput(
@@ -278,8 +286,31 @@ class PostgresStore(StoreBase):
         )
 
 
-APPEND_ONLY = ("audit", "audit_checkpoints", "reconcile_reports", "_mesh_migrations")
+APPEND_ONLY = ("audit", "audit_checkpoints", "reconcile_reports")
 """Tables the app role may only read and append to (grant_app_role)."""
+READ_ONLY = ("_mesh_migrations", "_mesh_app_roles")
+"""Tables the app role may only read: the owner's record of its migrations and grants."""
+
+
+def _grant(conn: psycopg.Connection[Any], role: str) -> None:
+    """Grant ``role`` the app's rights on every table there is now."""
+    name, schema = sql.Identifier(role), sql.Identifier(_schema(conn))
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, name))
+    listed = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
+    for (table,) in listed.fetchall():
+        rights = (
+            "SELECT"
+            if table in READ_ONLY
+            else "SELECT, INSERT"
+            if table in APPEND_ONLY
+            else "SELECT, INSERT, UPDATE, DELETE"
+        )
+        conn.execute(
+            sql.SQL("GRANT " + rights + " ON {} TO {}").format(sql.Identifier(table), name)
+        )
+    conn.execute(
+        sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(schema, name)
+    )
 
 
 def _schema(conn: psycopg.Connection[Any]) -> str:
@@ -292,8 +323,18 @@ def _schema(conn: psycopg.Connection[Any]) -> str:
 _CONNECTION: dict[str, Any] = {
     "autocommit": True,
     "cursor_factory": psycopg.ClientCursor,  # binds as SQLite does: values, not typed params
+}
+# libpq settings the URL may set itself; else these. Keepalives notice a server (or a
+# network path) gone silent; a transaction left idle by a frozen replica is ended by the
+# server, so it cannot hold the write lock for the whole cluster.
+_DEFAULTS: dict[str, Any] = {
     "connect_timeout": int(CONNECT_TIMEOUT),
     "application_name": "mesh-marketplace",
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "options": "-c idle_in_transaction_session_timeout=60000",
 }
 
 

@@ -10,6 +10,9 @@ from mesh.store.db import contains, in_json_list, json_field, json_item, json_ro
 from mesh.store.requests import RequestRecords
 from mesh.store.rows import _PAGE_EXTRAS, Approval, PendingRow, _from_row
 
+_NO_LIMIT = 2**62
+"""What a negative ``limit`` (every row) becomes: SQLite reads LIMIT -1 so, PostgreSQL refuses."""
+
 
 class QueueReads(RequestRecords):
     """Requests as pages and lists read them."""
@@ -113,7 +116,7 @@ class QueueReads(RequestRecords):
             "viewer": viewer,
             "owner_of": json.dumps(list(owner_of)),
             "groups": json.dumps(list(groups)),
-            "limit": limit,
+            "limit": limit if limit >= 0 else _NO_LIMIT,
             "offset": offset,
         }
         with self._connect() as db:
@@ -192,7 +195,7 @@ class QueueReads(RequestRecords):
         params = {
             "owner_of": json.dumps(list(owner_of)),
             "text": text,
-            "limit": limit,
+            "limit": limit if limit >= 0 else _NO_LIMIT,
             "offset": offset,
         }
         with self._connect() as db:

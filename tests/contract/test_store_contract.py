@@ -26,10 +26,11 @@ from mesh import auditchain
 from mesh.approval import DEFAULT
 from mesh.catalog_index import CatalogIndex
 from mesh.catalog_rows import Query
-from mesh.models import AccessRequest, Column, Database, Status, Table
+from mesh.models import OWNER_STEP, AccessRequest, Column, Database, Status, Table
 from mesh.store import (
     AlreadyApproved,
     Approval,
+    AuditFilters,
     NewEvent,
     PgStore,
     PolicyRecord,
@@ -463,6 +464,53 @@ def test_the_audit_log_keeps_the_order_written_and_chains_every_row(store: Store
     assert [e.id for e in events] == sorted(e.id for e in events)
     assert events[1].details == {"why": "grant_attempted"}
     assert chain_is_whole(store) == 3 + RACERS
+
+
+def test_audit_filters_narrow_alike_and_page_back_with_case_ignored(store: StorePort) -> None:
+    # GIVEN two requests' rows by two actors, one row's details in mixed case
+    stored(store, "r-1")
+    stored(store, "r-2")
+    store.append(
+        an_event("approved", "r-1", actor="sam"),
+        dataclasses.replace(an_event("denied", "r-2", actor="sam"), details={"why": "Mixed Case"}),
+        dataclasses.replace(an_event("comment", "r-1"), at=T2),
+    )
+
+    def ids(**filters: Any) -> list[int]:
+        events, total = store.audit_page(AuditFilters(**filters), limit=10)
+        assert total == len(events)
+        return [e.id for e in events]
+
+    # WHEN the page is filtered by request and dates, actor and action, or text
+    # THEN each keeps exactly its rows, newest first
+    assert ids(request_id="r-1", since=T1, before=T3) == [5, 3, 1]
+    assert ids(request_id="r-1", before=T2) == [3, 1]
+    assert ids(request_id="r-1", since=T2) == [5]
+    assert ids(actors=("sam",), actions=("denied",)) == [4]
+    assert ids(actors=("sam",), since=T1) == [4, 3]
+    assert ids(text="mixed case") == ids(text="MIXED") == [4]
+    # AND the next page of one request's rows starts below the last one shown
+    older, total = store.audit_page(AuditFilters(request_id="r-1"), limit=1, older_than=(T2, 5))
+    assert ([e.id for e in older], total) == ([3], 3)
+    # AND the export streams the same rows, in id order
+    exported = [row[0] for row in store.iter_audit(AuditFilters(actors=("sam",), since=T1))]
+    assert exported == [3, 4]
+
+
+def test_a_negative_limit_reads_every_waiting_request(store: StorePort) -> None:
+    # GIVEN three waiting requests WHEN an admin's queue is read whole (limit -1)
+    for n in range(3):
+        stored(store, f"r-{n}", plan=(OWNER_STEP,), created_at=f"2026-01-01T00:0{n}:00.000Z")
+    rows, total = store.pending_page(viewer="admin", everything=True, limit=-1)
+    # THEN all three come, oldest first
+    assert total == 3 and [r.request.id for r in rows] == ["r-0", "r-1", "r-2"]
+
+
+def test_text_with_a_nul_character_finds_nothing_and_breaks_nothing(store: StorePort) -> None:
+    stored(store)
+    assert store.get("r-1\x00") is None
+    assert store.audit_page(AuditFilters(text="why\x00"), limit=5) == ([], 0)
+    assert store.session("\x00") is None
 
 
 @pytest.mark.parametrize(
