@@ -340,6 +340,30 @@ def chain_verifies(services: Any) -> tuple[bool, int, list[str]]:
     return found.ok, found.rows, list(found.problems)
 
 
+def collect(results: Any, processes: Sequence[Any], *, timeout: float) -> list[dict[str, Any]]:
+    """One report from each process; a process that dies without one (a crash, the OOM
+    killer) is reported as an error at once instead of after the whole timeout."""
+    import queue
+
+    reports: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while len(reports) < len(processes):
+        try:
+            reports.append(results.get(timeout=1))
+            continue
+        except queue.Empty:
+            pass
+        dead = [p for p in processes if p.exitcode not in (None, 0)]
+        if dead or time.monotonic() > deadline:
+            for p in processes:
+                if p.is_alive():
+                    p.kill()
+            why = f"exit {dead[0].exitcode}" if dead else f"no report in {timeout:g} s"
+            reports.append({"error": f"a replica process ended without its report ({why})"})
+            break
+    return reports
+
+
 def wait_for(condition: Any, *, timeout: float, every: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         loose, stop, reports = ctx.Event(), ctx.Event(), ctx.Queue()
         b = ctx.Process(target=replica_b, args=(env, loose, stop, args.tick_every, reports))
         b.start()
-        first = reports.get(timeout=300)
+        first = common.collect(reports, [b], timeout=300)[0]
         if "error" in first:
             print("replica B did not start:\n" + first["error"])
             return 1

@@ -167,7 +167,7 @@ def race(args: argparse.Namespace) -> int:
         ]
         for process in processes:
             process.start()
-        reports = [results.get(timeout=600 + 2 * args.races) for _ in processes]
+        reports = common.collect(results, processes, timeout=600 + 2 * args.races)
         for process in processes:
             process.join(timeout=60)
         errors = [r["error"] for r in reports if "error" in r]

@@ -102,7 +102,7 @@ def run_workers(mesh: common.Mesh, phases: list[list[Phase]]) -> list[list[dict[
     ]
     for process in processes:
         process.start()
-    reports = [results.get(timeout=1800) for _ in processes]
+    reports = common.collect(results, processes, timeout=1800)
     for process in processes:
         process.join(timeout=60)
     errors = [r["error"] for r in reports if "error" in r]
