@@ -276,6 +276,20 @@ def test_search_ignores_fts_syntax_in_what_people_type(sync: CatalogSync) -> Non
     assert any(e.database == "sales_orders" for e in found.entries)
 
 
+def test_a_postgresql_query_holds_only_words_as_sqlite_splits_them() -> None:
+    # WHEN text with tsquery operators, underscores, accents and capitals becomes a tsquery
+    text = "a&b | !Café:* sales_orders 'x' <-> ___"
+    # THEN each word is required, a word's parts are a phrase, the last part a prefix, and
+    # nothing typed is tsquery syntax; in names only, each part is weight A
+    assert catalog_search.ts_query(text) == (
+        "('a':*) & ('b':*) & ('cafe':*) & ('sales' <-> 'orders':*) & ('x':*)"
+    )
+    assert catalog_search.ts_query("sales_orders", prefix=False, names=True) == (
+        "('sales':A <-> 'orders':A)"
+    )
+    assert catalog_search.ts_query("___ !") == ""
+
+
 def test_facets_narrow_by_owner_level_approval_pii_and_kind(sync: CatalogSync) -> None:
     index = sync.index
     every = index.search(Query(page_size=500))
