@@ -273,6 +273,12 @@ def account(n: int) -> str:
     return f"{n:012d}"
 
 
+def first_account(digit: int) -> int:
+    """The first consumer account of a run: ``digit`` then a random block of a million, so
+    that runs against one moto server (``--aws-endpoint``) never share an account."""
+    return digit * 10**11 + secrets.randbelow(10**5) * 10**6
+
+
 class GrantCalls:
     """Lake Formation grants this process sends, as (account, resource key) -> calls."""
 

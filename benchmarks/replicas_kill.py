@@ -34,7 +34,6 @@ from benchmarks import replicas_common as common
 
 STALE = "1"
 REASON = "replica kill"
-FIRST_ACCOUNT = 500_000_000_000
 GRANT_CALLS = ("GrantPermissions", "BatchGrantPermissions")
 
 
@@ -96,7 +95,7 @@ def cycle(
         common.REQUESTER,
         database=database,
         table=table,
-        account=common.account(FIRST_ACCOUNT + n),
+        account=common.account(args.first_account + n),
         reason=REASON,
     )
     when = ("before", "after")[n % 2]
@@ -178,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     common.add_pg_argument(parser)
     args = parser.parse_args(argv)
+    args.first_account = common.first_account(5)
     with common.mesh(args, "kill") as mesh:
         env = mesh.replica_env(MESH_STALE_GRANTING=STALE)
         mesh = common.Mesh(mesh.db_url, mesh.endpoint, mesh.workdir, env)

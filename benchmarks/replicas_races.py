@@ -37,7 +37,6 @@ from benchmarks import replicas_common as common
 
 REPLICAS = 2
 REASON = "replica race"
-FIRST_ACCOUNT = 900_000_000_000
 # Each kind: the deciders in slot order; slot j runs on replica j % 2.
 KINDS = (
     (("approve", "sam"), ("approve", "sara")),
@@ -46,15 +45,46 @@ KINDS = (
     (("approve", "sam"), ("approve", "sam")),
 )
 EXTRA = (("approve", "sol"), ("deny", "ava"), ("approve", "alan"), ("approve", "sara"))
+# --quorum 2: the stewards group (sam, sara, sol) must give two approvals; three decide.
+QUORUM_KINDS = (
+    (("approve", "sam"), ("approve", "sara"), ("approve", "sol")),
+    (("approve", "sam"), ("approve", "sara"), ("deny", "alan")),
+    (("deny", "alan"), ("approve", "sol"), ("approve", "sam")),
+    (("approve", "sam"), ("approve", "sol"), ("approve", "sam")),
+)
+QUORUM_EXTRA = (("approve", "sara"), ("deny", "ava"), ("approve", "sol"), ("approve", "sam"))
+QUORUM_POLICY = """\
+# replicas_races.py --quorum N: PII needs N approvals from the stewards group.
+version: 1
+levels:
+  - name: public
+    match:
+      pii_flag: [false, no, "0", n, ""]
+  - name: pii
+    match:
+      pii_flag: [true, yes, "1", y]
+groups:
+  stewards:
+    members: [sam, sara, sol]
+admins_approve: false
+rules:
+  public:
+    auto_approve: true
+  pii:
+    steps:
+      - approvers: stewards
+        quorum: {quorum}
+"""
 
 
-def plan(races: int, approvers: int) -> list[list[tuple[str, str]]]:
+def plan(races: int, approvers: int, *, quorum: int = 1) -> list[list[tuple[str, str]]]:
     """The deciders of each race, by slot."""
+    kinds, extra = (KINDS, EXTRA) if quorum == 1 else (QUORUM_KINDS, QUORUM_EXTRA)
     plans = []
     for i in range(races):
-        deciders = list(KINDS[i % len(KINDS)])
-        for k in range(approvers - 2):
-            deciders.append(EXTRA[(i + k) % len(EXTRA)])
+        deciders = list(kinds[i % len(kinds)])
+        for k in range(approvers - len(deciders)):
+            deciders.append(extra[(i + k) % len(extra)])
         plans.append(deciders)
     return plans
 
@@ -131,7 +161,7 @@ def decide(services: Any, verb: str, request_id: str, who: str) -> dict[str, Any
 # The run ----------------------------------------------------------------------------------------
 
 
-def submit_all(services: Any, races: int) -> list[str]:
+def submit_all(services: Any, races: int, first: int) -> list[str]:
     scopes = common.table_scopes(services, owner_account=common.SALES)
     ids = []
     for i in range(races):
@@ -140,7 +170,7 @@ def submit_all(services: Any, races: int) -> list[str]:
             common.REQUESTER,
             database=database,
             table=table,
-            account=common.account(FIRST_ACCOUNT + i),
+            account=common.account(first + i),
             reason=REASON,
         )
         if request.status.value != "pending_approval":
@@ -151,13 +181,19 @@ def submit_all(services: Any, races: int) -> list[str]:
 
 def race(args: argparse.Namespace) -> int:
     with common.mesh(args, "races") as mesh:
+        if args.quorum > 1:
+            policy = mesh.workdir / "quorum.yaml"
+            policy.write_text(QUORUM_POLICY.format(quorum=args.quorum), encoding="utf-8")
+            mesh = common.Mesh(
+                mesh.db_url, mesh.endpoint, mesh.workdir, mesh.replica_env(MESH_POLICY=str(policy))
+            )
         seeder = common.build_replica(mesh.env)
         if seeder.sync.run(actor="benchmark").error is not None:
             raise RuntimeError("the catalog sync failed")
         started = time.perf_counter()
-        ids = submit_all(seeder, args.races)
+        ids = submit_all(seeder, args.races, common.first_account(9))
         print(f"submitted {len(ids)} PII requests in {time.perf_counter() - started:.1f} s")
-        plans = plan(args.races, args.approvers)
+        plans = plan(args.races, args.approvers, quorum=args.quorum)
         ctx = common.context()
         barrier = ctx.Barrier(args.approvers)
         results = ctx.Queue()
@@ -210,16 +246,28 @@ def count_and_print(
     statuses = dict(
         common.sql(mesh.db_url, "SELECT id, status FROM requests WHERE id = ANY(%s)", [ids])
     )
-    accounts = {i: common.account(FIRST_ACCOUNT + n) for n, i in enumerate(ids)}
-    told_done = Counter(o["race"] for o in outcomes if o["ok"])
+    accounts = dict(
+        common.sql(mesh.db_url, "SELECT id, account FROM requests WHERE id = ANY(%s)", [ids])
+    )
+    # A decider is told the request is decided when the call ends it (granted, denied,
+    # failed); under a quorum, an approval that does not complete it leaves it pending.
+    told_done = Counter(
+        o["race"] for o in outcomes if o["ok"] and o["status"] != "pending_approval"
+    )
     crashes = [o for o in outcomes if "crash" in o]
     lf = common.held(seeder)
     plans = {i: planned(seeder, i) for i in ids}
 
     double_decisions, double_grants, mismatched = [], [], []
     for n, request_id in enumerate(ids):
-        decided = actions[request_id]["approved"] + actions[request_id]["denied"]
-        if decided > 1 or approvals.get(request_id, 0) > 1 or told_done[n] > 1:
+        approved, denied = actions[request_id]["approved"], actions[request_id]["denied"]
+        if (
+            approved > args.quorum
+            or approvals.get(request_id, 0) > args.quorum
+            or denied > 1
+            or (denied and approved >= args.quorum)
+            or told_done[n] > 1
+        ):
             double_decisions.append(request_id)
         mine = {key: c for (who, key), c in lf.items() if who == accounts[request_id]}
         calls = {key: c for (who, key), c in grant_calls.items() if who == accounts[request_id]}
@@ -232,7 +280,7 @@ def count_and_print(
         status = statuses.get(request_id)
         if status == "granted" and sorted(mine) != sorted(plans[request_id]):
             mismatched.append(request_id)
-        if status == "denied" and (mine or approvals.get(request_id, 0)):
+        if status == "denied" and (mine or approvals.get(request_id, 0) >= args.quorum):
             mismatched.append(request_id)
     ended = Counter(statuses.values())
     decisions = sum(1 for s in statuses.values() if s in ("granted", "denied", "failed"))
@@ -244,6 +292,7 @@ def count_and_print(
 
     common.figure("races", len(ids))
     common.figure("approvers per race", args.approvers)
+    common.figure("quorum", args.quorum)
     common.figure("replicas", REPLICAS)
     common.figure("decision calls", len(outcomes))
     common.figure("decisions", decisions)
@@ -312,8 +361,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--approvers", type=int, default=2, help="deciders in each race, split over the replicas"
     )
+    parser.add_argument(
+        "--quorum",
+        type=int,
+        default=1,
+        choices=(1, 2),
+        help="approvals a request needs: 1, the built-in policy (an owner of Sales, or an "
+        "admin); 2, two of the stewards group sam, sara and sol (at least 3 approvers)",
+    )
     common.add_pg_argument(parser)
     args = parser.parse_args(argv)
+    if args.quorum > 1:
+        args.approvers = max(args.approvers, args.quorum + 1)
     if args.approvers < 2 or args.races < 1:
         parser.error("a race needs at least 2 approvers, and there must be a race")
     return race(args)

@@ -35,8 +35,6 @@ from benchmarks import replicas_common as common
 
 REPLICAS = 2
 REASON = "replica submissions"
-DISTINCT_FIRST = 700_000_000_000
-SAME_FIRST = 600_000_000_000
 
 
 Job = tuple[str, str, str]  # database, table, account
@@ -122,7 +120,7 @@ def distinct_jobs(args: argparse.Namespace, seeder: Any) -> list[Job]:
     """Every submission its own (table, account)."""
     scopes = common.table_scopes(seeder)
     return [
-        (*scopes[i % len(scopes)], common.account(DISTINCT_FIRST + i))
+        (*scopes[i % len(scopes)], common.account(args.first_account + i))
         for i in range(args.submissions)
     ]
 
@@ -130,7 +128,10 @@ def distinct_jobs(args: argparse.Namespace, seeder: Any) -> list[Job]:
 def same_jobs(args: argparse.Namespace, seeder: Any) -> list[Job]:
     """One (table, account) a round, which every process submits."""
     scopes = common.table_scopes(seeder)
-    return [(*scopes[i % len(scopes)], common.account(SAME_FIRST + i)) for i in range(args.rounds)]
+    return [
+        (*scopes[i % len(scopes)], common.account(args.first_account + 500_000 + i))
+        for i in range(args.rounds)
+    ]
 
 
 def distinct(
@@ -220,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     common.add_pg_argument(parser)
     args = parser.parse_args(argv)
+    args.first_account = common.first_account(7)
+    if not (0 < args.submissions <= 500_000 and 0 <= args.rounds <= 500_000):
+        parser.error("--submissions must be 1 to 500,000 and --rounds at most 500,000")
     if args.processes < 2 or args.processes % REPLICAS:
         parser.error("--processes must be even and at least 2: half of them on each replica")
     with common.mesh(args, "submissions") as mesh:

@@ -57,6 +57,23 @@ def test_approval_races_across_two_replicas_decide_and_grant_each_request_once(
     assert code == 0, output
 
 
+def test_races_for_a_quorum_of_two_record_two_approvals_at_most_and_grant_once(
+    pg_server_url: str, seeded: str
+) -> None:
+    # GIVEN a policy needing two of three stewards WHEN three deciders race, 4 times
+    code, figures, output = run_script(
+        "replicas_races", "--races", "4", "--quorum", "2", pg=pg_server_url, aws=seeded
+    )
+    # THEN no request holds more than two approvals, nor a deny beside a completed quorum
+    assert (figures.get("races"), figures["quorum"]) == ("4", "2"), output
+    assert figures["decision calls"] == "12", output
+    assert figures["decisions"] == "4", output
+    assert figures["double decisions"] == "0", output
+    assert figures["double grants"] == "0", output
+    assert figures["mismatched with lake formation"] == "0", output
+    assert code == 0, output
+
+
 def test_submissions_from_four_processes_on_two_replicas_are_all_stored_and_one_per_scope(
     pg_server_url: str, seeded: str
 ) -> None:
