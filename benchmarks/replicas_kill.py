@@ -13,6 +13,14 @@ takes over a grant that is still alive, and must take the request over: it ends
 Repeats ``--kills`` times (20 by default), each for its own account, and prints
 recovered/total and the time from the kill to ``granted`` (p50 and max; it includes the
 stale time of 1 s and B's tick interval, ``--tick-every``).
+
+Then ``--random-kills`` (20) more, with no hang: A is killed 0 to ``--window`` seconds after
+its approve starts (by default 1.5 times the median approve of 3 uncrashed runs), so kills
+land before the decision (inside its write transaction too, holding the store's advisory
+write lock), while granting, after the grant, or not at all. Each must end undecided with
+nothing of the decision written (no approval row, no audit row, no grant), or granted with
+each grant held once (by B's takeover when it was left granting); and the write lock must
+come free at once (it prints how soon, polled with ``pg_try_advisory_xact_lock``).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import random
 import signal
 import sys
 import time
@@ -35,6 +44,7 @@ from benchmarks import replicas_common as common
 STALE = "1"
 REASON = "replica kill"
 GRANT_CALLS = ("GrantPermissions", "BatchGrantPermissions")
+CALIBRATION_RUNS = 3
 
 
 def replica_a(env: dict[str, str], request_id: str, when: str, hang: float, in_grant: Any) -> None:
@@ -49,6 +59,19 @@ def replica_a(env: dict[str, str], request_id: str, when: str, hang: float, in_g
     for operation in GRANT_CALLS:
         events.register(f"{when}-call.lakeformation.{operation}", slow)
     services.marketplace.approve(request_id, "sam", comment=REASON)
+
+
+def replica_a_at_random(
+    env: dict[str, str], request_id: str, ready: Any, go: Any, took: Any
+) -> None:
+    """Approve ``request_id`` as sam when told to, at full speed (the kill comes at random);
+    ``took`` gets the seconds from ``go`` to the approve's return."""
+    services = common.build_replica(env)
+    ready.set()
+    go.wait(timeout=120)
+    started = time.perf_counter()
+    services.marketplace.approve(request_id, "sam", comment=REASON)
+    took.value = time.perf_counter() - started
 
 
 def replica_b(env: dict[str, str], loose: Any, stop: Any, every: float, reports: Any) -> None:
@@ -101,7 +124,9 @@ def cycle(
     when = ("before", "after")[n % 2]
     in_grant = ctx.Event()
     a = ctx.Process(
-        target=replica_a, args=(mesh.replica_env(), request.id, when, args.hang, in_grant)
+        daemon=True,
+        target=replica_a,
+        args=(mesh.replica_env(), request.id, when, args.hang, in_grant),
     )
     a.start()
     result: dict[str, Any] = {"id": request.id, "when": when, "account": request.account}
@@ -128,6 +153,147 @@ def cycle(
     return result
 
 
+def lock_free_after(mesh: common.Mesh, *, timeout: float = 10.0) -> float | None:
+    """Seconds until the store's write lock can be taken (None: not within ``timeout``).
+
+    A replica killed inside a write transaction holds the advisory lock until PostgreSQL
+    sees its connection close; until then every replica's writes wait.
+    """
+    from mesh.store import postgres
+
+    started = time.monotonic()
+    free = common.wait_for(
+        lambda: common.sql(
+            mesh.db_url, "SELECT pg_try_advisory_xact_lock(%s)", [postgres._WRITE_LOCK]
+        )[0][0],
+        timeout=timeout,
+        every=0.005,
+    )
+    return time.monotonic() - started if free else None
+
+
+def random_cycle(
+    args: argparse.Namespace,
+    mesh: common.Mesh,
+    seeder: Any,
+    n: int,
+    ctx: Any,
+    loose: Any,
+    rng: random.Random,
+    window: float | None,
+) -> dict[str, Any]:
+    """One kill at a random moment of approve -> grant, with no hang anywhere."""
+    scopes = common.table_scopes(seeder, owner_account=common.SALES)
+    database, table = scopes[n % len(scopes)]
+    request = seeder.marketplace.submit(
+        common.REQUESTER,
+        database=database,
+        table=table,
+        account=common.account(args.first_account + 100_000 + n),
+        reason=REASON,
+    )
+    ready, go, took = ctx.Event(), ctx.Event(), ctx.Value("d", 0.0)
+    a = ctx.Process(
+        daemon=True,
+        target=replica_a_at_random,
+        args=(mesh.replica_env(), request.id, ready, go, took),
+    )
+    a.start()
+    result: dict[str, Any] = {"id": request.id, "when": "random", "account": request.account}
+    if not ready.wait(timeout=120):
+        a.kill()
+        a.join()
+        result["problem"] = f"replica A did not start (exit {a.exitcode})"
+        return result
+    delay = rng.uniform(0, window) if window is not None else None
+    go.set()
+    if delay is None:  # calibration: let it run to the end
+        a.join(timeout=120)
+        return {**result, "ran": took.value}
+    time.sleep(delay)
+    assert a.pid is not None
+    try:
+        os.kill(a.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # A had finished (its parent, the fork server, has already reaped it)
+    killed = time.monotonic()
+    a.join()
+    result.update(delay=delay, killed=a.exitcode == -signal.SIGKILL)
+    result["lock_free"] = lock_free_after(mesh)
+    result["status_at_kill"] = status(mesh, request.id)
+    if result["status_at_kill"] == "granting":
+        loose.set()
+        common.wait_for(lambda: status(mesh, request.id) != "granting", timeout=args.timeout)
+        result["seconds"] = time.monotonic() - killed
+        loose.clear()
+    result["status"] = status(mesh, request.id)
+    result["recovered"] = result["status"] in ("granted", "pending_approval")
+    return result
+
+
+def calibrate(
+    args: argparse.Namespace,
+    mesh: common.Mesh,
+    seeder: Any,
+    ctx: Any,
+    loose: Any,
+    rng: random.Random,
+) -> float:
+    """The random kills' window: 1.5 times the median approve (to granted, timed in A) of a
+    few uncrashed runs, so that kills land before, during and after it."""
+    runs = [
+        random_cycle(args, mesh, seeder, 90_000 + n, ctx, loose, rng, None)["ran"]
+        for n in range(CALIBRATION_RUNS)
+    ]
+    window = 1.5 * common.percentile(runs, 50)
+    common.figure("random kill window", f"{window * 1000:.0f} ms (1.5 x median approve to granted)")
+    return window
+
+
+def check_random(mesh: common.Mesh, seeder: Any, result: dict[str, Any], by_b: set[str]) -> None:
+    """A random kill left the request undecided with nothing of the decision written, or
+    granted (by A, or by B's takeover) with each grant held once; the lock came free."""
+    from mesh.policy import resource_key
+
+    problems = []
+    request = seeder.marketplace.store.get(result["id"])
+    actions = Counter(
+        action
+        for (action,) in common.sql(
+            mesh.db_url, "SELECT action FROM audit WHERE request_id = %s", [result["id"]]
+        )
+    )
+    approvals = common.sql(
+        mesh.db_url, "SELECT count(*) FROM approvals WHERE request_id = %s", [result["id"]]
+    )[0][0]
+    mine = Counter(
+        {key: c for (who, key), c in common.held(seeder).items() if who == result["account"]}
+    )
+    if result["lock_free"] is None:
+        problems.append("the write lock was still held 10 s after the kill")
+    if result["status"] == "pending_approval":
+        result["phase"] = "before the decision"
+        if approvals or actions["approved"] or mine:
+            problems.append(
+                f"half a decision: {approvals} approvals, {dict(actions)}, {dict(mine)}"
+            )
+    elif result["status"] == "granted":
+        plan = sorted(resource_key(s.resource) for s in seeder.marketplace.grant_plan(request))
+        if sorted(mine) != plan or any(c != 1 for c in mine.values()):
+            problems.append(f"Lake Formation holds {dict(mine)}, planned {plan}")
+        if result["status_at_kill"] == "granting":
+            result["phase"] = "granting"
+            if actions["taken_over"] != 1 or result["id"] not in by_b:
+                problems.append("granted without one takeover by replica B")
+        else:
+            result["phase"] = "after the grant" if result["killed"] else "finished before it"
+    else:
+        result["phase"] = result["status"]
+        problems.append(f"it ended {result['status']}")
+    if problems:
+        result["problem"] = "; ".join(problems)
+
+
 def check(mesh: common.Mesh, seeder: Any, results: list[dict[str, Any]], by_b: set[str]) -> None:
     """Add each cycle's problems: Lake Formation's entries, the audit rows, B's reports."""
     from mesh.policy import resource_key
@@ -135,6 +301,9 @@ def check(mesh: common.Mesh, seeder: Any, results: list[dict[str, Any]], by_b: s
     lf = common.held(seeder)
     for result in results:
         if "problem" in result:
+            continue
+        if result["when"] == "random":
+            check_random(mesh, seeder, result, by_b)
             continue
         problems = []
         request = seeder.marketplace.store.get(result["id"])
@@ -175,6 +344,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=60.0, help="seconds B may take to recover one"
     )
+    parser.add_argument(
+        "--random-kills",
+        type=int,
+        default=20,
+        help="then this many kills at a random moment of approve -> grant (default 20)",
+    )
+    parser.add_argument(
+        "--window",
+        type=float,
+        help="a random kill comes 0 to this many seconds after approve starts (default: 1.5 "
+        "times the median of 3 uncrashed approves)",
+    )
+    parser.add_argument("--seed", type=int, default=11, help="seed of the random kill times")
     common.add_pg_argument(parser)
     args = parser.parse_args(argv)
     args.first_account = common.first_account(5)
@@ -186,17 +368,29 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError("the catalog sync failed")
         ctx = common.context()
         loose, stop, reports = ctx.Event(), ctx.Event(), ctx.Queue()
-        b = ctx.Process(target=replica_b, args=(env, loose, stop, args.tick_every, reports))
+        b = ctx.Process(
+            daemon=True, target=replica_b, args=(env, loose, stop, args.tick_every, reports)
+        )
         b.start()
         first = common.collect(reports, [b], timeout=300)[0]
         if "error" in first:
             print("replica B did not start:\n" + first["error"])
             return 1
         started = time.perf_counter()
-        results = [cycle(args, mesh, seeder, n, ctx, loose) for n in range(args.kills)]
-        took = time.perf_counter() - started
-        stop.set()
-        b.join(timeout=60)
+        try:
+            results = [cycle(args, mesh, seeder, n, ctx, loose) for n in range(args.kills)]
+            rng = random.Random(args.seed)
+            window = args.window
+            if window is None and args.random_kills:
+                window = calibrate(args, mesh, seeder, ctx, loose, rng)
+            results += [
+                random_cycle(args, mesh, seeder, n, ctx, loose, rng, window)
+                for n in range(args.random_kills)
+            ]
+            took = time.perf_counter() - started
+        finally:
+            stop.set()
+            b.join(timeout=60)
         by_b: set[str] = set()
         b_errors: list[str] = []
         while True:
@@ -210,22 +404,31 @@ def main(argv: list[str] | None = None) -> int:
                 b_errors.append(report["error"])
         check(mesh, seeder, results, by_b)
         ok, rows, chain_problems = common.chain_verifies(seeder)
-        recovered = [r for r in results if "problem" not in r]
+        mid = [r for r in results if r["when"] != "random"]
+        at_random = [r for r in results if r["when"] == "random"]
+        recovered = [r for r in mid if "problem" not in r]
         times = [r["seconds"] for r in recovered]
-        common.figure("kills", len(results))
-        common.figure("killed before the grant call", sum(r["when"] == "before" for r in results))
+        common.figure("kills", len(mid))
+        common.figure("killed before the grant call", sum(r["when"] == "before" for r in mid))
         common.figure(
-            "killed after lake formation applied it", sum(r["when"] == "after" for r in results)
+            "killed after lake formation applied it", sum(r["when"] == "after" for r in mid)
         )
-        common.figure("recovered", f"{len(recovered)}/{len(results)}")
-        common.figure("found held by the takeover", sum(bool(r.get("found_held")) for r in results))
-        common.figure("tick errors", len(b_errors))
-        common.figure("audit chain", f"{'verifies' if ok else 'BROKEN'} ({rows} rows)")
+        common.figure("recovered", f"{len(recovered)}/{len(mid)}")
+        common.figure("found held by the takeover", sum(bool(r.get("found_held")) for r in mid))
         if times:
             common.figure(
                 "time to recover p50/max",
                 f"{common.percentile(times, 50):.2f}/{max(times):.2f} s",
             )
+        if at_random:
+            fine = [r for r in at_random if "problem" not in r]
+            common.figure("random kills", len(at_random))
+            common.figure("random kills by phase", dict(Counter(r.get("phase") for r in at_random)))
+            common.figure("random kills recovered", f"{len(fine)}/{len(at_random)}")
+            free = [r["lock_free"] for r in at_random if r.get("lock_free") is not None]
+            common.figure("write lock free after a kill p50/max", common.millis(free))
+        common.figure("tick errors", len(b_errors))
+        common.figure("audit chain", f"{'verifies' if ok else 'BROKEN'} ({rows} rows)")
         common.figure("time", f"{took:.1f} s")
         common.figure("load", common.load_note())
         for r in results:
@@ -235,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
             print("  tick: " + error)
         if chain_problems:
             print("  chain: " + "; ".join(chain_problems))
-        return 0 if ok and len(recovered) == len(results) and not b_errors else 1
+        good = all("problem" not in r for r in results)
+        return 0 if ok and good and not b_errors else 1
 
 
 if __name__ == "__main__":

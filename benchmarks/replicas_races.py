@@ -198,7 +198,11 @@ def race(args: argparse.Namespace) -> int:
         barrier = ctx.Barrier(args.approvers)
         results = ctx.Queue()
         processes = [
-            ctx.Process(target=replica, args=(n, mesh.replica_env(), ids, plans, barrier, results))
+            ctx.Process(
+                daemon=True,
+                target=replica,
+                args=(n, mesh.replica_env(), ids, plans, barrier, results),
+            )
             for n in range(REPLICAS)
         ]
         for process in processes:

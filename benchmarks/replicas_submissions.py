@@ -95,7 +95,9 @@ def run_workers(mesh: common.Mesh, phases: list[list[Phase]]) -> list[list[dict[
     barrier = ctx.Barrier(len(phases))
     results = ctx.Queue()
     processes = [
-        ctx.Process(target=worker, args=(n, mesh.replica_env(), mine, barrier, results))
+        ctx.Process(
+            daemon=True, target=worker, args=(n, mesh.replica_env(), mine, barrier, results)
+        )
         for n, mine in enumerate(phases)
     ]
     for process in processes:

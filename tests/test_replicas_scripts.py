@@ -100,14 +100,19 @@ def test_replica_killed_mid_grant_is_taken_over_by_the_other_replicas_tick(
     pg_server_url: str, seeded: str
 ) -> None:
     # GIVEN replica A hangs in its Lake Formation grant WHEN it is killed, once before the
-    # call and once after Lake Formation applied it
+    # call and once after Lake Formation applied it (and once more at a random moment)
     code, figures, output = run_script(
-        "replicas_kill", "--kills", "2", pg=pg_server_url, aws=seeded
+        "replicas_kill",
+        *("--kills", "2", "--random-kills", "1", "--window", "0.05"),
+        pg=pg_server_url,
+        aws=seeded,
     )
     # THEN replica B's tick takes each over and grants it, exactly once in Lake Formation
     assert figures.get("kills") == "2", output
     assert figures["recovered"] == "2/2", output
     assert figures["found held by the takeover"] == "1", output
+    # AND a kill at a random moment leaves it undecided or granted, with the write lock free
+    assert figures["random kills recovered"] == "1/1", output
     assert figures["tick errors"] == "0", output
     assert figures["audit chain"].startswith("verifies"), output
     assert code == 0, output
