@@ -16,11 +16,17 @@ stale time of 1 s and B's tick interval, ``--tick-every``).
 
 Then ``--random-kills`` (20) more, with no hang: A is killed 0 to ``--window`` seconds after
 its approve starts (by default 1.5 times the median approve of 3 uncrashed runs), so kills
-land before the decision (inside its write transaction too, holding the store's advisory
-write lock), while granting, after the grant, or not at all. Each must end undecided with
+land before the decision (possibly inside its write transaction, holding the store's
+advisory write lock), while granting, after the grant, or not at all. Each must end undecided with
 nothing of the decision written (no approval row, no audit row, no grant), or granted with
 each grant held once (by B's takeover when it was left granting); and the write lock must
 come free at once (it prints how soon, polled with ``pg_try_advisory_xact_lock``).
+
+Last, ``--tx-kills`` (10) kills inside the decision's write transaction, found there for
+sure: A's process hangs after ``record_approval``'s statements and before the commit, and
+the script checks that the advisory lock is held before it kills. The decision must vanish
+whole (the request pending, no approval row, no ``approved`` row), the lock come free, and
+the request still be decidable: sara approves it afterwards and it is granted.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import sys
 import time
 import traceback
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +79,35 @@ def replica_a_at_random(
     started = time.perf_counter()
     services.marketplace.approve(request_id, "sam", comment=REASON)
     took.value = time.perf_counter() - started
+
+
+def replica_a_in_transaction(env: dict[str, str], request_id: str, hang: float, in_tx: Any) -> None:
+    """Approve ``request_id`` as sam, hanging inside the approval's write transaction (its
+    statements run, the advisory write lock held, the commit not yet made)."""
+    from contextlib import contextmanager
+
+    services = common.build_replica(env)
+    store = services.marketplace.store
+    real_write, real_record = type(store)._write, store.record_approval
+    armed: list[bool] = []
+
+    def hanging(self: Any) -> Iterator[Any]:
+        with real_write(self) as db:
+            yield db
+            if armed:
+                in_tx.set()
+                time.sleep(hang)
+
+    def record(*args: Any, **kwargs: Any) -> Any:
+        armed.append(True)
+        try:
+            return real_record(*args, **kwargs)
+        finally:
+            armed.clear()
+
+    type(store)._write = contextmanager(hanging)  # in A's process only
+    store.record_approval = record
+    services.marketplace.approve(request_id, "sam", comment=REASON)
 
 
 def replica_b(env: dict[str, str], loose: Any, stop: Any, every: float, reports: Any) -> None:
@@ -250,6 +286,67 @@ def calibrate(
     return window
 
 
+def transaction_cycle(
+    args: argparse.Namespace, mesh: common.Mesh, seeder: Any, n: int, ctx: Any
+) -> dict[str, Any]:
+    """One kill inside the decision's write transaction: the decision must vanish whole,
+    the lock come free, and the request stay decidable (sara approves it after)."""
+    from mesh.store import postgres
+
+    scopes = common.table_scopes(seeder, owner_account=common.SALES)
+    database, table = scopes[n % len(scopes)]
+    request = seeder.marketplace.submit(
+        common.REQUESTER,
+        database=database,
+        table=table,
+        account=common.account(args.first_account + 200_000 + n),
+        reason=REASON,
+    )
+    in_tx = ctx.Event()
+    a = ctx.Process(
+        daemon=True,
+        target=replica_a_in_transaction,
+        args=(mesh.replica_env(), request.id, args.hang, in_tx),
+    )
+    a.start()
+    result: dict[str, Any] = {"id": request.id, "when": "in transaction"}
+    if not in_tx.wait(timeout=120):
+        a.kill()
+        a.join()
+        result["problem"] = f"replica A never reached the transaction (exit {a.exitcode})"
+        return result
+    taken = common.sql(mesh.db_url, "SELECT pg_try_advisory_xact_lock(%s)", [postgres._WRITE_LOCK])[
+        0
+    ][0]
+    result["lock_held"] = not taken
+    assert a.pid is not None
+    os.kill(a.pid, signal.SIGKILL)
+    a.join()
+    result["lock_free"] = lock_free_after(mesh)
+    problems = []
+    written = common.sql(
+        mesh.db_url,
+        "SELECT (SELECT count(*) FROM approvals WHERE request_id = %s), "
+        "(SELECT count(*) FROM audit WHERE request_id = %s AND action = 'approved')",
+        [request.id, request.id],
+    )[0]
+    if status(mesh, request.id) != "pending_approval" or any(written):
+        problems.append(f"half a decision: {status(mesh, request.id)}, {written}")
+    if not result["lock_held"]:
+        problems.append("the write lock was not held inside the transaction")
+    if result["lock_free"] is None:
+        problems.append("the write lock was still held 10 s after the kill")
+    try:
+        ended = seeder.marketplace.approve(request.id, "sara", comment=REASON)
+        if ended.status.value != "granted":
+            problems.append(f"sara's approval after the kill ended it {ended.status.value}")
+    except Exception as exc:  # noqa: BLE001 - any refusal here is the finding
+        problems.append(f"sara could not approve it after the kill: {exc}")
+    if problems:
+        result["problem"] = "; ".join(problems)
+    return result
+
+
 def check_random(mesh: common.Mesh, seeder: Any, result: dict[str, Any], by_b: set[str]) -> None:
     """A random kill left the request undecided with nothing of the decision written, or
     granted (by A, or by B's takeover) with each grant held once; the lock came free."""
@@ -305,6 +402,8 @@ def check(mesh: common.Mesh, seeder: Any, results: list[dict[str, Any]], by_b: s
         if result["when"] == "random":
             check_random(mesh, seeder, result, by_b)
             continue
+        if result["when"] == "in transaction":
+            continue  # checked as it ran
         problems = []
         request = seeder.marketplace.store.get(result["id"])
         plan = sorted(resource_key(s.resource) for s in seeder.marketplace.grant_plan(request))
@@ -356,6 +455,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a random kill comes 0 to this many seconds after approve starts (default: 1.5 "
         "times the median of 3 uncrashed approves)",
     )
+    parser.add_argument(
+        "--tx-kills",
+        type=int,
+        default=10,
+        help="then this many kills inside the decision's write transaction (default 10)",
+    )
     parser.add_argument("--seed", type=int, default=11, help="seed of the random kill times")
     common.add_pg_argument(parser)
     args = parser.parse_args(argv)
@@ -387,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
                 random_cycle(args, mesh, seeder, n, ctx, loose, rng, window)
                 for n in range(args.random_kills)
             ]
+            results += [transaction_cycle(args, mesh, seeder, n, ctx) for n in range(args.tx_kills)]
             took = time.perf_counter() - started
         finally:
             stop.set()
@@ -404,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
                 b_errors.append(report["error"])
         check(mesh, seeder, results, by_b)
         ok, rows, chain_problems = common.chain_verifies(seeder)
-        mid = [r for r in results if r["when"] != "random"]
+        mid = [r for r in results if r["when"] in ("before", "after")]
+        in_tx = [r for r in results if r["when"] == "in transaction"]
         at_random = [r for r in results if r["when"] == "random"]
         recovered = [r for r in mid if "problem" not in r]
         times = [r["seconds"] for r in recovered]
@@ -427,6 +534,13 @@ def main(argv: list[str] | None = None) -> int:
             common.figure("random kills recovered", f"{len(fine)}/{len(at_random)}")
             free = [r["lock_free"] for r in at_random if r.get("lock_free") is not None]
             common.figure("write lock free after a kill p50/max", common.millis(free))
+        if in_tx:
+            whole = [r for r in in_tx if "problem" not in r]
+            common.figure("kills inside the decision's transaction", len(in_tx))
+            common.figure("lock held at the kill", sum(bool(r.get("lock_held")) for r in in_tx))
+            common.figure("rolled back whole and decided after", f"{len(whole)}/{len(in_tx)}")
+            free = [r["lock_free"] for r in in_tx if r.get("lock_free") is not None]
+            common.figure("write lock free after those kills p50/max", common.millis(free))
         common.figure("tick errors", len(b_errors))
         common.figure("audit chain", f"{'verifies' if ok else 'BROKEN'} ({rows} rows)")
         common.figure("time", f"{took:.1f} s")

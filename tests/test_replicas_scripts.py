@@ -103,7 +103,7 @@ def test_replica_killed_mid_grant_is_taken_over_by_the_other_replicas_tick(
     # call and once after Lake Formation applied it (and once more at a random moment)
     code, figures, output = run_script(
         "replicas_kill",
-        *("--kills", "2", "--random-kills", "1", "--window", "0.05"),
+        *("--kills", "2", "--random-kills", "1", "--window", "0.05", "--tx-kills", "1"),
         pg=pg_server_url,
         aws=seeded,
     )
@@ -113,6 +113,9 @@ def test_replica_killed_mid_grant_is_taken_over_by_the_other_replicas_tick(
     assert figures["found held by the takeover"] == "1", output
     # AND a kill at a random moment leaves it undecided or granted, with the write lock free
     assert figures["random kills recovered"] == "1/1", output
+    # AND a kill inside the decision's transaction, the write lock held, leaves nothing of it
+    assert figures["lock held at the kill"] == "1", output
+    assert figures["rolled back whole and decided after"] == "1/1", output
     assert figures["tick errors"] == "0", output
     assert figures["audit chain"].startswith("verifies"), output
     assert code == 0, output
