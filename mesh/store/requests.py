@@ -13,6 +13,10 @@ from mesh.store.db import INTEGRITY_ERRORS, Db, in_json_list
 from mesh.store.rows import AlreadyApproved, Approval, NewEvent, _column_value, _from_row, _to_row
 
 
+class _MovedOn(Exception):
+    """The request left the approval's step inside the transaction: roll it back."""
+
+
 class RequestRecords(StoreBase):
     """Requests: adding, transitions, approvals, claims."""
 
@@ -119,6 +123,28 @@ class RequestRecords(StoreBase):
         the last, takes the ``granting`` changes. Returns the request and whether the step
         was completed, or None when the request had moved on.
         """
+        try:
+            return self._record_approval(
+                approval,
+                needed=needed,
+                last_step=last_step,
+                granting=granting,
+                events=events,
+                step_events=step_events,
+            )
+        except _MovedOn:
+            return None
+
+    def _record_approval(
+        self,
+        approval: Approval,
+        *,
+        needed: int,
+        last_step: bool,
+        granting: Mapping[str, Any],
+        events: Sequence[NewEvent],
+        step_events: Sequence[NewEvent],
+    ) -> tuple[AccessRequest, bool] | None:
         with self._write() as db:
             rows = list(
                 db.query("SELECT status, step FROM requests WHERE id = ?", [approval.request_id])
@@ -162,10 +188,21 @@ class RequestRecords(StoreBase):
                     "updated_at": approval.at,
                 }
             assignments = ", ".join(f"[{column}] = ?" for column in changes)
-            db.execute(
-                f"UPDATE requests SET {assignments} WHERE id = ?",
-                [*[_column_value(v) for v in changes.values()], approval.request_id],
+            # Conditional too, though the write lock already keeps another decision out
+            # between the read above and here: should a writer ever bypass it, this
+            # approval is rolled back rather than move a request that has moved on.
+            moved = db.execute(
+                f"UPDATE requests SET {assignments} WHERE id = ? AND status = ? "
+                "AND coalesce(step, 0) = ?",
+                [
+                    *[_column_value(v) for v in changes.values()],
+                    approval.request_id,
+                    Status.PENDING_APPROVAL.value,
+                    approval.step,
+                ],
             )
+            if moved.rowcount != 1:
+                raise _MovedOn
             # Each approval records the quorum it was counted against ("all" is who was in
             # the group then), so the evidence for a grant can count against it too.
             counted = [
