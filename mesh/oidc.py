@@ -14,6 +14,7 @@ knows everyone who signed in on any of them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Iterable, Mapping
@@ -111,16 +112,9 @@ class OidcUsers(UserFile):
         return self._with_policy_groups(user) if user is not None else None
 
     def _with_policy_groups(self, user: User) -> User:
+        """``user`` with the policy's groups that name them as members, too."""
         extra = {g for g, members in self.groups.items() if user.username in members}
-        return User(
-            username=user.username,
-            name=user.name,
-            email=user.email,
-            roles=user.roles,
-            accounts=user.accounts,
-            owner_of=user.owner_of,
-            groups=user.groups | extra,
-        )
+        return dataclasses.replace(user, groups=user.groups | extra)
 
     def directory(self) -> Directory:
         """Who may do what: the role map's entries, then the people known by their claims.

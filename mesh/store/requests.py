@@ -124,96 +124,79 @@ class RequestRecords(StoreBase):
         was completed, or None when the request had moved on.
         """
         try:
-            return self._record_approval(
-                approval,
-                needed=needed,
-                last_step=last_step,
-                granting=granting,
-                events=events,
-                step_events=step_events,
-            )
-        except _MovedOn:
-            return None
-
-    def _record_approval(
-        self,
-        approval: Approval,
-        *,
-        needed: int,
-        last_step: bool,
-        granting: Mapping[str, Any],
-        events: Sequence[NewEvent],
-        step_events: Sequence[NewEvent],
-    ) -> tuple[AccessRequest, bool] | None:
-        with self._write() as db:
-            rows = list(
-                db.query("SELECT status, step FROM requests WHERE id = ?", [approval.request_id])
-            )
-            if not rows or rows[0]["status"] != Status.PENDING_APPROVAL.value:
-                return None
-            if (rows[0]["step"] or 0) != approval.step:
-                return None
-            try:
-                db["approvals"].insert(  # type: ignore[union-attr]
-                    {
-                        "request_id": approval.request_id,
-                        "step": approval.step,
-                        "username": approval.username,
-                        "acting_as": approval.acting_as,
-                        "at": approval.at,
-                        "comment": approval.comment,
-                    }
-                )
-            except INTEGRITY_ERRORS as exc:
-                raise AlreadyApproved(approval.username) from exc
-            count = next(
-                iter(
+            with self._write() as db:
+                rows = list(
                     db.query(
-                        "SELECT COUNT(*) AS n FROM approvals WHERE request_id = ? AND step = ?",
-                        [approval.request_id, approval.step],
+                        "SELECT status, step FROM requests WHERE id = ?", [approval.request_id]
                     )
                 )
-            )["n"]
-            complete = count >= needed
-            if not complete:
-                changes: Mapping[str, Any] = {"updated_at": approval.at}
-            elif last_step:
-                changes = dict(granting)
-            else:
-                changes = {
-                    "step": approval.step + 1,
-                    "step_started_at": approval.at,
-                    "escalated_at": None,
-                    "reminders_sent": 0,
-                    "updated_at": approval.at,
-                }
-            assignments = ", ".join(f"[{column}] = ?" for column in changes)
-            # Conditional too, though the write lock already keeps another decision out
-            # between the read above and here: should a writer ever bypass it, this
-            # approval is rolled back rather than move a request that has moved on.
-            moved = db.execute(
-                f"UPDATE requests SET {assignments} WHERE id = ? AND status = ? "
-                "AND coalesce(step, 0) = ?",
-                [
-                    *[_column_value(v) for v in changes.values()],
-                    approval.request_id,
-                    Status.PENDING_APPROVAL.value,
-                    approval.step,
-                ],
-            )
-            if moved.rowcount != 1:
-                raise _MovedOn
-            # Each approval records the quorum it was counted against ("all" is who was in
-            # the group then), so the evidence for a grant can count against it too.
-            counted = [
-                replace(e, details={**e.details, "needed": needed})
-                if e.action == Action.APPROVED.value
-                else e
-                for e in events
-            ]
-            self._append(db, [*counted, *(step_events if complete else [])])
-            request = _from_row(db["requests"].get(approval.request_id))  # type: ignore[union-attr]
-            return request, complete
+                if not rows or rows[0]["status"] != Status.PENDING_APPROVAL.value:
+                    return None
+                if (rows[0]["step"] or 0) != approval.step:
+                    return None
+                try:
+                    db["approvals"].insert(  # type: ignore[union-attr]
+                        {
+                            "request_id": approval.request_id,
+                            "step": approval.step,
+                            "username": approval.username,
+                            "acting_as": approval.acting_as,
+                            "at": approval.at,
+                            "comment": approval.comment,
+                        }
+                    )
+                except INTEGRITY_ERRORS as exc:
+                    raise AlreadyApproved(approval.username) from exc
+                count = next(
+                    iter(
+                        db.query(
+                            "SELECT COUNT(*) AS n FROM approvals WHERE request_id = ? AND step = ?",
+                            [approval.request_id, approval.step],
+                        )
+                    )
+                )["n"]
+                complete = count >= needed
+                if not complete:
+                    changes: Mapping[str, Any] = {"updated_at": approval.at}
+                elif last_step:
+                    changes = dict(granting)
+                else:
+                    changes = {
+                        "step": approval.step + 1,
+                        "step_started_at": approval.at,
+                        "escalated_at": None,
+                        "reminders_sent": 0,
+                        "updated_at": approval.at,
+                    }
+                assignments = ", ".join(f"[{column}] = ?" for column in changes)
+                # Conditional too, though the write lock already keeps another decision out
+                # between the read above and here: should a writer ever bypass it, this
+                # approval is rolled back rather than move a request that has moved on.
+                moved = db.execute(
+                    f"UPDATE requests SET {assignments} WHERE id = ? AND status = ? "
+                    "AND coalesce(step, 0) = ?",
+                    [
+                        *[_column_value(v) for v in changes.values()],
+                        approval.request_id,
+                        Status.PENDING_APPROVAL.value,
+                        approval.step,
+                    ],
+                )
+                if moved.rowcount != 1:
+                    raise _MovedOn
+                # Each approval records the quorum it was counted against ("all" is who was in
+                # the group then), so the evidence for a grant can count against it too.
+                counted = [
+                    replace(e, details={**e.details, "needed": needed})
+                    if e.action == Action.APPROVED.value
+                    else e
+                    for e in events
+                ]
+                self._append(db, [*counted, *(step_events if complete else [])])
+                request = _from_row(db["requests"].get(approval.request_id))  # type: ignore[union-attr]
+                return request, complete
+        except _MovedOn:  # rolled back
+            return None
 
     def approvals(self, request_id: str) -> list[Approval]:
         """Every approval of a request, in the order they were given."""
