@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,11 +99,9 @@ def assert_one_sentence_on_stderr(outcome: Outcome) -> None:
     assert lines[0].endswith(".")
 
 
-def in_process_cli(monkeypatch: Any, capsys: Any, build: Callable[..., Any]) -> Cli:
-    """Run `python -m mesh` in this process, its services built by ``build``."""
+def _captured_cli(capsys: Any) -> Cli:
+    """Run `python -m mesh` in this process, capturing what it prints."""
     import mesh.cli
-
-    monkeypatch.setattr(mesh.cli, "build", build)
 
     def run(*argv: str) -> Outcome:
         capsys.readouterr()
@@ -112,6 +110,25 @@ def in_process_cli(monkeypatch: Any, capsys: Any, build: Callable[..., Any]) -> 
         return Outcome(code=code, out=out, err=err)
 
     return run
+
+
+def in_process_cli(monkeypatch: Any, capsys: Any, build: Callable[..., Any]) -> Cli:
+    """Run `python -m mesh` in this process, its services built by ``build``."""
+    import mesh.cli
+
+    monkeypatch.setattr(mesh.cli, "build", build)
+    return _captured_cli(capsys)
+
+
+def environment_cli(monkeypatch: Any, capsys: Any, env: Mapping[str, str] | None = None) -> Cli:
+    """Run `python -m mesh` in this process, its settings from the environment with ``env``
+    set, never from a developer's .streamlit/secrets.toml."""
+    import mesh.settings
+
+    monkeypatch.setattr(mesh.settings, "read_secrets", lambda *args, **kwargs: {})
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
+    return _captured_cli(capsys)
 
 
 def init_store(path: str | Path, *, key: str = AUDIT_KEY) -> None:

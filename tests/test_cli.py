@@ -51,6 +51,7 @@ from tests.support import (
     Cli,
     Outcome,
     assert_one_sentence_on_stderr,
+    environment_cli,
     init_store,
 )
 
@@ -214,16 +215,7 @@ def placeholders(world: World, made: Made) -> dict[str, str]:
 
 def runner(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: Any) -> Cli:
     """Run ``python -m mesh ARGS`` in-process with ``env`` set."""
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-
-    def run(*argv: str) -> Outcome:
-        capsys.readouterr()
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return Outcome(code=code, out=out, err=err)
-
-    return run
+    return environment_cli(monkeypatch, capsys, env)
 
 
 @pytest.fixture(autouse=True)

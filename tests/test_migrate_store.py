@@ -18,13 +18,17 @@ from urllib.parse import urlsplit
 
 import pytest
 
-import mesh.settings
 from mesh import auditlog
-from mesh.cli import main
 from mesh.services import Services, build
 from mesh.settings import load_settings
 from mesh.store import PgStore
-from tests.support import AUDIT_KEY, Outcome, assert_one_sentence_on_stderr, init_store
+from tests.support import (
+    AUDIT_KEY,
+    Outcome,
+    assert_one_sentence_on_stderr,
+    environment_cli,
+    init_store,
+)
 
 MINE, PARTNER = "444455556666", "777788889999"
 COPIED = {
@@ -36,15 +40,7 @@ COPIED = {
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> Callable[..., Outcome]:
     """`python -m mesh` in this process (the settings come from the environment)."""
-    monkeypatch.setattr(mesh.settings, "read_secrets", lambda *args, **kwargs: {})
-
-    def run(*argv: str) -> Outcome:
-        capsys.readouterr()
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return Outcome(code=code, out=out, err=err)
-
-    return run
+    return environment_cli(monkeypatch, capsys)
 
 
 @pytest.fixture

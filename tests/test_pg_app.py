@@ -22,12 +22,17 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 import mesh.settings
-from mesh.cli import main
 from mesh.errors import SettingError
 from mesh.logs import redact
 from mesh.settings import DEMO_USERS, load_settings
 from mesh.store import PgStore
-from tests.support import AUDIT_KEY, LINK_SECRET, Outcome, assert_one_sentence_on_stderr
+from tests.support import (
+    AUDIT_KEY,
+    LINK_SECRET,
+    Outcome,
+    assert_one_sentence_on_stderr,
+    environment_cli,
+)
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PG = "postgresql://mesh:Sup3r-s3cret-pw@db.example.com:5432/mesh?sslmode=verify-full"
@@ -138,17 +143,8 @@ def test_logs_mask_the_password_of_a_database_url() -> None:
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch, capsys: Any, tmp_path: Path) -> Callable[..., Outcome]:
     """`python -m mesh` in this process, in aws mode, with the given MESH_DB."""
-    monkeypatch.setattr(mesh.settings, "read_secrets", lambda *args, **kwargs: {})
-    for name, value in _aws(MESH_AUDIT_ANCHOR=f"file:{tmp_path / 'anchor.json'}").items():
-        monkeypatch.setenv(name, value)
-
-    def run(*argv: str) -> Outcome:
-        capsys.readouterr()
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return Outcome(code=code, out=out, err=err)
-
-    return run
+    anchor = f"file:{tmp_path / 'anchor.json'}"
+    return environment_cli(monkeypatch, capsys, _aws(MESH_AUDIT_ANCHOR=anchor))
 
 
 def test_init_tick_request_approve_and_verify_through_the_cli_on_postgresql(

@@ -13,12 +13,16 @@ from typing import Any
 
 import pytest
 
-import mesh.settings
-from mesh.cli import main
 from mesh.errors import InvalidInput, MeshError, SettingError, StorageError, failure_of
 from mesh.settings import DEMO_USERS
 from mesh.store import NewEvent, Store, migrations
-from tests.support import AUDIT_KEY, LINK_SECRET, Outcome, assert_one_sentence_on_stderr
+from tests.support import (
+    AUDIT_KEY,
+    LINK_SECRET,
+    Outcome,
+    assert_one_sentence_on_stderr,
+    environment_cli,
+)
 
 ALL_MIGRATIONS = [migration.name for migration in migrations._migrations]
 
@@ -456,21 +460,15 @@ def test_restoring_a_backup_as_the_readme_says_brings_back_its_rows(
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch, capsys: Any, tmp_path: Path) -> Callable[..., Outcome]:
     """`python -m mesh` in this process, in aws mode, with MESH_DB in tmp_path."""
-    monkeypatch.setattr(mesh.settings, "read_secrets", lambda *args, **kwargs: {})
-    monkeypatch.setenv("MESH_MODE", "aws")
-    monkeypatch.setenv("MESH_DB", str(tmp_path / "var" / "mesh.db"))
-    monkeypatch.setenv("MESH_USERS", str(DEMO_USERS))
-    monkeypatch.setenv("MESH_AUDIT_KEY", AUDIT_KEY)
-    monkeypatch.setenv("MESH_LINK_SECRET", LINK_SECRET)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # no AWS call may be made
-
-    def run(*argv: str) -> Outcome:
-        capsys.readouterr()
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return Outcome(code=code, out=out, err=err)
-
-    return run
+    env = {
+        "MESH_MODE": "aws",
+        "MESH_DB": str(tmp_path / "var" / "mesh.db"),
+        "MESH_USERS": str(DEMO_USERS),
+        "MESH_AUDIT_KEY": AUDIT_KEY,
+        "MESH_LINK_SECRET": LINK_SECRET,
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",  # no AWS call may be made
+    }
+    return environment_cli(monkeypatch, capsys, env)
 
 
 def test_cli_in_aws_mode_without_a_database_exits_2_saying_init_and_creates_nothing(
