@@ -25,7 +25,7 @@ from mesh.demo import data, standin
 from mesh.moments import iso, utc_now
 from mesh.services import Services, build
 from mesh.settings import DEMO_USERS, Settings, load_settings
-from mesh.store import Store
+from mesh.store import PgStore, Store
 from mesh.workflow import Marketplace
 from tests import pgsupport
 from tests.support import AUDIT_KEY, LINK_SECRET
@@ -260,6 +260,26 @@ def pg_server_url() -> Iterator[str]:
 def pg_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, empty database on the test server for this test (its URL), dropped after it."""
     with pgsupport.temporary_database(pg_server_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite store for a module's tests to copy: migrating for each is slow."""
+    store = Store(tmp_path_factory.mktemp("template") / "mesh.db", audit_key=AUDIT_KEY)
+    store.migrate()
+    store.close()
+    return store.path
+
+
+@pytest.fixture(scope="module")
+def pg_template(pg_server_url: str) -> Iterator[str]:
+    """A migrated PostgreSQL database for a module's tests to copy (CREATE DATABASE ...
+    TEMPLATE): nothing may stay connected to it."""
+    with pgsupport.temporary_database(pg_server_url, prefix="tmpl") as url:
+        store = PgStore(url, audit_key=AUDIT_KEY)
+        store.migrate()
+        store.close()
         yield url
 
 

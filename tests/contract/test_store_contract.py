@@ -62,25 +62,6 @@ class Raw:
     error: type[Exception]
 
 
-@pytest.fixture(scope="module")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated SQLite store to copy: migrating for each test is slow."""
-    store = Store(tmp_path_factory.mktemp("contract") / "mesh.db", audit_key=AUDIT_KEY)
-    store.migrate()
-    store.close()
-    return store.path
-
-
-@pytest.fixture(scope="module")
-def pg_template(pg_server_url: str) -> Iterator[str]:
-    """A migrated PostgreSQL database to copy (CREATE DATABASE ... TEMPLATE)."""
-    with pgsupport.temporary_database(pg_server_url, prefix="tmpl") as url:
-        store = PgStore(url, audit_key=AUDIT_KEY)
-        store.migrate()
-        store.close()
-        yield url
-
-
 @pytest.fixture(params=ADAPTERS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     opened: Any
