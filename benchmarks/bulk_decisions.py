@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlite_utils
 
+from benchmarks.standin_apart import standin_apart
 from mesh.models import AccessRequest
 from mesh.services import Services, build
 from mesh.settings import load_settings
@@ -273,10 +274,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("a", "b", "both"), default="both")
     args = parser.parse_args()
-    standin_process, endpoint = serve_apart()
     workdir = Path(tempfile.mkdtemp(prefix="mesh-bulk-bench-"))
     ok = True
-    try:
+    with standin_apart() as endpoint:
         if args.part in ("a", "both"):
             print("Bulk approvals (decide_many as sam), AWS calls counted on the clients:")
             for r in bulk_calls(endpoint, workdir):
@@ -308,9 +308,6 @@ def main() -> int:
                     f"elements drawn a run: {r['elements']}, comment boxes: "
                     f"{r['comment_boxes']}; SQL statements a run: {r['statements']}"
                 )
-    finally:
-        standin_process.terminate()
-        standin_process.wait()
     return 0 if ok else 1
 
 

@@ -34,10 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yaml
 
+from benchmarks.standin_apart import standin_apart
 from tests import pgsupport
+from tests.support import moto_env
 
 ROOT = Path(__file__).resolve().parent.parent
-REGION = "us-east-1"
 SALES = "111111111111"  # the demo's Sales domain: sam owns it; the races add sara and sol
 REQUESTER = "ada"  # an admin may request for any account, so each request gets its own
 # Approvers the demo's users file lacks: two more owners of Sales and two more admins, so that
@@ -104,44 +105,12 @@ def postgres(server_url: str | None, workdir: Path) -> Iterator[str]:
 
 # moto ------------------------------------------------------------------------------------------
 
-# The stand-in runs in a child process: AWS is apart from the replicas, and its threads serve
-# every replica's calls. It stops when its stdin closes.
-STANDIN = """
-import sys
-from mesh.aws import ClientFactory
-from mesh.demo import data, standin
-server, endpoint = standin.serve()
-data.seed(ClientFactory(demo_endpoint=endpoint).client("glue"))
-print(endpoint, flush=True)
-sys.stdin.read()
-server.stop()
-"""
-
 
 @contextmanager
 def moto_server() -> Iterator[str]:
     """The demo's patched moto server on loopback, its Glue seeded with the demo mesh."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", STANDIN],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=clean_env(),
-    )
-    try:
-        assert child.stdout is not None
-        endpoint = child.stdout.readline().strip()
-        if not endpoint.startswith("http"):
-            raise RuntimeError("the moto server did not start")
+    with standin_apart(env=clean_env()) as endpoint:
         yield endpoint
-    finally:
-        child.terminate()  # its state is thrown away: no need to stop it gracefully
-        try:
-            child.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 @contextmanager
@@ -210,12 +179,7 @@ def mesh(args: argparse.Namespace, prefix: str) -> Iterator[Mesh]:
                 # topics the stand-in lacks (the outbox still records each one).
                 "MESH_NOTIFY": "off",
                 "MESH_AUDIT_ANCHOR": "off",
-                "AWS_ENDPOINT_URL": endpoint,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_CONFIG_FILE": "/dev/null",
-                "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+                **moto_env(endpoint),
             }
             from mesh.store import PgStore
 

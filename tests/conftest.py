@@ -28,9 +28,7 @@ from mesh.settings import DEMO_USERS, Settings, load_settings
 from mesh.store import PgStore, Store
 from mesh.workflow import Marketplace
 from tests import pgsupport
-from tests.support import AUDIT_KEY, LINK_SECRET
-
-REGION = "us-east-1"
+from tests.support import AUDIT_KEY, LINK_SECRET, REGION, moto_env
 
 # A store a test makes without an audit key keeps one beside its database, as the demo does
 # (production code never does: Store.audit_key).
@@ -169,12 +167,7 @@ def module_env(
         "MESH_USERS": str(DEMO_USERS),
         "MESH_AUDIT_KEY": AUDIT_KEY,
         "MESH_LINK_SECRET": LINK_SECRET,
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        **moto_env(moto_endpoint),
     }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():

@@ -9,12 +9,13 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from streamlit.testing.v1 import AppTest
+from typing import TYPE_CHECKING, Any
 
 from mesh.errors import MeshError
 from mesh.models import EntryOutcome, GrantSpec
+
+if TYPE_CHECKING:  # the replica benchmarks import this module: no streamlit there
+    from streamlit.testing.v1 import AppTest
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,22 @@ def environment_cli(monkeypatch: Any, capsys: Any, env: Mapping[str, str] | None
     for name, value in (env or {}).items():
         monkeypatch.setenv(name, value)
     return _captured_cli(capsys)
+
+
+REGION = "us-east-1"  # where moto keeps the demo mesh
+
+
+def moto_env(endpoint: str) -> dict[str, str]:
+    """The environment that points boto3 at the moto server on ``endpoint``: fake
+    credentials, and no AWS config or credentials file of the developer's."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }
 
 
 def init_store(path: str | Path, *, key: str = AUDIT_KEY) -> None:

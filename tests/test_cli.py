@@ -53,6 +53,7 @@ from tests.support import (
     assert_one_sentence_on_stderr,
     environment_cli,
     init_store,
+    moto_env,
 )
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -185,12 +186,7 @@ def make_world(endpoint: str, folder: Path) -> World:
         "MESH_USERS": str(users_file),
         "MESH_AUDIT_KEY": AUDIT_KEY,
         "MESH_LINK_SECRET": LINK_SECRET,
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        **moto_env(endpoint),
     }
     return World(endpoint=endpoint, env=env, mine=mine, partner=partner)
 

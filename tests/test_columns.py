@@ -64,6 +64,7 @@ from tests.support import (
     assert_one_sentence_on_stderr,
     in_process_cli,
     labelled,
+    moto_env,
     sign_in,
     texts,
 )
@@ -385,17 +386,6 @@ def test_column_request_grants_table_describe_then_select_on_exactly_those_colum
 
 
 # Use cases against moto: the seeded mesh, built once -----------------------------------------
-
-
-def moto_env(endpoint: str) -> dict[str, str]:
-    return {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    }
 
 
 @pytest.fixture(scope="module")

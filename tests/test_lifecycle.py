@@ -55,6 +55,7 @@ from tests.support import (
     Users,
     assert_one_sentence_on_stderr,
     in_process_cli,
+    moto_env,
     one_by_one,
 )
 
@@ -77,17 +78,6 @@ def fresh_account() -> str:
 
 def moment(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-
-
-def moto_env(endpoint: str) -> dict[str, str]:
-    return {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    }
 
 
 class Clock:
