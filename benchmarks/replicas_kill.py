@@ -139,6 +139,29 @@ def status(mesh: common.Mesh, request_id: str) -> str | None:
     return rows[0][0] if rows else None
 
 
+def submit(args: argparse.Namespace, seeder: Any, n: int, *, accounts: int = 0) -> Any:
+    """Submit a kind's n-th request: one of sam's PII tables, for an account of its own
+    (each kind of kill numbers its accounts from its own ``accounts`` offset)."""
+    scopes = common.table_scopes(seeder, owner_account=common.SALES)
+    database, table = scopes[n % len(scopes)]
+    return seeder.marketplace.submit(
+        common.REQUESTER,
+        database=database,
+        table=table,
+        account=common.account(args.first_account + accounts + n),
+        reason=REASON,
+    )
+
+
+def unreached(a: Any, event: Any, problem: str) -> str | None:
+    """None once replica A has set ``event``; else A killed, and ``problem`` with its exit."""
+    if event.wait(timeout=120):
+        return None
+    a.kill()
+    a.join()
+    return f"replica A {problem} (exit {a.exitcode})"
+
+
 def cycle(
     args: argparse.Namespace,
     mesh: common.Mesh,
@@ -148,15 +171,7 @@ def cycle(
     loose: Any,
 ) -> dict[str, Any]:
     """One kill: submit, approve on A, kill A mid-grant, let B recover it."""
-    scopes = common.table_scopes(seeder, owner_account=common.SALES)
-    database, table = scopes[n % len(scopes)]
-    request = seeder.marketplace.submit(
-        common.REQUESTER,
-        database=database,
-        table=table,
-        account=common.account(args.first_account + n),
-        reason=REASON,
-    )
+    request = submit(args, seeder, n)
     when = ("before", "after")[n % 2]
     in_grant = ctx.Event()
     a = ctx.Process(
@@ -166,11 +181,8 @@ def cycle(
     )
     a.start()
     result: dict[str, Any] = {"id": request.id, "when": when, "account": request.account}
-    if not in_grant.wait(timeout=120):
-        a.kill()
-        a.join()
-        result["problem"] = f"replica A never reached the grant (exit {a.exitcode})"
-        return result
+    if problem := unreached(a, in_grant, "never reached the grant"):
+        return {**result, "problem": problem}
     result["status_at_kill"] = status(mesh, request.id)
     assert a.pid is not None
     os.kill(a.pid, signal.SIGKILL)
@@ -219,15 +231,7 @@ def random_cycle(
     window: float | None,
 ) -> dict[str, Any]:
     """One kill at a random moment of approve -> grant, with no hang anywhere."""
-    scopes = common.table_scopes(seeder, owner_account=common.SALES)
-    database, table = scopes[n % len(scopes)]
-    request = seeder.marketplace.submit(
-        common.REQUESTER,
-        database=database,
-        table=table,
-        account=common.account(args.first_account + 100_000 + n),
-        reason=REASON,
-    )
+    request = submit(args, seeder, n, accounts=100_000)
     ready, go, took = ctx.Event(), ctx.Event(), ctx.Value("d", 0.0)
     a = ctx.Process(
         daemon=True,
@@ -236,11 +240,8 @@ def random_cycle(
     )
     a.start()
     result: dict[str, Any] = {"id": request.id, "when": "random", "account": request.account}
-    if not ready.wait(timeout=120):
-        a.kill()
-        a.join()
-        result["problem"] = f"replica A did not start (exit {a.exitcode})"
-        return result
+    if problem := unreached(a, ready, "did not start"):
+        return {**result, "problem": problem}
     delay = rng.uniform(0, window) if window is not None else None
     go.set()
     if delay is None:  # calibration: let it run to the end
@@ -293,15 +294,7 @@ def transaction_cycle(
     the lock come free, and the request stay decidable (sara approves it after)."""
     from mesh.store import postgres
 
-    scopes = common.table_scopes(seeder, owner_account=common.SALES)
-    database, table = scopes[n % len(scopes)]
-    request = seeder.marketplace.submit(
-        common.REQUESTER,
-        database=database,
-        table=table,
-        account=common.account(args.first_account + 200_000 + n),
-        reason=REASON,
-    )
+    request = submit(args, seeder, n, accounts=200_000)
     in_tx = ctx.Event()
     a = ctx.Process(
         daemon=True,
@@ -310,11 +303,8 @@ def transaction_cycle(
     )
     a.start()
     result: dict[str, Any] = {"id": request.id, "when": "in transaction"}
-    if not in_tx.wait(timeout=120):
-        a.kill()
-        a.join()
-        result["problem"] = f"replica A never reached the transaction (exit {a.exitcode})"
-        return result
+    if problem := unreached(a, in_tx, "never reached the transaction"):
+        return {**result, "problem": problem}
     taken = common.sql(mesh.db_url, "SELECT pg_try_advisory_xact_lock(%s)", [postgres._WRITE_LOCK])[
         0
     ][0]
