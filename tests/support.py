@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +46,8 @@ def one_by_one(send: Callable[[GrantSpec], Any], specs: Sequence[GrantSpec]) -> 
     return outcomes
 
 
-APP = Path(__file__).resolve().parent.parent / "app.py"
+PROJECT = Path(__file__).resolve().parent.parent
+APP = PROJECT / "app.py"
 COOKIE_KEY = "a-test-cookie-key-that-is-long-enough-0123456789"
 # aws mode refuses to start without MESH_AUDIT_KEY; a fixed key keeps failures reproducible.
 AUDIT_KEY = "tests-audit-key-Hq7Wn2Kd9Lp4Xr6Tz1Vb8Mc3Fs5Gy0"
@@ -98,6 +101,21 @@ def assert_one_sentence_on_stderr(outcome: Outcome) -> None:
     assert len(lines) == 1, outcome.err
     assert lines[0].startswith("error: ")
     assert lines[0].endswith(".")
+
+
+def run_mesh(
+    *argv: str, env: Mapping[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the real entry point, `python -m mesh ARGV`, in a child process with ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "mesh", *argv],
+        env=dict(env),
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def _captured_cli(capsys: Any) -> Cli:

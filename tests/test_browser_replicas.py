@@ -40,7 +40,7 @@ from mesh.settings import DEMO_USERS
 from tests import pgsupport
 from tests.browser_support import PROJECT, free_ports, fresh_page, stop, wait_until_up
 from tests.conftest import REGION, reset_moto
-from tests.support import AUDIT_KEY, COOKIE_KEY, LINK_SECRET
+from tests.support import AUDIT_KEY, COOKIE_KEY, LINK_SECRET, run_mesh
 from tests.test_browser import COOKIE, request_access, settle, wait_until_idle
 from tests.test_browser_journeys import (
     REQUEST_ID,
@@ -129,15 +129,7 @@ def cluster_env(*, db: str, moto: str, base_url: str, folder: Path) -> dict[str,
 
 
 def mesh_cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "mesh", *args],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_mesh(*args, env=env)
     assert done.returncode == 0, f"mesh {' '.join(args)} exited {done.returncode}:\n{done.stderr}"
     return done.stdout
 

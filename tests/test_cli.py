@@ -19,7 +19,6 @@ import itertools
 import json
 import os
 import socket
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from tests.support import (
     environment_cli,
     init_store,
     moto_env,
+    run_mesh,
 )
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -1185,23 +1185,11 @@ def test_demo_mode_finds_the_running_stand_in_through_its_state_file(
 # the real entry point -------------------------------------------------------------------------
 
 
-def run_module(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mesh", *argv],
-        env=env,
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_python_dash_m_mesh_prints_the_catalog(shared: tuple[World, Made]) -> None:
     # GIVEN aws mode against the seeded moto server
     world, _ = shared
     # WHEN `python -m mesh catalog --json` runs as a real process
-    done = run_module("catalog", "--json", env=world.env)
+    done = run_mesh("catalog", "--json", env=world.env)
     # THEN it exits 0 and prints the catalog
     assert done.returncode == 0, done.stderr
     assert {d["name"] for d in json.loads(done.stdout)} == set(data.DATABASES)
@@ -1222,7 +1210,7 @@ def test_python_dash_m_mesh_refuses_bad_input_without_a_traceback(
     # GIVEN aws mode against the seeded moto server
     world, _ = shared
     # WHEN a real process gets bad input
-    done = run_module(*argv, env={**world.env, **extra_env})
+    done = run_mesh(*argv, env={**world.env, **extra_env})
     # THEN it exits with the contract's code, one sentence on stderr and no traceback
     assert done.returncode == code
     assert_one_sentence_on_stderr(Outcome(code=done.returncode, out=done.stdout, err=done.stderr))

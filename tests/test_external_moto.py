@@ -21,8 +21,8 @@ import boto3
 import pytest
 
 from mesh.demo import data
-from mesh.settings import DEMO_USERS, PROJECT_ROOT
-from tests.support import AUDIT_KEY, LINK_SECRET
+from mesh.settings import DEMO_USERS
+from tests.support import AUDIT_KEY, LINK_SECRET, run_mesh
 
 REGION = "us-east-1"
 CENTRAL = "123456789012"
@@ -81,14 +81,7 @@ def cli(external_moto: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     )
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "mesh", *args],
-            env=env,
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return run_mesh(*args, env=env, timeout=60)
 
     initialised = run("init")  # aws mode never makes its database by itself
     assert initialised.returncode == 0, initialised.stderr
