@@ -27,7 +27,6 @@ import gc
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -90,33 +89,6 @@ class Calls:
 
     def of(self, service: str) -> Counter[str]:
         return Counter({k: v for k, v in self.seen.items() if k.startswith(service + ":")})
-
-
-# The stand-in runs in a child process, as AWS is apart from the app: moto's objects in
-# this process would make each of Python's full garbage collections here about 300 ms.
-STANDIN = """
-import sys
-from mesh.aws import ClientFactory
-from mesh.demo import data, standin
-server, endpoint = standin.serve()
-data.seed(ClientFactory(demo_endpoint=endpoint).client("glue"))
-print(endpoint, flush=True)
-sys.stdin.read()
-server.stop()
-"""
-
-
-def serve_apart() -> tuple[subprocess.Popen[str], str]:
-    """Start the seeded demo stand-in in a child process; it stops when stdin closes."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", STANDIN],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout is not None
-    return child, child.stdout.readline().strip()
 
 
 def services_on(endpoint: str, db: Path) -> Services:
