@@ -775,13 +775,19 @@ def _init(settings: Any, *, app_role: str | None = None) -> int:
     return 0
 
 
+HEALTH_TIMEOUT = 3.0
+"""Seconds `mesh health` waits for a PostgreSQL server (readiness probes time out early)."""
+
+
 def _health(settings: Any) -> int:
     """One read of the store: what a replica needs before it can serve a page.
 
     A failure (server down, file gone, tables missing) is the store's own sentence and
     exit 1, the usual handling of StorageError.
     """
-    last, _ = open_store(settings).audit_head()
+    # a probe has a few seconds: a server that cannot be reached fails it in HEALTH_TIMEOUT
+    store = PgStore(settings.db, timeout=HEALTH_TIMEOUT) if settings.on_postgres else None
+    last, _ = (store or open_store(settings)).audit_head()
     print(f"ok: the store {settings.db_label} (MESH_DB) answers; its audit log has {last} rows.")
     return 0
 

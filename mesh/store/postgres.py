@@ -188,6 +188,17 @@ class PostgresStore(StoreBase):
                 f"{self.timeout * 3:g} seconds ({cause}); try again."
             )
         if isinstance(exc, psycopg_pool.PoolTimeout):
+            # the pool cannot tell an unreachable server from its connections all in use:
+            # one connection of our own can
+            try:
+                psycopg.connect(self.url, **self._options()).close()
+            except psycopg.Error as probe:
+                first = str(probe).strip().splitlines()
+                return StorageError(
+                    f"{where} could not be reached within {self.timeout:g} seconds "
+                    f"({first[0] if first else type(probe).__name__}); check that the server "
+                    "is up and that MESH_DB names it, then try again."
+                )
             return StorageError(
                 f"{where} had no free connection within {self.timeout:g} seconds: this "
                 f"process's {self.pool_size} are all in use; try again."
