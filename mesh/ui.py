@@ -50,6 +50,7 @@ class Keys:
     FLASH = "mesh_flash"
     SIGN_OUT = "mesh_sign_out_requested"
     PENDING_LINK = "mesh_pending_decision_link"
+    LINK_COOKIE_TAKEN = "mesh_link_cookie_taken"  # the kept link this session already opened
     LAST_ACCOUNT = "mesh_last_account"
     AUDIT_PAGES = "mesh_audit_pages"  # the audit page's filters and its pages' cursors
     USERNAME = "username"  # the signed-in user's name (context() reads it)

@@ -19,7 +19,7 @@ from mesh.rolemap import no_access_sentence
 from mesh.services import Services
 from mesh.signin import CookieCodec, SignedIn
 from mesh.ui import Keys, client_ip, cookie_key, forget_session, md, signin_use_cases
-from mesh.ui_signin import ENDED, USERNAME, cookie_writer, no_pages
+from mesh.ui_signin import ENDED, USERNAME, cookie_writer, keep_link_in_browser, no_pages
 
 _REFUSED = "mesh_oidc_refused"  # the ID tokens whose refusal this browser session audited
 SIGN_IN_AGAIN = "Sign in again through your organisation to continue."
@@ -118,6 +118,7 @@ def _sign_in_page(svc: Services, note: str) -> None:
         st.info(note)
     if st.query_params.get("link"):  # a decision link: come back to it after sign-in
         st.session_state[Keys.PENDING_LINK] = st.query_params["link"]
+        keep_link_in_browser(st.query_params["link"])  # st.login's redirect loses the rest
     if st.button("Sign in with your organisation", key="oidc_sign_in", type="primary"):
         st.login()
     cookie_writer(svc)

@@ -155,14 +155,32 @@ def cookie_writer(svc: Services) -> None:
     if value is None:
         return
     max_age = int(Rules.from_settings(svc.settings).session_lifetime.total_seconds())
-    cookie = json.dumps(f"{_cookie_name(svc)}={value}").replace("<", "\\u003c")
-    attributes = f"; Path=/; Max-Age={max_age if value else 0}; SameSite=Strict"
+    write_cookie(_cookie_name(svc), value, max_age=max_age if value else 0, same_site="Strict")
+
+
+def write_cookie(name: str, value: str, *, max_age: int, same_site: str) -> None:
+    """Set a cookie on the app's page (Max-Age 0 deletes it), from a script in a frame."""
+    cookie = json.dumps(f"{name}={value}").replace("<", "\\u003c")
+    attributes = f"; Path=/; Max-Age={max_age}; SameSite={same_site}"
     st.iframe(
         "<script>const page = window.parent;"
         "const secure = page.location.protocol === 'https:' ? '; Secure' : '';"
         f"page.document.cookie = {cookie} + {json.dumps(attributes)} + secure;</script>",
         height="content",
     )
+
+
+LINK_COOKIE = "mesh_pending_link"
+"""Where a decision link followed before a sign-in through the identity provider waits: the
+provider's redirect starts a new browser session, which keeps no session state and, coming
+back to the app's root, no address either."""
+LINK_COOKIE_MINUTES = 15
+
+
+def keep_link_in_browser(token: str) -> None:
+    """Keep ``token`` (a signed, single-use decision link, which only opens a confirmation)
+    in the browser for the sign-in; SameSite=Lax, so the provider's redirect back sends it."""
+    write_cookie(LINK_COOKIE, token, max_age=LINK_COOKIE_MINUTES * 60, same_site="Lax")
 
 
 def _demo_hint(svc: Services) -> None:
@@ -242,6 +260,8 @@ def resume_decision_link(user: User, page: Any) -> None:
         # is still the one to open.
         token = st.query_params.get("link")
     if not token:
+        token = _kept_link()
+    if not token:
         return
     st.session_state.pop(Keys.PENDING_LINK, None)
     if not user.can_approve:
@@ -256,6 +276,18 @@ def resume_decision_link(user: User, page: Any) -> None:
     st.switch_page(f"{PAGES_DIR}/approvals.py", query_params={"link": token})
 
 
+def _kept_link() -> str | None:
+    """The decision link kept in a cookie across the provider's sign-in, once a session."""
+    try:
+        kept = st.context.cookies.get(LINK_COOKIE)
+    except Exception:  # noqa: BLE001 - no client context (a bare script run)
+        kept = None
+    if not isinstance(kept, str) or not kept or st.session_state.get(Keys.LINK_COOKIE_TAKEN):
+        return None
+    st.session_state[Keys.LINK_COOKIE_TAKEN] = kept  # the sidebar then deletes the cookie
+    return kept
+
+
 def sidebar(svc: Services, user: User) -> None:
     with st.sidebar:
         st.caption(f"Signed in as **{md(user.username)}** ({md(describe_user(user))})")
@@ -263,6 +295,8 @@ def sidebar(svc: Services, user: User) -> None:
             st.caption("Demo mesh on a local moto stand-in")
         st.button("Sign out", key="sign_out", on_click=_request_sign_out)
         cookie_writer(svc)
+        if st.session_state.get(Keys.LINK_COOKIE_TAKEN):
+            write_cookie(LINK_COOKIE, "", max_age=0, same_site="Lax")
 
 
 def _request_sign_out() -> None:

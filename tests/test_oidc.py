@@ -324,21 +324,8 @@ def test_a_consumer_requests_and_an_owner_by_group_approves_through_the_provider
     sso: Sso, page_for: Callable[[], Page]
 ) -> None:
     # GIVEN carl (group analysts) signed in through the provider's form
-    carl = page_for()
-    through_provider(carl, sso, CONSUMER_SUB)
-    expect(signed_in_as(carl, "carl@example.com")).to_be_visible()
-    session_cookie_written(carl)
     # WHEN he asks for a table with PII
-    carl.goto(f"{sso.url}/table?db=sales_orders&table=customers")
-    expect(carl.get_by_role("heading", name="sales_orders.customers", exact=True)).to_be_visible()
-    wait_until_idle(carl)
-    carl.get_by_label(re.compile(r"^Reason")).fill("churn model (sso test)")
-    carl.get_by_role("button", name="Request access").click()
-    outcome = carl.get_by_test_id("stAlert").filter(has_text="sales_orders.customers")
-    expect(outcome).to_contain_text("waits for approval")
-    found = REQUEST_ID.search(outcome.inner_text())
-    assert found is not None
-    request_id = found.group(0)
+    request_id = carl_requests(sso, page_for(), "sales_orders", "customers")
     # AND olga, whose group sales-owners makes her the owner of Sales, approves it
     olga = page_for()
     through_provider(olga, sso, OWNER_SUB)
@@ -351,6 +338,65 @@ def test_a_consumer_requests_and_an_owner_by_group_approves_through_the_provider
     expect(olga.get_by_test_id("stAlert").filter(has_text="granted")).to_be_visible()
     subs = {details.get("sub") for _, details in sso.audit("signed_in")}
     assert {OWNER_SUB, CONSUMER_SUB} <= subs
+
+
+def approve_link_sent(sso: Sso, request_id: str) -> str:
+    """The approve link of the owners' approval notification (the outbox row)."""
+    with sqlite3.connect(sso.db) as db:
+        rows = db.execute(
+            "SELECT body FROM notifications WHERE request_id = ? AND kind = 'approval_request'",
+            [request_id],
+        ).fetchall()
+    found = re.search(r"^Approve:\s*(\S+)\s*$", str(rows[0][0]) if rows else "", re.MULTILINE)
+    assert found, f"no approve link for {request_id}: {rows}"
+    return found.group(1)
+
+
+def carl_requests(sso: Sso, page: Page, database: str, table: str) -> str:
+    """Carl, signed in through the provider, asks for a PII table; the request's id."""
+    through_provider(page, sso, CONSUMER_SUB)
+    expect(signed_in_as(page, "carl@example.com")).to_be_visible()
+    session_cookie_written(page)
+    page.goto(f"{sso.url}/table?db={database}&table={table}")
+    expect(page.get_by_role("heading", name=f"{database}.{table}", exact=True)).to_be_visible()
+    wait_until_idle(page)
+    page.get_by_label(re.compile(r"^Reason")).fill("a decision link across the provider")
+    page.get_by_role("button", name="Request access").click()
+    outcome = page.get_by_test_id("stAlert").filter(has_text=f"{database}.{table}")
+    expect(outcome).to_contain_text("waits for approval")
+    found = REQUEST_ID.search(outcome.inner_text())
+    assert found is not None
+    return found.group(0)
+
+
+@pytest.mark.browser
+def test_a_decision_link_followed_while_signed_out_comes_back_after_the_providers_sign_in(
+    sso: Sso, page_for: Callable[[], Page]
+) -> None:
+    # GIVEN carl's request for a table of Sales' PII database, and the approve link that
+    # olga's notification holds
+    request_id = carl_requests(sso, page_for(), "sales_crm", "contacts")
+    link = approve_link_sent(sso, request_id)
+    # WHEN olga, signed out, follows it: the app asks her to sign in through the provider
+    olga = page_for()
+    olga.goto(link)
+    button = olga.get_by_role("button", name="Sign in with your organisation")
+    expect(button).to_be_visible()
+    olga.wait_for_function("document.cookie.includes('mesh_pending_link=')")
+    wait_until_idle(olga)
+    button.click()
+    olga.get_by_placeholder("sub").fill(OWNER_SUB)
+    olga.get_by_role("button", name="Authorize").click()
+    # THEN back from the provider (at the app's root), she is asked to confirm that link
+    heading = olga.get_by_role("heading", name=f"Confirm: approve request {request_id}")
+    expect(heading).to_be_visible()
+    expect(signed_in_as(olga, "olga@example.com")).to_be_visible()
+    # AND the kept link is gone from her browser once opened, so it opens only this once
+    olga.wait_for_function("!document.cookie.includes('mesh_pending_link=')")
+    # AND confirming approves it
+    olga.get_by_role("button", name="Confirm approve").click()
+    done = olga.get_by_test_id("stAlertContentSuccess").filter(has_text=request_id)
+    expect(done).to_contain_text("granted")
 
 
 @pytest.mark.browser
