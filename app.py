@@ -3,12 +3,16 @@
 import streamlit as st
 
 from mesh import ui, ui_oidc, ui_signin
+from mesh.errors import MeshError
 
 st.set_page_config(page_title="Mesh Marketplace", page_icon=":material/storefront:", layout="wide")
 
 services = ui.services()
 # MESH_AUTH=oidc: the identity provider through st.login; otherwise the users file's form.
-user = (ui_oidc if services.settings.auth == "oidc" else ui_signin).sign_in(services)
+try:
+    user = (ui_oidc if services.settings.auth == "oidc" else ui_signin).sign_in(services)
+except MeshError as exc:  # the store failed under it (server down, locked): say so, no trace
+    ui.cannot_continue(exc)
 navigation = st.navigation(ui.pages_for(user))
 ui_signin.resume_decision_link(user, navigation)
 ui_signin.sidebar(services, user)

@@ -746,12 +746,12 @@ def _init(settings: Any, *, app_role: str | None = None) -> int:
         )
     path = settings.db_label  # a URL without its password
     existed = settings.db_path.exists() if not settings.on_postgres else None
+    where = audit_anchor(settings)  # a setting missing here stops before anything is written
     applied = open_store(settings).migrate(create=True)
     if existed is None:  # PostgreSQL: new when its first migration has just run
         existed = not applied or applied[0] != pg_migrations()[0][0]
     if not existed:
         print(f"Created the database {path} (MESH_DB) with {len(applied)} migrations.")
-        where = audit_anchor(settings)
         if isinstance(where, auditlog.FileAnchor):  # a new log: its anchor starts with it
             store = open_store(settings)
             auditlog.initialise_anchor(store, where, by="cli init", at=iso(utc_now()))
@@ -788,7 +788,8 @@ def _health(settings: Any) -> int:
     # a probe has a few seconds: a server that cannot be reached fails it in HEALTH_TIMEOUT
     store = PgStore(settings.db, timeout=HEALTH_TIMEOUT) if settings.on_postgres else None
     last, _ = (store or open_store(settings)).audit_head()
-    print(f"ok: the store {settings.db_label} (MESH_DB) answers; its audit log has {last} rows.")
+    rows = f"{last} row{'' if last == 1 else 's'}"
+    print(f"ok: the store {settings.db_label} (MESH_DB) answers; its audit log has {rows}.")
     return 0
 
 

@@ -145,6 +145,9 @@ def configure(env: Mapping[str, str], *, stream: TextIO | None = None) -> int:
         root.addHandler(handler)
     root.setLevel(level)
     protect()
+    # psycopg's pool says WARNING on each failed connection attempt, several a second while
+    # a server is down; the one sentence the store raises says it once
+    logging.getLogger("psycopg.pool").setLevel(level if level <= logging.DEBUG else logging.ERROR)
     wire = hold_wire_logs(env, level)
     if wire and level <= logging.DEBUG:
         logging.getLogger("mesh").warning(

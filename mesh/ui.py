@@ -253,6 +253,16 @@ def services() -> Services:
     raise RuntimeError("unreachable: no_pages() stops the run")
 
 
+def cannot_continue(exc: MeshError) -> None:
+    """Stop this run with ``exc``'s sentence and no pages (a store that failed mid-run)."""
+    log.warning("page run stopped: %s", exc.message)
+    st.error(md(exc.message))
+    from mesh.ui_signin import no_pages
+
+    no_pages()
+    raise RuntimeError("unreachable: no_pages() stops the run")
+
+
 # The catalog index ------------------------------------------------------------------------
 # Pages read the catalog from the index in the store, one page of it at a time; only a sync
 # (`mesh sync`, tick, the demo's background job, an admin's Sync now) reads all of Glue.

@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from mesh import ui
 from mesh.catalog import GlueCatalog
+from mesh.errors import StorageError
 from mesh.links import LinkAction
 from mesh.models import AccessRequest, Action, Role, Status, User
 from mesh.services import Services
@@ -177,6 +178,27 @@ def test_wrong_password_shows_an_error_and_no_page(app: AppTest) -> None:
     # THEN an error shows, the form stays and no page runs
     assert len(app.error) == 1
     assert labelled(app.text_input, "Username")
+    assert not titles(app)
+
+
+def test_a_store_that_fails_during_sign_in_shows_its_sentence_not_a_trace(
+    app: AppTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the store's server gone away after the app started
+    down = StorageError("The store MESH_DB (postgresql://db/mesh) could not be reached.")
+
+    def gone(*args: Any, **kwargs: Any) -> Any:
+        raise down
+
+    monkeypatch.setattr(Store, "claim_sign_in_attempt", gone)
+    # WHEN carol signs in
+    app.run()
+    labelled(app.text_input, "Username").input("carol")
+    labelled(app.text_input, "Password").input("mesh-demo")
+    labelled(app.button, "Sign in").click().run()
+    # THEN she reads the store's sentence, with no page and no exception
+    assert not app.exception
+    assert texts(app.error) == [down.message]
     assert not titles(app)
 
 

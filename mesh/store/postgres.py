@@ -187,28 +187,47 @@ class PostgresStore(StoreBase):
                 f"{where} stayed locked by another writer for more than "
                 f"{self.timeout * 3:g} seconds ({cause}); try again."
             )
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return StorageError(
+                f"{where} refused this database role a right it needs ({cause}): run "
+                "`python -m mesh init --app-role ROLE` as the tables' owner, ROLE being the "
+                "login in MESH_DB."
+            )
         if isinstance(exc, psycopg_pool.PoolTimeout):
-            # the pool cannot tell an unreachable server from its connections all in use:
-            # one connection of our own can
+            # the pool cannot tell an unreachable server from its connections all in use,
+            # nor from its own backoff after a restart: one connection of our own can
             try:
                 psycopg.connect(self.url, **self._options()).close()
             except psycopg.Error as probe:
-                first = str(probe).strip().splitlines()
-                return StorageError(
-                    f"{where} could not be reached within {self.timeout:g} seconds "
-                    f"({first[0] if first else type(probe).__name__}); check that the server "
-                    "is up and that MESH_DB names it, then try again."
-                )
+                return self._unreachable(where, probe)
+            if self._pool is not None:
+                self._pool.check()  # drop the connections a restarted server broke, refill
             return StorageError(
-                f"{where} had no free connection within {self.timeout:g} seconds: this "
-                f"process's {self.pool_size} are all in use; try again."
+                f"{where} answers, but this process had no working connection to it within "
+                f"{self.timeout:g} seconds (all {self.pool_size} in use, or the server has "
+                "just restarted and they are being made again); try again."
             )
         if isinstance(exc, psycopg.OperationalError):
-            return StorageError(
-                f"{where} could not be reached within {self.timeout:g} seconds ({cause}); "
-                "check that the server is up and that MESH_DB names it, then try again."
-            )
+            return self._unreachable(where, exc)
         return StorageError(f"{where} could not be {'written' if writing else 'read'}: {cause}.")
+
+    def _unreachable(self, where: str, exc: BaseException) -> StorageError:
+        lines = str(exc).strip().splitlines()
+        cause = lines[0] if lines else type(exc).__name__
+        if "authentication failed" in cause or "no password supplied" in cause:
+            return StorageError(
+                f"{where} refused the sign-in ({cause}): check the user and password in "
+                "MESH_DB, PGPASSWORD or the password file (PGPASSFILE)."
+            )
+        if "does not exist" in cause and "database" in cause:
+            return StorageError(
+                f"{where} names a database the server does not have ({cause}): create it "
+                "(CREATE DATABASE ...), then run `python -m mesh init`."
+            )
+        return StorageError(
+            f"{where} could not be reached within {self.timeout:g} seconds ({cause}); "
+            "check that the server is up and that MESH_DB names it, then try again."
+        )
 
     # Migrations, backup ----------------------------------------------------------------
 
@@ -359,5 +378,6 @@ def _is_storage_failure(exc: BaseException) -> bool:
         | psycopg.OperationalError
         | psycopg.errors.UndefinedTable
         | psycopg.errors.InsufficientResources
-        | psycopg.errors.ReadOnlySqlTransaction,
+        | psycopg.errors.ReadOnlySqlTransaction
+        | psycopg.errors.InsufficientPrivilege,
     )
