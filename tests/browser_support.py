@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -165,3 +167,25 @@ def fresh_page(
             folder.mkdir(parents=True, exist_ok=True)
             opened.screenshot(path=str(folder / "failure.png"), full_page=True)
         context.close()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Links:
+    approve: str
+    deny: str
+
+
+def links_sent_for(db: Path, request_id: str) -> Links:
+    """The approve and deny links in the owners' approval notification (the outbox row) of
+    the SQLite store at ``db``."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT body FROM notifications WHERE request_id = ? AND kind = 'approval_request'",
+            [request_id],
+        ).fetchall()
+    assert len(rows) == 1, f"expected one approval notification for {request_id}, got {rows}"
+    body = str(rows[0][0])
+    approve = re.search(r"^Approve:\s*(\S+)\s*$", body, re.MULTILINE)
+    deny = re.search(r"^Deny:\s*(\S+)\s*$", body, re.MULTILINE)
+    assert approve and deny, f"no approve and deny links in:\n{body}"
+    return Links(approve=approve.group(1), deny=deny.group(1))

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -24,7 +22,7 @@ import pytest
 from playwright.sync_api import Locator, Page, Route, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from tests.browser_support import Demo, started_demo
+from tests.browser_support import Demo, links_sent_for, started_demo
 
 # A real browser against a real server: the sign-in cookie is written by a script frame a
 # moment after sign-in (mesh/ui_signin.py), and a click made while a run is in progress can
@@ -37,12 +35,6 @@ PASSWORD = "mesh-demo"
 OWNER = "sam"  # owner of 111111111111 (Sales, which owns sales_orders) in mesh/demo/users.yaml
 COOKIE = "mesh_marketplace_auth"  # cookie.name in mesh/demo/users.yaml
 UI_TIMEOUT_MS = 15_000
-
-
-@dataclass(frozen=True, kw_only=True)
-class Links:
-    approve: str
-    deny: str
 
 
 # Fixtures ---------------------------------------------------------------------------------
@@ -95,21 +87,6 @@ def status_of(demo: Demo, request_id: str) -> str:
     statuses = {r["id"]: r["status"] for r in listed}
     assert request_id in statuses, f"{request_id} is not among the requests"
     return str(statuses[request_id])
-
-
-def links_sent_for(demo: Demo, request_id: str) -> Links:
-    """The approve and deny links in the owner's approval notification (the outbox row)."""
-    with sqlite3.connect(demo.db) as db:
-        rows = db.execute(
-            "SELECT body FROM notifications WHERE request_id = ? AND kind = 'approval_request'",
-            [request_id],
-        ).fetchall()
-    assert len(rows) == 1, f"expected one approval notification for {request_id}, got {rows}"
-    body = str(rows[0][0])
-    approve = re.search(r"^Approve:\s*(\S+)\s*$", body, re.MULTILINE)
-    deny = re.search(r"^Deny:\s*(\S+)\s*$", body, re.MULTILINE)
-    assert approve and deny, f"no approve and deny links in:\n{body}"
-    return Links(approve=approve.group(1), deny=deny.group(1))
 
 
 def with_token_changed(url: str, part: str) -> str:
@@ -248,7 +225,7 @@ def test_approve_link_asks_owner_to_sign_in_then_to_confirm_and_grants_on_confir
     request_id = pending_pii_request(
         demo, requester="carol", scope="sales_orders.customers", account="444455556666"
     )
-    links = links_sent_for(demo, request_id)
+    links = links_sent_for(demo.db, request_id)
 
     # WHEN sam follows the approve link in a browser where nobody is signed in
     follow(page, links.approve)
@@ -285,7 +262,7 @@ def test_tampered_approve_link_is_refused_and_request_stays_pending(
 ) -> None:
     # GIVEN dan's PII request, waiting for sam, who is signed in
     request_id = pending_pii_request(demo, requester="dan", scope=scope, account="777788889999")
-    tampered = with_token_changed(links_sent_for(demo, request_id).approve, part)
+    tampered = with_token_changed(links_sent_for(demo.db, request_id).approve, part)
     sign_in(page, demo, OWNER)
 
     # WHEN he follows the approve link with one character of its token changed
@@ -306,7 +283,7 @@ def test_used_approve_link_and_late_deny_link_change_nothing(page: Page, demo: D
     request_id = pending_pii_request(
         demo, requester="mia", scope="sales_crm.contacts", account="444455556666"
     )
-    links = links_sent_for(demo, request_id)
+    links = links_sent_for(demo.db, request_id)
     sign_in(page, demo, OWNER)
     follow(page, links.approve)
     expect(confirm_heading(page, "approve", request_id)).to_be_visible(timeout=UI_TIMEOUT_MS)
@@ -343,7 +320,7 @@ def test_owner_who_signs_in_from_a_link_stays_signed_in_on_the_next_page_load(
     request_id = pending_pii_request(
         demo, requester="dan", scope="sales_crm.opportunities", account="777788889999"
     )
-    deny = links_sent_for(demo, request_id).deny
+    deny = links_sent_for(demo.db, request_id).deny
     at_home = urlunsplit(urlsplit(deny)._replace(path="/"))
     follow(page, at_home)
     # WHEN he signs in, and the link's request opens (after the run that signs in has let the

@@ -26,7 +26,14 @@ from mesh.oidc import COOKIE_NAME, OidcSignIn, OidcUsers
 from mesh.rolemap import RoleMapFile
 from mesh.signin import Rules, SignedIn
 from mesh.store import PgStore, Store
-from tests.browser_support import PROJECT, chromium, free_ports, stop, wait_until_up
+from tests.browser_support import (
+    PROJECT,
+    chromium,
+    free_ports,
+    links_sent_for,
+    stop,
+    wait_until_up,
+)
 from tests.support import AUDIT_KEY
 
 ROLE_MAP = """
@@ -340,18 +347,6 @@ def test_a_consumer_requests_and_an_owner_by_group_approves_through_the_provider
     assert {OWNER_SUB, CONSUMER_SUB} <= subs
 
 
-def approve_link_sent(sso: Sso, request_id: str) -> str:
-    """The approve link of the owners' approval notification (the outbox row)."""
-    with sqlite3.connect(sso.db) as db:
-        rows = db.execute(
-            "SELECT body FROM notifications WHERE request_id = ? AND kind = 'approval_request'",
-            [request_id],
-        ).fetchall()
-    found = re.search(r"^Approve:\s*(\S+)\s*$", str(rows[0][0]) if rows else "", re.MULTILINE)
-    assert found, f"no approve link for {request_id}: {rows}"
-    return found.group(1)
-
-
 def carl_requests(sso: Sso, page: Page, database: str, table: str) -> str:
     """Carl, signed in through the provider, asks for a PII table; the request's id."""
     through_provider(page, sso, CONSUMER_SUB)
@@ -376,7 +371,7 @@ def test_a_decision_link_followed_while_signed_out_comes_back_after_the_provider
     # GIVEN carl's request for a table of Sales' PII database, and the approve link that
     # olga's notification holds
     request_id = carl_requests(sso, page_for(), "sales_crm", "contacts")
-    link = approve_link_sent(sso, request_id)
+    link = links_sent_for(sso.db, request_id).approve
     # WHEN olga, signed out, follows it: the app asks her to sign in through the provider
     olga = page_for()
     olga.goto(link)
